@@ -1,0 +1,1 @@
+"""Shared pieces of the zfnet scripts: data, checkpoints, figures and the deconvnet."""

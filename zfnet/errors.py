@@ -1,0 +1,23 @@
+"""One exception type for "the user gave something wrong", and the wrapper every script's
+entry point uses to turn it into a single line on stderr and exit status 2."""
+import os
+import sys
+
+
+class UserError(Exception):
+    """Bad input from the user (a missing file, an unknown class, a wrong flag value).
+
+    Anything else that goes wrong is a bug and keeps its traceback."""
+
+
+def run_main(main):
+    """Call `main()`; report a UserError as `prog: error: message` and exit 2."""
+    prog = os.path.basename(sys.argv[0])
+    try:
+        main()
+    except UserError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
