@@ -1,0 +1,75 @@
+"""The one way checkpoints are written and read.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads
+with `torch.load(..., weights_only=True)`: opening a checkpoint never runs code from it.
+Every checkpoint carries what is needed to rebuild and use its network with nothing else:
+
+    model         the state_dict
+    model_config  ZFNet's constructor arguments (arch, width, layer widths, classes, input size)
+    classes       class names in index order
+    preprocess    {"input_size", "mean", "std"} for zfnet.images.load_input
+    epoch         epochs of training behind these weights
+
+train.py adds what resuming needs (optimizer, scheduler, best accuracy, arguments) to last.pth.
+"""
+import os
+
+import torch
+
+from model import ZFNet
+from zfnet.errors import UserError
+from zfnet.files import atomic_write
+
+FORMAT = "zfnet-checkpoint-1"
+REQUIRED = ("model", "model_config", "classes", "preprocess")
+
+
+def save_checkpoint(payload, path):
+    """Write atomically: killing the process at any moment leaves the old file or the new one."""
+    atomic_write(path, lambda file: torch.save({"format": FORMAT, **payload}, file))
+
+
+def model_payload(model, classes, preprocess, epoch):
+    """The part of a checkpoint every reader needs, from a (possibly wrapped) model."""
+    model = getattr(model, "module", model)  # DistributedDataParallel or torch.compile wrappers
+    model = getattr(model, "_orig_mod", model)
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    return {"model": state, "model_config": dict(model.config), "classes": list(classes),
+            "preprocess": dict(preprocess), "epoch": epoch}
+
+
+def read_checkpoint(path):
+    """The checkpoint dict at `path`, validated; UserError naming the problem otherwise."""
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint not found: {path} (train one with `python train.py`)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # damaged bytes make the unpickler fail in arbitrary ways
+        raise UserError(f"{path}: corrupt or not a checkpoint ({type(error).__name__})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT or any(
+            key not in checkpoint for key in REQUIRED):
+        raise UserError(f"{path}: not a zfnet checkpoint (written by another program or version)")
+    return checkpoint
+
+
+def build_model(checkpoint, path="checkpoint"):
+    """Rebuild the exact network a checkpoint describes and load its weights (eval mode)."""
+    try:
+        model = ZFNet(**checkpoint["model_config"], init_weights=False)
+    except (TypeError, ValueError) as error:
+        raise UserError(f"{path}: unusable model configuration ({error})") from None
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise UserError(f"{path}: weights do not fit the network it describes ({first})") from None
+    if len(checkpoint["classes"]) != model.config["num_classes"]:
+        raise UserError(f"{path}: {len(checkpoint['classes'])} class names for "
+                        f"{model.config['num_classes']} outputs")
+    return model.eval()
+
+
+def load_checkpoint(path, device="cpu"):
+    """`(model, checkpoint)`: the network on `device` in eval mode, and the checkpoint dict."""
+    checkpoint = read_checkpoint(path)
+    return build_model(checkpoint, path).to(device), checkpoint

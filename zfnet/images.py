@@ -1,0 +1,66 @@
+"""The one path from a photo file to the network's input.
+
+Training's validation, predict.py and every analysis tool go through these functions, so
+their preprocessing cannot drift apart. The result is bit-identical to torchvision's
+`Resize((size, size))`, `ToTensor()`, `Normalize(mean, std)` on the same PIL image, without
+importing torchvision (which would add over a second to predict.py's start).
+"""
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from zfnet.errors import UserError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def open_rgb(path):
+    """Decode a photo completely and return it as an upright RGB PIL image.
+
+    Grayscale, CMYK, palette and RGBA photos are converted; a missing file, a file that
+    is not an image, or a truncated one raises UserError naming the file.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return ImageOps.exif_transpose(image).convert("RGB")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not an image") from None
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: not an image") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise UserError(f"{path}: truncated or corrupt image ({error})") from None
+
+
+def resize_uint8(image, size):
+    """Stretch a PIL image to size x size (bilinear, as torchvision's Resize((size, size)))
+    and return it as a uint8 tensor of shape (3, size, size)."""
+    resized = image.resize((size, size), Image.BILINEAR)
+    return torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+def normalize(pixels, mean, std):
+    """uint8 pixels (..., 3, H, W) to the network's float input, with the same operations
+    in the same order as ToTensor + Normalize so that the results match bit for bit."""
+    x = pixels.to(torch.float32).div(255)
+    shape = (3, 1, 1)
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(shape)
+    std = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(shape)
+    return x.sub_(mean).div_(std)
+
+
+def load_input(path, preprocess):
+    """A photo file as the network's input tensor (3, S, S), using the preprocessing
+    (`input_size`, `mean`, `std`) that a checkpoint records."""
+    pixels = resize_uint8(open_rgb(path), preprocess["input_size"])
+    return normalize(pixels, preprocess["mean"], preprocess["std"])
+
+
+def unnormalize(x, mean, std):
+    """The inverse of `normalize`, as floats in [0, 1], for drawing inputs in figures."""
+    shape = (3, 1, 1)
+    mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(shape)
+    std = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(shape)
+    return (x * std + mean).clamp(0, 1)

@@ -1,0 +1,76 @@
+"""Where the scripts run: device choice, the distributed process group, seeded generators."""
+import hashlib
+import os
+
+import torch
+import torch.distributed as dist
+
+from zfnet.errors import UserError
+
+
+def pick_device(name="auto"):
+    """CUDA, then Apple MPS, then CPU for "auto"; otherwise the named device, checked."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but no CUDA GPU is available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps asked for, but Apple MPS is not available")
+    return device
+
+
+def derived_seed(*parts):
+    """A 63-bit seed from any mix of numbers and strings, different for every combination:
+    each epoch, process and purpose gets its own stream, so a resumed run draws the same
+    numbers as an uninterrupted one without replaying earlier epochs."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def generator(*parts):
+    return torch.Generator().manual_seed(derived_seed(*parts))
+
+
+class Distributed:
+    """The torchrun process group when started by torchrun, else a single process."""
+
+    def __init__(self, device_name):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.enabled = self.world_size > 1
+        if not self.enabled:
+            self.device = pick_device(device_name)
+            return
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = pick_device(device_name)
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(self.device)
+        dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def sum(self, tensor):
+        """`tensor` summed over all processes (itself when there is one)."""
+        if self.enabled:
+            tensor = tensor.clone()
+            dist.all_reduce(tensor)
+        return tensor
+
+    def barrier(self):
+        if self.enabled:
+            dist.barrier()
+
+    def close(self):
+        if self.enabled:
+            dist.destroy_process_group()
