@@ -140,6 +140,11 @@ def evaluate(model, cache, indices, num_classes, config, runtime, autocast):
     return runtime.sum(loss_sum).item(), confusion.diagonal().sum().item(), confusion.cpu().tolist()
 
 
+def class_indices(classes):
+    """The index -> class name mapping, as the seed's class_indices.json holds it."""
+    return {str(index): name for index, name in enumerate(classes)}
+
+
 def write_reports(out, history, classes, best_confusion):
     """metrics.csv, curves.png and confusion.png from the whole history (so a resumed run's
     files cover every epoch)."""
@@ -209,7 +214,7 @@ def _train(config, runtime):
     if runtime.is_main:
         os.makedirs(config.out, exist_ok=True)
         atomic_write_text(os.path.join(config.out, "class_indices.json"),
-                          json.dumps({str(i): name for i, name in enumerate(classes)}, indent=4) + "\n")
+                          json.dumps(class_indices(classes), indent=4) + "\n")
         log(f"training on {device} ({runtime.world_size} process{'es' if runtime.enabled else ''}): "
             f"{len(train_cache)} train / {len(val_cache)} val photos, {len(classes)} classes, "
             f"{config.arch} {config.width} width")
