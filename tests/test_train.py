@@ -54,15 +54,35 @@ def weights(path):
     return torch.load(path, weights_only=True)["model"]
 
 
-def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(colour_split, tmp_path):
-    run_train(colour_split, tmp_path / "straight", "--epochs", "2", *SMALL)
-    run_train(colour_split, tmp_path / "resumed", "--epochs", "1", *SMALL)
-    run_train(colour_split, tmp_path / "resumed", "--epochs", "2", "--resume")
+def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(colour_split, tmp_path, monkeypatch):
+    run_train(colour_split, tmp_path / "straight", "--epochs", "3", *SMALL)
+
+    def killed_after_saving(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # the process dies right after epoch 1's checkpoints
+        patch.setattr(train, "write_reports", killed_after_saving)
+        with pytest.raises(KeyboardInterrupt):
+            run_train(colour_split, tmp_path / "resumed", "--epochs", "3", *SMALL)
+    assert torch.load(tmp_path / "resumed" / "last.pth", weights_only=True)["epoch"] == 1
+    run_train(colour_split, tmp_path / "resumed", "--epochs", "3", "--resume")
+
     straight, resumed = weights(tmp_path / "straight" / "last.pth"), weights(tmp_path / "resumed" / "last.pth")
     assert all(torch.equal(straight[name], resumed[name]) for name in straight)
-    assert (tmp_path / "straight" / "metrics.csv").read_text().count("\n") == 3
     rows = [list(csv.reader(open(tmp_path / run / "metrics.csv"))) for run in ("straight", "resumed")]
+    assert len(rows[0]) == 4
     assert [row[:5] for row in rows[0]] == [row[:5] for row in rows[1]]  # same losses and accuracies
+
+
+def test_the_seed_recipe_can_be_extended_but_a_scheduled_run_cannot(colour_split, tmp_path):
+    run_train(colour_split, tmp_path / "seed", "--epochs", "1", "--recipe", "seed", *SMALL)
+    result = run_train(colour_split, tmp_path / "seed", "--epochs", "2", "--resume")
+    assert [row["epoch"] for row in result["history"]] == [1, 2]
+    last = torch.load(tmp_path / "seed" / "last.pth", weights_only=True)
+    assert last["optimizer"]["param_groups"][0]["lr"] == 2e-4  # constant, as the seed's
+    run_train(colour_split, tmp_path / "fast", "--epochs", "1", *SMALL)
+    with pytest.raises(UserError, match="--epochs cannot change from 1 to 2: its fast recipe's learning-rate"):
+        run_train(colour_split, tmp_path / "fast", "--epochs", "2", "--resume")
 
 
 def test_the_same_seed_repeats_a_run_exactly(colour_split, tmp_path):
@@ -79,7 +99,7 @@ def test_an_existing_run_is_never_overwritten(colour_split, tmp_path, capsys):
     before = (tmp_path / "run" / "last.pth").read_bytes()
     with pytest.raises(UserError, match="already holds a run; pass --resume"):
         run_train(colour_split, tmp_path / "run", "--epochs", "2")
-    with pytest.raises(UserError, match="--lr 0.1 differs from the run being resumed"):
+    with pytest.raises(UserError, match="--lr cannot change from 0.001 to 0.1"):
         run_train(colour_split, tmp_path / "run", "--epochs", "2", "--resume", "--lr", "0.1")
     run_train(colour_split, tmp_path / "run", "--epochs", "1", "--resume")
     assert "already trained 1 epochs" in capsys.readouterr().out
@@ -108,7 +128,7 @@ def test_two_process_torchrun_trains_and_only_rank_0_writes(colour_split, tmp_pa
                         "--data", str(colour_split), "--out", str(out), "--epochs", "2", "--batch-size", "6",
                         "--workers", "0", "--device", "cpu", "--lr", "5e-4", *SMALL)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "(2 processes)" in result.stdout
+    assert "(2 processes, " in result.stdout
     assert result.stdout.count("epoch   2/2") == 1  # only rank 0 prints
     model, checkpoint = load_checkpoint(out / "last.pth")
     assert checkpoint["epoch"] == 2
