@@ -69,9 +69,10 @@ def source(tmp_path):
     return make_source(tmp_path / "photos", {"daisy": 10, "roses": 7, "tulips": 2, "single": 1})
 
 
-def test_counts_per_class_and_no_photo_on_both_sides(source, tmp_path):
+def test_counts_per_class_and_no_photo_on_both_sides(source, tmp_path, capsys):
     dest = tmp_path / "fd"
     manifest = split(source, dest, "--val-ratio", "0.2")
+    assert "warning: class single has only one distinct photo; val/single stays empty" in capsys.readouterr().err
     # 0.2 * 2 rounds to 0, yet a class of two still gets one val photo; a class of one cannot.
     assert {c: len(names) for c, names in manifest["val"].items()} == {"daisy": 2, "roses": 1, "single": 0, "tulips": 1}
     assert {c: len(names) for c, names in manifest["train"].items()} == {"daisy": 8, "roses": 6, "single": 1, "tulips": 1}
@@ -90,12 +91,17 @@ def test_counts_per_class_and_no_photo_on_both_sides(source, tmp_path):
 
 
 def test_the_split_ignores_the_order_the_file_system_lists_files_in(source, tmp_path, monkeypatch):
-    expected = split(source, tmp_path / "sorted", "--seed", "3")
+    expected = split(source, tmp_path / "as listed", "--seed", "3")
     real_listdir = os.listdir
     orders = {"reversed": lambda names: names[::-1], "shuffled": lambda names: random.Random(1).sample(names, len(names))}
     for order_name, reorder in orders.items():
         listed = []
-        monkeypatch.setattr(os, "listdir", lambda path=".": listed.append(path) or reorder(sorted(real_listdir(path))))
+
+        def listdir(path="."):
+            listed.append(path)
+            return reorder(sorted(real_listdir(path)))
+
+        monkeypatch.setattr(os, "listdir", listdir)
         assert split(source, tmp_path / order_name, "--seed", "3") == expected
         assert listed, "split_data no longer lists folders with os.listdir; this test must follow it"
 
