@@ -112,3 +112,19 @@ def test_prediction_does_not_import_torchvision_or_matplotlib(checkpoint, colour
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.stdout.splitlines()[-1] == "[]", result.stderr
 
+
+
+def test_the_pipeline_end_to_end_on_the_bundled_sample(tmp_path):
+    """split_data.py, train.py and predict.py as the README runs them, on the shipped photos."""
+    data, run = tmp_path / "flower_data", tmp_path / "run"
+    for script, *args in (("split_data.py", "--source", "samples/flower_photos", "--dest", data),
+                          ("train.py", "--data", data, "--out", run, "--epochs", "1", "--workers", "0")):
+        step = subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300)
+        assert step.returncode == 0, step.stderr[-2000:]
+    result = run_predict("sunflower.jpg", "--checkpoint", run / "best.pth", "--json", "--topk", "5")
+    assert result.returncode == 0, result.stderr
+    (prediction,) = json.loads(result.stdout)
+    assert prediction["path"] == "sunflower.jpg"
+    assert sorted(t["class"] for t in prediction["top"]) == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+    assert sum(t["probability"] for t in prediction["top"]) == pytest.approx(1, abs=1e-4)

@@ -135,3 +135,11 @@ def test_two_process_torchrun_trains_and_only_rank_0_writes(colour_split, tmp_pa
     with open(out / "metrics.csv") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 2 and float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+
+
+def test_the_top_level_class_indices_are_train_pys_mapping_for_flower_photos():
+    sample = os.path.join(ROOT, "samples", "flower_photos")
+    classes = sorted(name for name in os.listdir(sample) if os.path.isdir(os.path.join(sample, name)))
+    with open(os.path.join(ROOT, "class_indices.json")) as file:
+        assert json.load(file) == train.class_indices(classes)
+    assert classes == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
