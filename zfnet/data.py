@@ -104,12 +104,13 @@ class PhotoCache:
         return len(self.labels)
 
     def to(self, device):
-        """The cache with its pixels copied to `device` (training on a GPU keeps all of it
-        there: flower_photos' training side takes about 0.55 GB)."""
+        """The cache with its pixels and labels copied to `device` (training on a GPU keeps all
+        of it there: flower_photos' training side takes about 0.55 GB). The original sizes stay
+        on the CPU, where the crop boxes are drawn, so drawing them never waits for the GPU."""
         if torch.device(device).type == "cpu":
             return self
         pixels = torch.from_numpy(np.ascontiguousarray(self.pixels)).to(device)
-        return PhotoCache(pixels, self.labels.to(device), None if self.sizes is None else self.sizes.to(device))
+        return PhotoCache(pixels, self.labels.to(device), self.sizes)
 
     def take(self, indices):
         """uint8 pixels (len(indices), 3, S, S) of cache rows `indices` (a CPU index tensor)."""
@@ -226,7 +227,7 @@ def train_inputs(cache, indices, generator, preprocess, crop_scale=(0.08, 1.0)):
     """Training inputs for cache rows `indices`: RandomResizedCrop (of `crop_scale`),
     RandomHorizontalFlip and normalisation on the cache's device, with random numbers from
     the CPU `generator`."""
-    sizes = cache.sizes[indices.to(cache.sizes.device)].cpu()
+    sizes = cache.sizes[indices]
     boxes = random_resized_crop_boxes(sizes, generator, scale=crop_scale)
     flips = torch.rand(len(indices), generator=generator) < 0.5
     pixels = cache.take(indices)
