@@ -99,7 +99,7 @@ def test_an_existing_run_is_never_overwritten(colour_split, tmp_path, capsys):
     before = (tmp_path / "run" / "last.pth").read_bytes()
     with pytest.raises(UserError, match="already holds a run; pass --resume"):
         run_train(colour_split, tmp_path / "run", "--epochs", "2")
-    with pytest.raises(UserError, match="--lr cannot change from 0.001 to 0.1"):
+    with pytest.raises(UserError, match="--lr cannot change from 0.0004 to 0.1"):
         run_train(colour_split, tmp_path / "run", "--epochs", "2", "--resume", "--lr", "0.1")
     run_train(colour_split, tmp_path / "run", "--epochs", "1", "--resume")
     assert "already trained 1 epochs" in capsys.readouterr().out
