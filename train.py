@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import sys
 import time
 
 import torch
@@ -230,6 +231,11 @@ def train(config):
     runtime = Distributed(config.device)
     try:
         return _train(config, runtime)
+    except KeyboardInterrupt:
+        if runtime.is_main and os.path.exists(os.path.join(config.out, "last.pth")):
+            print(f"\nstopped; the last finished epoch is saved: continue with "
+                  f"`python train.py --out {config.out} --resume`", file=sys.stderr)
+        raise
     finally:
         runtime.close()
 

@@ -54,7 +54,8 @@ def weights(path):
     return torch.load(path, weights_only=True)["model"]
 
 
-def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(colour_split, tmp_path, monkeypatch):
+def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(colour_split, tmp_path, monkeypatch,
+                                                                         capsys):
     run_train(colour_split, tmp_path / "straight", "--epochs", "3", *SMALL)
 
     def killed_after_saving(*args):
@@ -65,6 +66,7 @@ def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(colour
         with pytest.raises(KeyboardInterrupt):
             run_train(colour_split, tmp_path / "resumed", "--epochs", "3", *SMALL)
     assert torch.load(tmp_path / "resumed" / "last.pth", weights_only=True)["epoch"] == 1
+    assert f"continue with `python train.py --out {tmp_path / 'resumed'} --resume`" in capsys.readouterr().err
     run_train(colour_split, tmp_path / "resumed", "--epochs", "3", "--resume")
 
     straight, resumed = weights(tmp_path / "straight" / "last.pth"), weights(tmp_path / "resumed" / "last.pth")
