@@ -17,6 +17,7 @@ when each ReLU's backward pass is replaced by a ReLU of the incoming gradient.
     patches = project(model, images, [(image, layer, map, y, x), ...])
     # patches[i] (3, size, size): request i's projection inside fields[layer].box(y, x)
     full = paste(patches[i], fields[layer].box(y, x), images.shape[-1])   # (3, H, W)
+    seen = crop(images[image], fields[layer].box(y, x))   # the image patch it sees
 
 `images` is a batch of network inputs (N, 3, H, W) and `image` an index into it; (y, x) is a
 position in the layer's feature map. Projections are zero outside the receptive field, so the
@@ -68,13 +69,30 @@ def receptive_fields(model):
     return fields
 
 
+def _overlap(box, image_size):
+    """The part of `box` inside the image: (rows, cols) slices in image coordinates and in
+    the box's own coordinates."""
+    top, left, bottom, right = box
+    rows = slice(max(top, 0), min(bottom, image_size))
+    cols = slice(max(left, 0), min(right, image_size))
+    inner = (slice(rows.start - top, rows.stop - top), slice(cols.start - left, cols.stop - left))
+    return (rows, cols), inner
+
+
 def paste(patch, box, image_size):
     """A patch from `project` placed in a zero image of `image_size` x `image_size` pixels."""
-    top, left, bottom, right = box
-    full = patch.new_zeros(patch.shape[0], image_size + patch.shape[1] * 2, image_size + patch.shape[2] * 2)
-    margin = patch.shape[1]
-    full[:, top + margin:bottom + margin, left + margin:right + margin] = patch
-    return full[:, margin:margin + image_size, margin:margin + image_size]
+    (rows, cols), (inner_rows, inner_cols) = _overlap(box, image_size)
+    full = patch.new_zeros(patch.shape[0], image_size, image_size)
+    full[:, rows, cols] = patch[:, inner_rows, inner_cols]
+    return full
+
+
+def crop(image, box):
+    """The part of `image` (C, S, S) inside `box`, zero where the box reaches past its edges."""
+    (rows, cols), (inner_rows, inner_cols) = _overlap(box, image.shape[-1])
+    patch = image.new_zeros(image.shape[0], box[2] - box[0], box[3] - box[1])
+    patch[:, inner_rows, inner_cols] = image[:, rows, cols]
+    return patch
 
 
 def _transposed_conv(signal, weight, stride):
@@ -183,8 +201,8 @@ def project(model, images, requests, images_per_pass=16, projections_per_pass=64
             of_layer = [i for i in rows if requests[i][1] == layer]
             for first in range(0, len(of_layer), projections_per_pass):
                 part = of_layer[first:first + projections_per_pass]
-                image, _, channel, y, x = torch.tensor([requests[i] for i in part], device=device).T
-                image = torch.tensor([local[requests[i][0]] for i in part], device=device)
+                image, channel, y, x = torch.tensor([(local[requests[i][0]], *requests[i][2:]) for i in part],
+                                                    device=device).T
                 maps = forward[layer][0]
                 if (y >= maps.shape[-2]).any() or (x >= maps.shape[-1]).any():
                     raise ValueError(f"a position lies outside layer {layer}'s {maps.shape[-1]}x{maps.shape[-1]} maps")
