@@ -154,6 +154,18 @@ def test_random_projections_equal_captum_on_both_archs():
             assert_close(projection, captum_projection(model, images[request[0]], *request[1:]), (variant, request))
 
 
+def test_tied_maxima_are_broken_as_the_models_own_forward_pass_breaks_them():
+    """Flat regions give many pooling windows equal maxima (windows of zeros after the ReLU
+    above all): the switches must be those of the network's plain forward pass, as autograd's."""
+    torch.manual_seed(8)
+    model = ZFNet().eval()
+    images = torch.randn(2, 3, 224, 224)
+    images[:, :, :, :150] = 0.3
+    requests = strong_requests(model, images, maps_per_layer=3)
+    for request, projection in zip(requests, full_projections(model, images, requests)):
+        assert_close(projection, autograd_projection(model, images[request[0]], *request[1:]), request)
+
+
 def shared_switch_model():
     """A network whose layer 1 copies the input's red channel at even pixels (channel 0 only)
     and whose layer-2 map 0 sums channel 0 of the pooled layer 1 with weights of one."""
