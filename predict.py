@@ -18,7 +18,7 @@ import torch
 
 from zfnet.checkpoint import load_checkpoint
 from zfnet.errors import UserError, report, run_main
-from zfnet.images import IMAGE_SUFFIXES, load_input
+from zfnet.images import find_images, load_input
 from zfnet.runtime import pick_device
 
 
@@ -39,14 +39,7 @@ def find_photos(arguments):
     """Files as given, and the photos inside folders (recursively, sorted)."""
     paths = []
     for argument in arguments:
-        if os.path.isdir(argument):
-            found = sorted(os.path.join(folder, name) for folder, _, names in os.walk(argument)
-                           for name in names if name.lower().endswith(IMAGE_SUFFIXES))
-            if not found:
-                raise UserError(f"{argument}: no photos in this folder")
-            paths.extend(found)
-        else:
-            paths.append(argument)
+        paths.extend(find_images(argument) if os.path.isdir(argument) else [argument])
     return paths
 
 

@@ -25,6 +25,7 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from model import ARCHS, WIDTHS, ZFNet
+from zfnet.arguments import int_list
 from zfnet.checkpoint import model_payload, read_checkpoint, save_checkpoint
 from zfnet.data import PhotoCache, scan_split, train_inputs, val_inputs
 from zfnet.errors import UserError, run_main
@@ -46,13 +47,6 @@ RECIPES = {
 # Flags that change what a run computes: a resumed run must keep them as they were.
 RUN_DEFINING = ("data", "batch_size", "recipe", "lr", "label_smoothing", "seed", "width",
                 "arch", "conv_channels", "fc_features", "precision")
-
-
-def int_list(text):
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def get_parser(suppress_defaults=False):

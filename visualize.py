@@ -22,25 +22,14 @@ import torch
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
-from train import int_list
+from zfnet.arguments import int_list
 from zfnet.checkpoint import load_checkpoint
 from zfnet.deconv import crop, project, receptive_fields
 from zfnet.errors import UserError, run_main
 from zfnet.figures import plt, save_figure
 from zfnet.files import atomic_write_text
-from zfnet.images import IMAGE_SUFFIXES, load_input, normalize, open_rgb, resize_uint8, unnormalize
+from zfnet.images import find_images, load_input, normalize, open_rgb, resize_uint8, unnormalize
 from zfnet.runtime import pick_device
-
-
-def list_images(folder):
-    """Every image file under `folder` (class sub-folders included), sorted."""
-    if not os.path.isdir(folder):
-        raise UserError(f"image folder not found: {folder}")
-    paths = sorted(path for path in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
-                   if path.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(path))
-    if not paths:
-        raise UserError(f"no images in {folder} (looked for {', '.join(IMAGE_SUFFIXES)} files)")
-    return paths
 
 
 def decoded_batches(paths, preprocess, batch_size, desc):
@@ -120,7 +109,7 @@ def top9(args):
     device = pick_device(args.device)
     model, preprocess = load_model(args.checkpoint, device)
     layers = chosen_layers(model, args.layers)
-    paths = list_images(args.images)
+    paths = find_images(args.images)
     best = strongest_activations(model, decoded_batches(paths, preprocess, args.batch_size, "finding top 9"),
                                  layers, device)
     fields = receptive_fields(model)
@@ -234,7 +223,7 @@ def evolution(args):
     epochs = [epoch for epoch, _ in snapshots]
     final = snapshots[-1][1]
     layers = chosen_layers(final, args.layers)
-    paths = list_images(args.images)
+    paths = find_images(args.images)
     paths = paths[::math.ceil(len(paths) / args.max_images)]  # an even spread over the classes
     pixels = torch.stack([resize_uint8(open_rgb(path), preprocess["input_size"])
                           for path in tqdm(paths, desc="decoding images", unit="image")])

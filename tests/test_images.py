@@ -5,7 +5,7 @@ from PIL import Image
 from torchvision import transforms
 
 from zfnet.errors import UserError
-from zfnet.images import load_input, normalize, open_rgb, resize_uint8, unnormalize
+from zfnet.images import find_images, load_input, normalize, open_rgb, resize_uint8, unnormalize
 
 PREPROCESS = {"input_size": 224, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
 
@@ -71,3 +71,17 @@ def test_bad_files_raise_user_errors_naming_the_file(tmp_path, photos):
         assert name in str(caught.value)
     with pytest.raises(UserError, match="folder"):
         open_rgb(tmp_path)
+
+
+def test_find_images_lists_photos_in_sub_folders_sorted(tmp_path, photos):
+    (tmp_path / "b" / "deep").mkdir(parents=True)
+    (tmp_path / "b" / "deep" / "z.JPG").write_bytes(photos["RGB"].read_bytes())
+    (tmp_path / "notes.txt").write_text("not listed")
+    found = find_images(tmp_path)
+    assert found == sorted(found) and str(tmp_path / "b" / "deep" / "z.JPG") in found
+    assert not any(path.endswith(".txt") for path in found)
+    with pytest.raises(UserError, match="image folder not found"):
+        find_images(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no photos in"):
+        find_images(tmp_path / "empty")

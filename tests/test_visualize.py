@@ -15,7 +15,7 @@ from model import ZFNet
 from zfnet.checkpoint import model_payload, save_checkpoint
 from zfnet.deconv import receptive_fields
 from zfnet.errors import UserError
-from zfnet.images import load_input
+from zfnet.images import find_images, load_input
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREPROCESS = {"input_size": 224, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
@@ -70,7 +70,7 @@ def brute_force_top(model, paths, layer, k):
 
 def test_running_top_k_equals_brute_force(photos):
     model = small_model(1)
-    paths = visualize.list_images(photos)
+    paths = find_images(photos)
     assert len(paths) == 7
     best = visualize.strongest_activations(
         model, visualize.decoded_batches(paths, PREPROCESS, 1, "test"), [1, 2, 5], "cpu", k=3)
@@ -150,7 +150,7 @@ def test_evolution_figures_and_change_table(photos, tmp_path):
     (["top9", "--layers", "3"], "no convolutional layer 3"),
     (["top9", "--layers", "9"], "no convolutional layer 9"),
     (["top9", "--layers", "1", "--maps", "6"], "layer 1 has no map 6"),
-    (["top9", "--images", "EMPTY"], "no images in"),
+    (["top9", "--images", "EMPTY"], "no photos in"),
     (["top9", "--images", "nowhere"], "image folder not found"),
     (["top9", "--top-maps", "0"], "at least 1"),
     (["filters", "--checkpoint", "CHECKPOINT", "CHECKPOINT", "CHECKPOINT"], "one checkpoint or two"),

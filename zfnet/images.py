@@ -5,6 +5,8 @@ their preprocessing cannot drift apart. The result is bit-identical to torchvisi
 `Resize((size, size))`, `ToTensor()`, `Normalize(mean, std)` on the same PIL image, without
 importing torchvision (which would add over a second to predict.py's start).
 """
+import os
+
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -12,6 +14,18 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from zfnet.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def find_images(folder):
+    """Every photo file under `folder` (sub-folders included), sorted; UserError if there is
+    no such folder or no photo in it."""
+    if not os.path.isdir(folder):
+        raise UserError(f"image folder not found: {folder}")
+    paths = sorted(os.path.join(root, name) for root, _, names in os.walk(folder)
+                   for name in names if name.lower().endswith(IMAGE_SUFFIXES))
+    if not paths:
+        raise UserError(f"no photos in {folder} (looked for {', '.join(IMAGE_SUFFIXES)} files)")
+    return paths
 
 
 def open_rgb(path):
