@@ -5,11 +5,18 @@ matplotlib.use("Agg")  # figures are always saved, never shown: no display neede
 import matplotlib.pyplot as plt  # noqa: E402
 
 from zfnet.files import atomic_write  # noqa: E402
+from zfnet.images import unnormalize  # noqa: E402
 
 
 def save_figure(figure, path, dpi=120):
     atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=dpi, bbox_inches="tight"))
     plt.close(figure)
+
+
+def show_input(axis, x, preprocess):
+    """Draw a network input (3, H, W) as the picture the network sees."""
+    axis.imshow(unnormalize(x.cpu(), preprocess["mean"], preprocess["std"]).permute(1, 2, 0).numpy())
+    axis.set_axis_off()
 
 
 def plot_curves(history, path):
