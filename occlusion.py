@@ -17,7 +17,9 @@ defaults) are never covered. Every position is exact, as if the square were pain
 the photo and the whole network run, but only what the square can change is computed
 (zfnet/occlusion.py), in batches of --batch-size positions.
 
-Writes, per photo, OUT/<name>.png (the photo, map (a), map (b), map (c)) and OUT/<name>.npz
+Writes, per photo, OUT/<name>.png (the photo; map (a); that feature map's strongest
+activation on the unoccluded photo projected to pixels by the deconvnet, inside its
+receptive field; map (b); map (c)) and OUT/<name>.npz
 (the maps as arrays `feature`, `probability`, `prediction`, one cell per position, with
 the positions `tops` and `lefts` of the square and what was measured).
 """
@@ -31,13 +33,12 @@ from matplotlib.patches import Rectangle
 from tqdm import tqdm
 
 from zfnet.errors import UserError, run_main
+from zfnet.deconv import paste, project, receptive_fields
 from zfnet.experiments import add_network_arguments, class_index, judged_class, load_network, short_names
-from zfnet.figures import plt, save_figure, show_input
+from zfnet.figures import plt, save_figure, show_input, show_projection
 from zfnet.files import atomic_write
 from zfnet.images import load_input
-from zfnet.occlusion import occlusion_maps, square_positions, strongest_activation
-
-FEATURE_LAYER = 5  # the paper's figure 7 follows the strongest feature map of layer 5
+from zfnet.occlusion import FEATURE_LAYER, occlusion_maps, square_positions, strongest_activation
 
 
 def get_parser():
@@ -51,30 +52,46 @@ def get_parser():
     parser.add_argument("--class", dest="class_name", metavar="NAME",
                         help="class whose probability map (b) shows (default: the photo's folder "
                              "when it is a class name, else the predicted class)")
-    parser.add_argument("--out", default="runs/occlusion", help="folder for the figures and arrays (default: %(default)s)")
+    parser.add_argument("--out", default="runs/occlusion",
+                        help="folder for the figures and arrays (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="square positions per forward pass (default: %(default)s)")
     return parser
 
 
-def draw(out_path, photo, x, preprocess, maps, offsets, size, stride, classes, target, channel):
-    """The paper's figure 7 for one photo: the photo with the square where it hurts the class
-    most, then maps (a), (b) and (c) laid over the photo's own coordinates."""
+def strongest_projection(model, x, channel, row, column):
+    """The deconvnet projection of activation (row, column) of `channel` of layer 5 on input
+    `x`, in pixel space (3, H, W), and the box of its receptive field."""
+    box = receptive_fields(model)[FEATURE_LAYER].box(row, column)
+    return paste(project(model, x[None], [(0, FEATURE_LAYER, channel, row, column)])[0], box, x.shape[-1]), box
+
+
+def draw(path, photo, x, preprocess, result, projection, lowest):
+    """The paper's figure 7 for one photo from its `result` (what the .npz holds): the photo
+    with the square at `lowest`, where the class's probability is lowest; map (a); the
+    projection inside its receptive field; maps (b) and (c), over the photo's coordinates."""
+    offsets, size, stride = result["tops"], result["size"], result["stride"]
+    classes, target, channel = result["classes"], result["target"], result["channel"]
     # Each cell is drawn centred on the middle of its square, one stride wide.
     low, high = offsets[0] + size / 2 - stride / 2, offsets[-1] + size / 2 + stride / 2
     extent = (low, high, high, low)
     side = x.shape[-1]
-    figure, axes = plt.subplots(1, 4, figsize=(17, 4.2), layout="constrained")
+    figure, axes = plt.subplots(1, 5, figsize=(21, 4.2), layout="constrained")
 
     show_input(axes[0], x, preprocess)
-    worst = np.unravel_index(maps["probability"].argmin(), maps["probability"].shape)
-    axes[0].add_patch(Rectangle((offsets[worst[1]] - 0.5, offsets[worst[0]] - 0.5), size, size,
+    axes[0].add_patch(Rectangle((offsets[lowest[1]] - 0.5, offsets[lowest[0]] - 0.5), size, size,
                                 facecolor=(0.5, 0.5, 0.5, 0.8), edgecolor="black"))
     axes[0].set_title(f"{os.path.basename(photo)}\nsquare where P({classes[target]}) is lowest")
 
+    pixels, (top, left, bottom, right) = projection
+    show_projection(axes[2], pixels)
+    axes[2].add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, edgecolor="black"))
+    axes[2].set_title(f"feature map {channel}'s strongest activation,\nprojected by the deconvnet")
+
     panels = [
-        (axes[1], maps["feature"], f"(a) layer {FEATURE_LAYER}, feature map {channel}:\ntotal activation", "viridis", {}),
-        (axes[2], maps["probability"], f"(b) probability of {classes[target]}", "magma", {"vmin": 0, "vmax": 1}),
+        (axes[1], result["feature"], f"(a) layer {FEATURE_LAYER}, feature map {channel}:\ntotal activation",
+         "viridis", {}),
+        (axes[3], result["probability"], f"(b) probability of {classes[target]}", "magma", {"vmin": 0, "vmax": 1}),
     ]
     for axis, values, title, colormap, limits in panels:
         image = axis.imshow(values, extent=extent, cmap=colormap, **limits)
@@ -82,15 +99,15 @@ def draw(out_path, photo, x, preprocess, maps, offsets, size, stride, classes, t
         axis.set_title(title)
 
     palette = colors.ListedColormap(plt.get_cmap("tab10").colors[:len(classes)])
-    image = axes[3].imshow(maps["prediction"], extent=extent, cmap=palette, vmin=-0.5, vmax=len(classes) - 0.5,
-                           interpolation="nearest")
-    legend = figure.colorbar(image, ax=axes[3], shrink=0.8, ticks=range(len(classes)))
+    image = axes[4].imshow(result["prediction"], extent=extent, cmap=palette, vmin=-0.5,
+                           vmax=len(classes) - 0.5, interpolation="nearest")
+    legend = figure.colorbar(image, ax=axes[4], shrink=0.8, ticks=range(len(classes)))
     legend.ax.set_yticklabels(classes)
-    axes[3].set_title("(c) most probable class")
-    for axis in axes[1:]:
+    axes[4].set_title("(c) most probable class")
+    for axis in (axes[1], axes[3], axes[4]):
         axis.set(xlim=(-0.5, side - 0.5), ylim=(side - 0.5, -0.5), xlabel="square centre x (pixels)")
     axes[1].set_ylabel("square centre y (pixels)")
-    save_figure(figure, out_path)
+    save_figure(figure, path)
 
 
 def main(argv=None):
@@ -113,19 +130,19 @@ def main(argv=None):
         with torch.inference_mode():
             probabilities = model(x[None]).softmax(1)[0].cpu()
         target = judged_class(path, classes, arguments.class_name, probabilities)
-        channel, _, _ = strongest_activation(model, x, FEATURE_LAYER)
+        channel, row, column = strongest_activation(model, x, FEATURE_LAYER)
         maps = occlusion_maps(model, x, arguments.size, arguments.stride, target, FEATURE_LAYER, channel,
                               arguments.batch_size, progress=True)
-        maps = {name: values.numpy() for name, values in maps.items()}
+        result = {**{name: values.numpy() for name, values in maps.items()},
+                  "tops": np.array(offsets), "lefts": np.array(offsets), "size": arguments.size,
+                  "stride": arguments.stride, "layer": FEATURE_LAYER, "channel": channel, "target": target,
+                  "classes": np.array(classes), "unoccluded_probability": probabilities.numpy()}
         stem = os.path.join(arguments.out, os.path.splitext(names[path])[0])
-        atomic_write(stem + ".npz", lambda file: np.savez(
-            file, **maps, tops=np.array(offsets), lefts=np.array(offsets), size=arguments.size, stride=arguments.stride,
-            layer=FEATURE_LAYER, channel=channel, target=target, classes=np.array(classes),
-            unoccluded_probability=probabilities.numpy()))
-        draw(stem + ".png", path, x, preprocess, maps, offsets, arguments.size, arguments.stride, classes, target, channel)
-        lowest = np.unravel_index(maps["probability"].argmin(), maps["probability"].shape)
+        atomic_write(stem + ".npz", lambda file: np.savez(file, **result))
+        lowest = np.unravel_index(result["probability"].argmin(), result["probability"].shape)
+        draw(stem + ".png", path, x, preprocess, result, strongest_projection(model, x, channel, row, column), lowest)
         print(f"{path}: P({classes[target]}) {probabilities[target]:.3f} unoccluded, "
-              f"{maps['probability'][lowest]:.3f} at its lowest (square at y={offsets[lowest[0]]}, "
+              f"{result['probability'][lowest]:.3f} at its lowest (square at y={offsets[lowest[0]]}, "
               f"x={offsets[lowest[1]]}); {stem}.png, {stem}.npz")
 
 

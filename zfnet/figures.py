@@ -19,6 +19,14 @@ def show_input(axis, x, preprocess):
     axis.set_axis_off()
 
 
+def show_projection(axis, projection):
+    """Draw a deconvnet projection (3, H, W): grey where it is zero, contrast stretched
+    the same way up and down so that its strongest value reaches black or white."""
+    scale = projection.abs().max().clamp(min=1e-12)
+    axis.imshow((0.5 + 0.5 * projection.cpu() / scale).permute(1, 2, 0).numpy())
+    axis.set_axis_off()
+
+
 def plot_curves(history, path):
     """Loss and accuracy of training and validation against epoch."""
     epochs = [row["epoch"] for row in history]

@@ -23,6 +23,8 @@ from tqdm import tqdm
 
 from zfnet.errors import UserError
 
+FEATURE_LAYER = 5  # the paper's figure 7 follows the strongest feature map of layer 5
+
 
 def square_positions(input_size, size, stride):
     """The square's top (or left) offsets along one side of the input."""
