@@ -106,6 +106,7 @@ def _transposed_conv(signal, weight, stride):
     phases = padded.view(in_channels, out_channels, taps, stride, taps, stride)
     phases = phases.permute(1, 3, 5, 0, 2, 4).flip(-1, -2)
     phases = phases.reshape(out_channels * stride * stride, in_channels, taps, taps)
+    signal = signal.contiguous(memory_format=torch.channels_last)  # the faster layout on CPU and GPU
     out = F.pixel_shuffle(F.conv2d(signal, phases, padding=taps - 1), stride)
     side = (signal.shape[-1] - 1) * stride + kernel
     return out[:, :, :side, :side]
@@ -121,31 +122,40 @@ def _zero_outside(signal, origin, size):
     return signal * inside[:, None]
 
 
-def _unpool(signal, origin, switches, image, pool, maps_size):
-    """Unpool windows of a pooled map: each value goes to its window's switch, and values
-    whose windows share a switch add up. `switches` (N, C, h, w) are the flat indices of the
-    maxima in the maps_size x maps_size maps; returns the unpooled windows and their origin."""
+def _switch_codes(switches, maps_side, pool):
+    """Each pooling window's switch as its place inside the window, 0 to kernel * kernel - 1:
+    found once per image, it makes unpooling any window of the map a table look-up."""
+    kernel, step, padding = pool
+    corner = torch.arange(switches.shape[-1], device=switches.device) * step - padding
+    return (switches // maps_side - corner[:, None]) * kernel + switches % maps_side - corner
+
+
+def _unpool(signal, origin, codes, image, pool):
+    """Unpool windows of a pooled map: each value goes to its pooling window's switch, and
+    values whose windows share a switch add up. `codes` (N, C, h, w) are _switch_codes;
+    returns the unpooled windows and their origin."""
     kernel, step, padding = pool
     count, channels, side = signal.shape[0], signal.shape[1], signal.shape[-1]
     steps = torch.arange(side, device=signal.device)
-    rows = (origin[:, 0, None] + steps).clamp(0, switches.shape[-2] - 1)
-    cols = (origin[:, 1, None] + steps).clamp(0, switches.shape[-1] - 1)
-    # Clamped positions hold zeros (see _zero_outside), so their switches only need to be valid.
-    chosen = switches[image[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    out_origin = origin * step - padding
+    rows = (origin[:, 0, None] + steps).clamp(0, codes.shape[-2] - 1)
+    cols = (origin[:, 1, None] + steps).clamp(0, codes.shape[-1] - 1)
+    # Clamped positions hold zeros (see _zero_outside), so they may add to any valid place.
+    code = codes[image[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
     out_side = (side - 1) * step + kernel
-    local = ((chosen // maps_size - out_origin[:, 0, None, None, None]) * out_side
-             + chosen % maps_size - out_origin[:, 1, None, None, None])
-    local = local.clamp(0, out_side * out_side - 1)
+    corner = (steps[:, None] * out_side + steps) * step
+    inside = torch.arange(kernel * kernel, device=signal.device)
+    inside = inside // kernel * out_side + inside % kernel
+    places = (corner + inside[code]).reshape(count, channels, -1)
     unpooled = signal.new_zeros(count, channels, out_side * out_side)
-    unpooled.scatter_add_(2, local.view(count, channels, -1), signal.reshape(count, channels, -1))
-    return unpooled.view(count, channels, out_side, out_side), out_origin
+    unpooled.scatter_add_(2, places, signal.reshape(count, channels, -1))
+    return unpooled.view(count, channels, out_side, out_side), origin * step - padding
 
 
 def _project_layer(model, layer, image_side, forward, image, channel, value, position):
     """Projections of the activations `value` (P,) of layer `layer`, maps `channel` (P,), at
-    `position` (P, 2) of the images `image` (P,), indices into the batch that `forward` ran
-    on: (P, 3, s, s), s the layer's receptive field."""
+    `position` (P, 2) of the images `image` (P,), indices into the batch that `forward`
+    ({layer: (maps, switch codes)}) ran on: (P, 3, s, s), s the side of the layer's
+    receptive field."""
     layers = [n for n in model.conv_layers if n <= layer]
     signal = value.new_zeros(len(value), model.stage(layer).conv.out_channels, 1, 1)
     signal[torch.arange(len(value)), channel, 0, 0] = value
@@ -157,13 +167,12 @@ def _project_layer(model, layer, image_side, forward, image, channel, value, pos
         origin = origin * step - padding
         if lower is None:
             return _zero_outside(signal, origin, image_side)
-        maps, switches = forward[lower]
-        if switches is None:
+        maps, codes = forward[lower]
+        if codes is None:
             signal = _zero_outside(signal, origin, maps.shape[-1])
         else:
-            signal = _zero_outside(signal, origin, switches.shape[-1])
-            signal, origin = _unpool(signal, origin, switches, image,
-                                     _geometry(model.stage(lower).pool), maps.shape[-1])
+            signal = _zero_outside(signal, origin, codes.shape[-1])
+            signal, origin = _unpool(signal, origin, codes, image, _geometry(model.stage(lower).pool))
         signal = F.relu(signal)
 
 
@@ -188,15 +197,17 @@ def project(model, images, requests, images_per_pass=16, projections_per_pass=64
     _check(model, images, requests)
     device = next(model.parameters()).device
     patches = [None] * len(requests)
-    order = sorted(range(len(requests)), key=lambda i: requests[i][0])
-    wanted = sorted({requests[i][0] for i in order})
+    wanted = sorted({request[0] for request in requests})
     for start in range(0, len(wanted), images_per_pass):
         chunk = wanted[start:start + images_per_pass]
         local = {image: i for i, image in enumerate(chunk)}
-        rows = [i for i in order if requests[i][0] in local]
-        batch = images[chunk].to(device).contiguous(memory_format=torch.channels_last)
+        rows = [i for i, request in enumerate(requests) if request[0] in local]
+        batch = images[chunk].to(device)
         upto = max(requests[i][1] for i in rows)
-        forward = {n: (maps, switches) for n, maps, switches in model.stages_forward(batch, upto, with_switches=True)}
+        forward = {}
+        for n, maps, switches in model.stages_forward(batch, upto, with_switches=True):
+            codes = None if switches is None else _switch_codes(switches, maps.shape[-1], _geometry(model.stage(n).pool))
+            forward[n] = maps, codes
         for layer in sorted({requests[i][1] for i in rows}):
             of_layer = [i for i in rows if requests[i][1] == layer]
             for first in range(0, len(of_layer), projections_per_pass):
