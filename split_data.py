@@ -83,6 +83,8 @@ def download(url, archive):
                     archive.write(chunk)
                     sha256.update(chunk)
                     progress.update(len(chunk))
+    except ValueError as error:  # not a URL at all
+        raise UserError(f"cannot download --url {url}: {error}") from error
     except (OSError, http.client.HTTPException) as error:
         # A plain URLError only wraps the socket's own error (refused, DNS, timeout) in .reason.
         reason = error.reason if type(error) is urllib.error.URLError else error
@@ -146,7 +148,7 @@ def find_source(args):
         return source, "user folder", "given with --source"
     downloaded = dest / "flower_photos"
     if downloaded.is_dir():
-        return downloaded, "flower_photos", "downloaded before"
+        return downloaded, "flower_photos", "downloaded earlier"
     try:
         download_flower_photos(args.url, dest)
         return downloaded, "flower_photos", f"downloaded from {args.url}"
@@ -197,13 +199,13 @@ def check_files(source, relative_paths):
 def split_class(class_name, names, sha256s, val_ratio, seed):
     """Return the sorted train and val names of one class.
 
-    Identical photos form one unit, so they share a side. Sorting before shuffling and seeding
-    with a string (stable across Python runs, unlike hash()) make the result independent of the
-    order the file system lists files in."""
+    Identical photos form one unit, so they share a side. The units are put in name order before
+    the shuffle, and the shuffle is seeded with a string (stable across Python runs, unlike
+    hash()), so the split does not depend on the order the file system lists files in."""
     units_by_content = defaultdict(list)
     for name in sorted(names):
         units_by_content[sha256s[f"{class_name}/{name}"]].append(name)
-    units = sorted(units_by_content.values())
+    units = list(units_by_content.values())  # in order of each unit's first name
     random.Random(f"{seed}/{class_name}").shuffle(units)
     target = max(1, round(val_ratio * len(names)))
     val_units, val_size = 0, 0
@@ -276,6 +278,8 @@ def main(argv=None):
     if not 0 < args.val_ratio < 1:
         raise UserError(f"--val-ratio must lie between 0 and 1 (exclusive), got {args.val_ratio}")
     dest = Path(args.dest)
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"--dest {dest} is not a folder")
     source, dataset, how = find_source(args)
     for side in SIDES:
         if source.resolve().is_relative_to((dest / side).resolve()):
@@ -284,7 +288,7 @@ def main(argv=None):
         raise UserError(f"--dest {dest} lies inside the source {source}; the source is never modified")
 
     classes, loose_files = list_source(source)
-    relative_paths = [f"{name}/{file}" for name, files in classes.items() for file in files] + loose_files
+    relative_paths = loose_files + [f"{name}/{file}" for name, files in classes.items() for file in files]
     sha256s, skipped = check_files(source, relative_paths)
 
     split = {side: {} for side in SIDES}
