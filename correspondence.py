@@ -181,7 +181,7 @@ def write_csv(rows, path):
 
 def plot(inputs, boxes, labels, rows, preprocess, path):
     parts = list(boxes[0])
-    figure = plt.figure(figsize=(3 * len(inputs), 7), layout="constrained")
+    figure = plt.figure(figsize=(2.4 * len(inputs), 6), layout="constrained")
     photo_axes, chart_axes = figure.subfigures(2, 1, height_ratios=[1, 1.1])
     part_colours = dict(zip(parts, plt.get_cmap("tab10").colors))
     for axis, x, photo_boxes, label in zip(photo_axes.subplots(1, len(inputs)), inputs, boxes, labels):
@@ -202,7 +202,7 @@ def plot(inputs, boxes, labels, rows, preprocess, path):
         axis.set_xticks(positions, parts)
         axis.set(title=f"layer {layer}", ylabel="Delta / (pairs x features)")
         axis.legend(fontsize=8)
-    save_figure(figure, path)
+    save_figure(figure, path, dpi=80)
 
 
 def main(argv=None):

@@ -153,7 +153,7 @@ def plot(results, targets, classes, path):
             axis.grid(alpha=0.3)
         axes[row, 2].set_ylim(0, 1)
     axes[0, 2].legend(fontsize=7)
-    save_figure(figure, path)
+    save_figure(figure, path, dpi=100)
 
 
 def closeness(kind, amount):
@@ -181,20 +181,26 @@ def line_fit(rows, field):
     fits = []
     for side in (-1, 1):
         part = [values for values in rows if side * (values["amount"] - IDENTITY[values["transformation"]]) >= 0]
+        if len(part) < 3:  # two points always lie on a line
+            continue
         amounts = np.array([values["amount"] for values in part])
         distances = np.array([values[field] for values in part])
         total = ((distances - distances.mean()) ** 2).sum()
-        if len(part) >= 3 and total > 0:
+        if total > 0:
             slope, intercept = np.polyfit(amounts, distances, 1)
             fits.append(1 - ((distances - (slope * amounts + intercept)) ** 2).sum() / total)
     return np.mean(fits) if fits else float("nan")
 
 
-def findings(results, targets, classes):
-    """Lines that say, from the measurements, whether each of the paper's findings holds."""
+def findings(results, targets, originals, classes):
+    """Lines that say, from the measurements, whether each of the paper's findings holds;
+    `originals` holds each photo's class probabilities before any transformation."""
     def mean_over_photos(measure_rows, kind, field):
-        return np.nanmean([measure_rows([values for values in rows if values["transformation"] == kind], field)
-                           for rows in results.values()])
+        measured = [measure_rows([values for values in rows if values["transformation"] == kind], field)
+                    for rows in results.values()]
+        measured = [value for value in measured if not np.isnan(value)]
+        # Too few amounts on a side leave nothing to fit: nan, printed as such.
+        return np.mean(measured) if measured else float("nan")
 
     shares = {(kind, layer): mean_over_photos(small_step_share, kind, f"layer{layer}_distance")
               for kind in TRANSFORMATIONS for layer in LAYERS}
@@ -215,19 +221,25 @@ def findings(results, targets, classes):
     lines.append(f"Linearity: a straight line through each side of the layer-7 distance curve explains {detail}, "
                  f"mean over photos: layer 7 is {verdict} (R2 >= {LINEAR_R2} counts as roughly linear).")
 
-    invariant = []
+    judged = {"invariant": [], "not invariant": [], "misclassified even unrotated": []}
     for label, rows in results.items():
+        name, target = classes[targets[label]], targets[label]
         turned = [values for values in rows
                   if values["transformation"] == "rotation" and closeness("rotation", values["amount"]) > 0]
-        kept = sum(values["predicted_class"] == targets[label] for values in turned)
-        if kept >= INVARIANT_SHARE * len(turned):
-            invariant.append(label)
-        lines.append(f"Rotation, {label}: {classes[targets[label]]} stays the most probable class at {kept} of "
-                     f"{len(turned)} angles; its probability falls to "
-                     f"{min(values['true_class_probability'] for values in turned):.2f} at the lowest.")
-    others = [label for label in results if label not in invariant]
-    lines.append(f"Rotation invariant (true class kept at >= {INVARIANT_SHARE:.0%} of the angles): "
-                 f"{', '.join(invariant) or 'none'}; not invariant: {', '.join(others) or 'none'}.")
+        probabilities = [values["true_class_probability"] for values in turned]
+        kept = sum(values["predicted_class"] == target for values in turned)
+        lines.append(f"Rotation, {label}: P({name}) {originals[label][target]:.2f} unrotated, "
+                     f"{min(probabilities):.2f} to {max(probabilities):.2f} turned; {name} is the most probable "
+                     f"class at {kept} of {len(turned)} angles.")
+        if int(originals[label].argmax()) != target:
+            judged["misclassified even unrotated"].append(label)
+        elif kept >= INVARIANT_SHARE * len(turned):
+            judged["invariant"].append(label)
+        else:
+            judged["not invariant"].append(label)
+    lines.append(f"Rotation invariance (the true class stays the most probable at >= {INVARIANT_SHARE:.0%} of the "
+                 f"angles): " + "; ".join(f"{verdict}: {', '.join(labels) or 'none'}"
+                                         for verdict, labels in judged.items()) + ".")
     return lines
 
 
@@ -262,17 +274,18 @@ def main(argv=None):
     inputs = {path: load_input(path, preprocess) for path in photos}
     device = next(model.parameters()).device
 
-    results, targets = {}, {}
+    results, targets, originals = {}, {}, {}
     for path, x in tqdm(inputs.items(), desc="photos", unit="photo"):
         with torch.inference_mode():
             probabilities = model(x[None].to(device)).softmax(1)[0].cpu()
         label = names[path]
+        originals[label] = probabilities
         targets[label] = judged_class(path, classes, arguments.class_name, probabilities)
         results[label] = measure(model, x, ranges, targets[label], arguments.batch_size)
 
     plot(results, targets, classes, os.path.join(arguments.out, "invariance.png"))
     write_csv(results, targets, classes, os.path.join(arguments.out, "invariance.csv"))
-    summary = "\n".join(findings(results, targets, classes)) + "\n"
+    summary = "\n".join(findings(results, targets, originals, classes)) + "\n"
     atomic_write_text(os.path.join(arguments.out, "summary.txt"), summary)
     print(summary + f"figure, values and summary in {arguments.out}/")
 

@@ -11,11 +11,12 @@ the unoccluded photo, (b) the probability of the photo's class and (c) its most 
 class. The class is --class when given, else the photo's folder when that is named after
 a class, else the class the network predicts for the unoccluded photo.
 
-The square moves by --stride while it fits whole inside the input, starting at the
-top-left corner; the last (224 - size) mod stride pixel rows and columns (6 with the
-defaults) are never covered. Every position is exact, as if the square were painted on
-the photo and the whole network run, but only what the square can change is computed
-(zfnet/occlusion.py), in batches of --batch-size positions.
+The square starts at the top-left corner and moves by --stride until it has covered the
+whole input, as in Captum's Occlusion; where (224 - size) is not a multiple of the stride,
+the last row and column of positions hang over the edge and the square is cut off there
+(23 x 23 positions with the defaults, the last ones 48 pixels wide). Every position is
+exact, as if the square were painted on the photo and the whole network run, but only what
+the square can change is computed (zfnet/occlusion.py), in batches of --batch-size positions.
 
 Writes, per photo, OUT/<name>.png (the photo; map (a); that feature map's strongest
 activation on the unoccluded photo projected to pixels by the deconvnet, inside its
@@ -107,7 +108,7 @@ def draw(path, photo, x, preprocess, result, projection, lowest):
     for axis in (axes[1], axes[3], axes[4]):
         axis.set(xlim=(-0.5, side - 0.5), ylim=(side - 0.5, -0.5), xlabel="square centre x (pixels)")
     axes[1].set_ylabel("square centre y (pixels)")
-    save_figure(figure, path)
+    save_figure(figure, path, dpi=100)
 
 
 def main(argv=None):

@@ -83,8 +83,9 @@ def captum(model, x, size, stride, target):
         Occlusion(forward).attribute(x[None], sliding_window_shapes=(x.shape[0], size, size),
                                      strides=(x.shape[0], stride, stride), target=target)
     count = len(square_positions(x.shape[1], size, stride))
-    # Captum evaluates the unoccluded input first, then the positions row by row.
-    return torch.cat(recorded[1:]).view(count, count).cpu()
+    # Captum evaluates the unoccluded input first, then the positions with the square's row
+    # changing fastest: column by column.
+    return torch.cat(recorded[1:]).view(count, count).T.cpu()
 
 
 def main(argv=None):

@@ -51,8 +51,11 @@ def run_script(script, *arguments):
 
 
 def assert_one_line_error(process, fragment):
-    """Exit status 2 and a single `prog: error: ...` line naming the problem, no traceback."""
+    """Exit status 2 and one `prog: error: ...` line naming the problem, no traceback. Only a
+    bad flag value may add argparse's usage lines before it."""
     assert process.returncode == 2, process.stderr
     assert "Traceback" not in process.stderr
     lines = process.stderr.strip().splitlines()
-    assert len(lines) == 1 and ": error: " in lines[0] and fragment in lines[0], process.stderr
+    errors = [line for line in lines if ": error: " in line]
+    assert len(errors) == 1 and fragment in errors[0] and lines[-1] == errors[0], process.stderr
+    assert all(line.startswith(("usage:", " ")) for line in lines[:-1]), process.stderr

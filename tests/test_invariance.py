@@ -87,12 +87,14 @@ def test_findings_recognise_the_papers_behaviour():
 
     results = {"a.jpg": made_up(jump, linear, lambda kind, amount: 0, AMOUNTS),
                "b.jpg": made_up(jump, linear, lambda kind, amount: 1 if amount == 180 else 0, AMOUNTS)}
-    lines = invariance.findings(results, {"a.jpg": 0, "b.jpg": 0}, CLASSES)
+    originals = {"a.jpg": torch.tensor([0.9, 0.05, 0.05]), "b.jpg": torch.tensor([0.6, 0.3, 0.1])}
+    lines = invariance.findings(results, {"a.jpg": 0, "b.jpg": 0}, originals, CLASSES)
     assert "translation 100% vs 50%" in lines[0] and "layer 1 a lot and layer 7 much less" in lines[0]
     assert "translation R2 = 1.00" in lines[1] and "roughly linear in both" in lines[1]
-    assert "a.jpg: daisy stays the most probable class at 3 of 3 angles" in lines[2]
-    assert "b.jpg: daisy stays the most probable class at 2 of 3 angles" in lines[3]
-    assert lines[4].startswith("Rotation invariant") and "a.jpg; not invariant: b.jpg" in lines[4]
+    assert lines[2] == ("Rotation, a.jpg: P(daisy) 0.90 unrotated, 0.50 to 0.50 turned; daisy is the most probable "
+                        "class at 3 of 3 angles.")
+    assert "b.jpg: P(daisy) 0.60 unrotated" in lines[3] and "at 2 of 3 angles" in lines[3]
+    assert lines[4].endswith("invariant: a.jpg; not invariant: b.jpg; misclassified even unrotated: none.")
 
 
 def test_findings_say_when_the_paper_does_not_hold():
@@ -104,11 +106,14 @@ def test_findings_say_when_the_paper_does_not_hold():
         smallest = {"translation": 10, "scale": 0.1, "rotation": 90}[kind]
         return 0.0 if distance == 0 else 10.0 if distance == smallest else 1.0
 
-    results = {"a.jpg": made_up(linear, wobbly, lambda kind, amount: 2, AMOUNTS)}
-    lines = invariance.findings(results, {"a.jpg": 0}, CLASSES)
+    results = {"a.jpg": made_up(linear, wobbly, lambda kind, amount: 2, AMOUNTS),
+               "b.jpg": made_up(linear, wobbly, lambda kind, amount: 2, AMOUNTS)}
+    originals = {"a.jpg": torch.tensor([0.2, 0.1, 0.7]), "b.jpg": torch.tensor([0.5, 0.1, 0.4])}
+    lines = invariance.findings(results, {"a.jpg": 0, "b.jpg": 0}, originals, CLASSES)
     assert "as in the paper only for none" in lines[0]
     assert "not roughly linear in either" in lines[1]
-    assert "Rotation invariant (true class kept at >= 90% of the angles): none; not invariant: a.jpg" in lines[-1]
+    assert lines[-1] == ("Rotation invariance (the true class stays the most probable at >= 90% of the angles): "
+                         "invariant: none; not invariant: b.jpg; misclassified even unrotated: a.jpg.")
 
 
 @pytest.fixture

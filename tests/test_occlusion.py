@@ -30,10 +30,10 @@ def plain_loop(model, x, size, stride, target, layer, channel):
 
 
 @pytest.mark.parametrize("network, input_size, size, stride, batch_size", [
-    ({}, 224, 50, 16, 64),                                                   # ZFNet geometry
+    ({}, 224, 50, 16, 64),                                                   # ZFNet; squares cut off at the edge
     ({"arch": "alexnet"}, 224, 37, 23, 5),                                   # an 11x11 stride-4 first layer
     ({"conv_channels": (8, 16, 0, 0, 16), "fc_features": (32, 0)}, 224, 60, 41, 7),  # layers 3, 4, 7 removed
-    ({}, 64, 1, 5, 16),                                                      # a one-pixel square
+    ({}, 64, 3, 3, 16),                                                      # a tiny square
     ({}, 64, 64, 1, 1),                                                      # the square covers everything
 ])
 def test_fast_maps_equal_the_plain_loop(network, input_size, size, stride, batch_size):
@@ -64,13 +64,17 @@ def test_float32_maps_match_the_plain_loop_to_rounding():
     np.testing.assert_allclose(fast["probability"].numpy(), probability, atol=1e-6)
 
 
-def test_square_positions_start_at_the_corner_and_stay_inside():
-    assert square_positions(224, 50, 8) == list(range(0, 169, 8))
-    assert square_positions(224, 224, 8) == [0]
+def test_square_positions_cover_the_input_as_captum_does():
+    # 0 to 168 keep the square whole; at 176 it is cut off by the edge, so nothing stays uncovered.
+    assert square_positions(224, 50, 8) == list(range(0, 177, 8))
+    assert square_positions(224, 24, 8) == list(range(0, 201, 8))
+    assert square_positions(224, 224, 8) == square_positions(224, 224, 300) == [0]
     with pytest.raises(UserError, match="larger than the 224-pixel input"):
         square_positions(224, 225, 8)
     with pytest.raises(UserError, match="at least 1"):
         square_positions(224, 50, 0)
+    with pytest.raises(UserError, match="gaps"):
+        square_positions(224, 50, 51)
 
 
 def test_strongest_activation_is_the_largest_of_layer_5():

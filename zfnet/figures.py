@@ -20,10 +20,13 @@ def show_input(axis, x, preprocess):
 
 
 def show_projection(axis, projection):
-    """Draw a deconvnet projection (3, H, W): grey where it is zero, contrast stretched
-    the same way up and down so that its strongest value reaches black or white."""
-    scale = projection.abs().max().clamp(min=1e-12)
-    axis.imshow((0.5 + 0.5 * projection.cpu() / scale).permute(1, 2, 0).numpy())
+    """Draw a deconvnet projection (3, H, W): grey where it is zero, contrast stretched the
+    same way up and down so that the 99th percentile of its non-zero magnitudes reaches
+    black or white (a few strong pixels would otherwise leave the rest invisible)."""
+    magnitudes = projection.abs().flatten()
+    magnitudes = magnitudes[magnitudes > 0]
+    scale = magnitudes.quantile(0.99).item() if len(magnitudes) else 1.0
+    axis.imshow((0.5 + 0.5 * projection.cpu() / scale).clamp(0, 1).permute(1, 2, 0).numpy())
     axis.set_axis_off()
 
 

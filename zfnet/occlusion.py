@@ -10,12 +10,14 @@ unoccluded photo's, computed once. Positions run in batches of equal-sized windo
 result equals occluding one position at a time and running the whole network (the tests
 check this), at a fraction of the arithmetic.
 
-Square positions: the square starts at the top-left corner and moves by the stride while
-it fits whole inside the input, as a convolution without padding (and Captum's Occlusion)
-place their windows. When (input - size) is not a multiple of the stride, the last
-(input - size) mod stride rows and columns are never covered (6 pixels for the default
-50-pixel square and stride 8 on 224).
+Square positions: the square starts at the top-left corner and moves by the stride until
+it has covered the whole input, as Captum's Occlusion places it. When (input - size) is not
+a multiple of the stride, the last row and column of positions hang over the edge and the
+square is cut off there: with the default 50-pixel square and stride 8 on a 224-pixel
+input, 23 x 23 positions from 0 to 176, the last ones covering 48 pixels.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,7 +34,9 @@ def square_positions(input_size, size, stride):
         raise UserError(f"the square's size ({size}) and stride ({stride}) must be at least 1 pixel")
     if size > input_size:
         raise UserError(f"a {size}-pixel square is larger than the {input_size}-pixel input")
-    return list(range(0, input_size - size + 1, stride))
+    if stride > size and size < input_size:
+        raise UserError(f"a stride of {stride} pixels would leave gaps between {size}-pixel squares")
+    return [index * stride for index in range(math.ceil((input_size - size) / stride) + 1)]
 
 
 def strongest_activation(model, x, layer):
@@ -106,8 +110,7 @@ def _window_through(op, clean, patch, top, left):
     cols, out_left = _reach(left, patch.shape[2], clean.shape[1], kernel[1], stride[1], padding[1])
     # Max-pooling pads with -inf so that padding never wins; convolutions pad with zeros.
     fill = float("-inf") if isinstance(op, nn.MaxPool2d) else 0.0
-    padded = F.pad(clean, (0, 0, padding[1], padding[1], padding[0], padding[0]), value=fill)
-    window = _compose(padded, rows, cols, patch, top + padding[0], left + padding[1]).permute(0, 3, 1, 2)
+    window = _compose(clean, rows, cols, patch, top, left, fill).permute(0, 3, 1, 2)
     if isinstance(op, nn.MaxPool2d):
         out = F.max_pool2d(window, kernel, stride)
     else:
@@ -117,9 +120,10 @@ def _window_through(op, clean, patch, top, left):
 
 def _reach(start, length, size, kernel, stride, padding):
     """Along one axis: an input span [start, start + length) per batch row, of a map `size`
-    long, reaches the outputs whose windows meet it. Return the rows of the padded input
-    that an equal-length run of outputs covering every row's reach needs, and where each
-    run starts. Rows near the edge shift their run inwards to keep the length."""
+    long, reaches the outputs whose windows meet it. Return the input rows (those in the
+    padding outside 0..size-1 included) that an equal-length run of outputs covering every
+    row's reach needs, and where each run starts. Rows near the edge shift their run
+    inwards to keep the length."""
     outputs = (size + 2 * padding - kernel) // stride + 1
     first = torch.div(start + padding - kernel, stride, rounding_mode="floor") + 1
     last = torch.div(start + length - 1 + padding, stride, rounding_mode="floor")
@@ -127,35 +131,38 @@ def _reach(start, length, size, kernel, stride, padding):
     span = max(int((last - first).max()) + 1, 1)
     first = first.clamp(max=outputs - span)
     inputs = torch.arange((span - 1) * stride + kernel, device=start.device)
-    return first[:, None] * stride + inputs, first
+    return first[:, None] * stride - padding + inputs, first
 
 
 def _whole(base, patch, top, left):
     """The whole map `base` (H, W, C) with each batch row's `patch` laid over it."""
     rows = torch.arange(base.shape[0], device=patch.device).expand(len(patch), -1)
     cols = torch.arange(base.shape[1], device=patch.device).expand(len(patch), -1)
-    return _compose(base, rows, cols, patch, top, left)
+    return _compose(base, rows, cols, patch, top, left, fill=0.0)
 
 
-def _compose(base, rows, cols, patch, top, left):
+def _compose(base, rows, cols, patch, top, left, fill):
     """Windows `rows` (B, h') x `cols` (B, w') of the map `base` (H, W, C), with each batch
-    row's `patch` (B, h, w, C) laid over `base` at (top, left): (B, h', w', C).
+    row's `patch` (B, h, w, C) laid over `base` at (top, left): (B, h', w', C). Cells outside
+    `base` are padding and hold `fill`, even where a patch hangs over the edge.
 
-    Base and patches are stacked into one table of C-vectors, and every cell of the
-    windows picks its vector from the patch where the patch covers it, else from base:
-    a single gather does the cutting and the pasting."""
+    Base, patches and the fill are stacked into one table of C-vectors, and every cell of
+    the windows picks its vector from the table: a single gather does the cutting, the
+    padding and the pasting."""
     height, width, channels = base.shape
     count, patch_height, patch_width, _ = patch.shape
+    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
     patch_rows, patch_cols = rows - top[:, None], cols - left[:, None]
     covered = (((patch_rows >= 0) & (patch_rows < patch_height))[:, :, None]
                & ((patch_cols >= 0) & (patch_cols < patch_width))[:, None, :])
-    from_base = rows[:, :, None] * width + cols[:, None, :]
+    from_base = rows.clamp(0, height - 1)[:, :, None] * width + cols.clamp(0, width - 1)[:, None, :]
     batch = torch.arange(count, device=patch.device)[:, None, None]
     from_patch = (height * width + (batch * patch_height + patch_rows[:, :, None]) * patch_width
                   + patch_cols[:, None, :])
-    table = torch.cat([base.reshape(-1, channels), patch.reshape(-1, channels)])
-    picked = table.index_select(0, torch.where(covered, from_patch, from_base).view(-1))
-    return picked.view(count, rows.shape[1], cols.shape[1], channels)
+    from_fill = height * width + count * patch_height * patch_width
+    index = torch.where(inside, torch.where(covered, from_patch, from_base), from_fill)
+    table = torch.cat([base.reshape(-1, channels), patch.reshape(-1, channels), base.new_full((1, channels), fill)])
+    return table.index_select(0, index.view(-1)).view(count, rows.shape[1], cols.shape[1], channels)
 
 
 def _pair(value):
