@@ -5,11 +5,29 @@ matplotlib.use("Agg")  # figures are always saved, never shown: no display neede
 import matplotlib.pyplot as plt  # noqa: E402
 
 from zfnet.files import atomic_write  # noqa: E402
+from zfnet.images import unnormalize  # noqa: E402
 
 
 def save_figure(figure, path, dpi=120):
     atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=dpi, bbox_inches="tight"))
     plt.close(figure)
+
+
+def show_input(axis, x, preprocess):
+    """Draw a network input (3, H, W) as the picture the network sees."""
+    axis.imshow(unnormalize(x.cpu(), preprocess["mean"], preprocess["std"]).permute(1, 2, 0).numpy())
+    axis.set_axis_off()
+
+
+def show_projection(axis, projection):
+    """Draw a deconvnet projection (3, H, W): grey where it is zero, contrast stretched the
+    same way up and down so that the 99th percentile of its non-zero magnitudes reaches
+    black or white (a few strong pixels would otherwise leave the rest invisible)."""
+    magnitudes = projection.abs().flatten()
+    magnitudes = magnitudes[magnitudes > 0]
+    scale = magnitudes.quantile(0.99).item() if len(magnitudes) else 1.0
+    axis.imshow((0.5 + 0.5 * projection.cpu() / scale).clamp(0, 1).permute(1, 2, 0).numpy())
+    axis.set_axis_off()
 
 
 def plot_curves(history, path):

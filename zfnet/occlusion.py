@@ -1,0 +1,169 @@
+"""Occlusion sensitivity (the paper's section 4.2), exact and fast.
+
+A grey square over the input (grey = the normalisation mean, 0 in the network's input
+space) changes a convolution's or a pooling's output only where that output's window meets
+the square: its reach. Through the layers the reach grows, but for a 50-pixel square it
+stays a small part of layers 1 and 2. So for every square position we carry, layer after
+layer, only the window of each map that the square can change, computed from the window
+below it with the unoccluded activations around it; everything outside the window is the
+unoccluded photo's, computed once. Positions run in batches of equal-sized windows. The
+result equals occluding one position at a time and running the whole network (the tests
+check this), at a fraction of the arithmetic.
+
+Square positions: the square starts at the top-left corner and moves by the stride until
+it has covered the whole input, as Captum's Occlusion places it. When (input - size) is not
+a multiple of the stride, the last row and column of positions hang over the edge and the
+square is cut off there: with the default 50-pixel square and stride 8 on a 224-pixel
+input, 23 x 23 positions from 0 to 176, the last ones covering 48 pixels.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from zfnet.errors import UserError
+
+FEATURE_LAYER = 5  # the paper's figure 7 follows the strongest feature map of layer 5
+
+
+def square_positions(input_size, size, stride):
+    """The square's top (or left) offsets along one side of the input."""
+    if size < 1 or stride < 1:
+        raise UserError(f"the square's size ({size}) and stride ({stride}) must be at least 1 pixel")
+    if size > input_size:
+        raise UserError(f"a {size}-pixel square is larger than the {input_size}-pixel input")
+    if stride > size and size < input_size:
+        raise UserError(f"a stride of {stride} pixels would leave gaps between {size}-pixel squares")
+    return [index * stride for index in range(math.ceil((input_size - size) / stride) + 1)]
+
+
+def strongest_activation(model, x, layer):
+    """`(channel, y, x)` of the largest activation of `layer` (rectified, before pooling) on
+    input `x` (3, H, W): the feature map that responds most strongly, and where."""
+    with torch.inference_mode():
+        maps = model.activations(x[None], [layer])[layer][0]
+    channel, row, column = torch.unravel_index(maps.argmax(), maps.shape)
+    return int(channel), int(row), int(column)
+
+
+def occlusion_maps(model, x, size, stride, target, layer, channel, batch_size=64, progress=False):
+    """Slide a grey `size` square with `stride` over input `x` (3, H, W) and return, one
+    cell per position, (a) `feature`: the total activation of `channel` of `layer` (its
+    rectified maps, before pooling), (b) `probability`: the probability of class `target`,
+    (c) `prediction`: the most probable class."""
+    tops = square_positions(x.shape[1], size, stride)
+    lefts = square_positions(x.shape[2], size, stride)
+    grid = torch.tensor([(top, left) for top in tops for left in lefts], device=x.device)
+    results = {"feature": [], "probability": [], "prediction": []}
+    with torch.inference_mode():
+        steps, feature_map, pooled = _unoccluded(model, x, layer, channel)
+        for rows in tqdm(grid.split(batch_size), desc="occluder positions", unit="batch",
+                         disable=not progress, leave=False):
+            patch, top, left = x.new_zeros(len(rows), size, size, x.shape[0]), rows[:, 0], rows[:, 1]
+            for n, op, clean in steps:
+                patch, top, left = _window_through(op, clean, patch, top, left)
+                if isinstance(op, nn.Conv2d):
+                    patch = F.relu(patch)
+                    if n == layer:
+                        feature = _whole(feature_map, patch[..., channel:channel + 1], top, left).sum((1, 2, 3))
+            features = _whole(pooled, patch, top, left).permute(0, 3, 1, 2).flatten(1)
+            for n in model.fc_layers:
+                features = model.stage(n)(features)
+            probabilities = model.classifier(features).softmax(1)
+            results["feature"].append(feature)
+            results["probability"].append(probabilities[:, target])
+            results["prediction"].append(probabilities.argmax(1))
+    return {name: torch.cat(parts).view(len(tops), len(lefts)).cpu() for name, parts in results.items()}
+
+
+# Maps are kept channels-last, (H, W, C) or (B, H, W, C), from here on: a window is then
+# gathered as whole rows of C values, and the convolutions get the memory layout they
+# run fastest in.
+
+def _unoccluded(model, x, layer, channel):
+    """For the unoccluded input: each convolution and pooling of layers 1-5 with its input
+    map, as `(layer, op, map)`; `channel` of `layer`'s rectified maps; the last pooled maps."""
+    steps = []
+    x = x[None].contiguous(memory_format=torch.channels_last)
+    for n in model.conv_layers:
+        stage = model.stage(n)
+        steps.append((n, stage.conv, x[0].permute(1, 2, 0)))
+        x = F.relu(stage.conv(x))
+        if n == layer:
+            feature_map = x[0, channel:channel + 1].permute(1, 2, 0)
+        if hasattr(stage, "pool"):
+            steps.append((n, stage.pool, x[0].permute(1, 2, 0)))
+            x = stage.pool(x)
+    return steps, feature_map, x[0].permute(1, 2, 0)
+
+
+def _window_through(op, clean, patch, top, left):
+    """Apply `op` (a Conv2d or a MaxPool2d, without its ReLU) to the map `clean` (H, W, C)
+    overlaid with `patch` (B, h, w, C) at (top, left) per batch row; return the window of
+    the output that can differ from `op(clean)`, with its offsets."""
+    kernel, stride, padding = (_pair(op.kernel_size), _pair(op.stride), _pair(op.padding))
+    if _pair(op.dilation) != (1, 1) or getattr(op, "ceil_mode", False):
+        raise ValueError(f"{op} is not supported: dilation and ceil_mode change the reach")
+    rows, out_top = _reach(top, patch.shape[1], clean.shape[0], kernel[0], stride[0], padding[0])
+    cols, out_left = _reach(left, patch.shape[2], clean.shape[1], kernel[1], stride[1], padding[1])
+    # Max-pooling pads with -inf so that padding never wins; convolutions pad with zeros.
+    fill = float("-inf") if isinstance(op, nn.MaxPool2d) else 0.0
+    window = _compose(clean, rows, cols, patch, top, left, fill).permute(0, 3, 1, 2)
+    if isinstance(op, nn.MaxPool2d):
+        out = F.max_pool2d(window, kernel, stride)
+    else:
+        out = F.conv2d(window, op.weight, op.bias, stride, 0, 1, op.groups)
+    return out.permute(0, 2, 3, 1), out_top, out_left
+
+
+def _reach(start, length, size, kernel, stride, padding):
+    """Along one axis: an input span [start, start + length) per batch row, of a map `size`
+    long, reaches the outputs whose windows meet it. Return the input rows (those in the
+    padding outside 0..size-1 included) that an equal-length run of outputs covering every
+    row's reach needs, and where each run starts. Rows near the edge shift their run
+    inwards to keep the length."""
+    outputs = (size + 2 * padding - kernel) // stride + 1
+    first = torch.div(start + padding - kernel, stride, rounding_mode="floor") + 1
+    last = torch.div(start + length - 1 + padding, stride, rounding_mode="floor")
+    first, last = first.clamp(min=0), last.clamp(max=outputs - 1)
+    span = max(int((last - first).max()) + 1, 1)
+    first = first.clamp(max=outputs - span)
+    inputs = torch.arange((span - 1) * stride + kernel, device=start.device)
+    return first[:, None] * stride - padding + inputs, first
+
+
+def _whole(base, patch, top, left):
+    """The whole map `base` (H, W, C) with each batch row's `patch` laid over it."""
+    rows = torch.arange(base.shape[0], device=patch.device).expand(len(patch), -1)
+    cols = torch.arange(base.shape[1], device=patch.device).expand(len(patch), -1)
+    return _compose(base, rows, cols, patch, top, left, fill=0.0)
+
+
+def _compose(base, rows, cols, patch, top, left, fill):
+    """Windows `rows` (B, h') x `cols` (B, w') of the map `base` (H, W, C), with each batch
+    row's `patch` (B, h, w, C) laid over `base` at (top, left): (B, h', w', C). Cells outside
+    `base` are padding and hold `fill`, even where a patch hangs over the edge.
+
+    Base, patches and the fill are stacked into one table of C-vectors, and every cell of
+    the windows picks its vector from the table: a single gather does the cutting, the
+    padding and the pasting."""
+    height, width, channels = base.shape
+    count, patch_height, patch_width, _ = patch.shape
+    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
+    patch_rows, patch_cols = rows - top[:, None], cols - left[:, None]
+    covered = (((patch_rows >= 0) & (patch_rows < patch_height))[:, :, None]
+               & ((patch_cols >= 0) & (patch_cols < patch_width))[:, None, :])
+    from_base = rows.clamp(0, height - 1)[:, :, None] * width + cols.clamp(0, width - 1)[:, None, :]
+    batch = torch.arange(count, device=patch.device)[:, None, None]
+    from_patch = (height * width + (batch * patch_height + patch_rows[:, :, None]) * patch_width
+                  + patch_cols[:, None, :])
+    from_fill = height * width + count * patch_height * patch_width
+    index = torch.where(inside, torch.where(covered, from_patch, from_base), from_fill)
+    table = torch.cat([base.reshape(-1, channels), patch.reshape(-1, channels), base.new_full((1, channels), fill)])
+    return table.index_select(0, index.view(-1)).view(count, rows.shape[1], cols.shape[1], channels)
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
