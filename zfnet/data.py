@@ -229,11 +229,12 @@ def crop_resize_flip(pixels, sizes, boxes, flips, output_size):
     return F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def train_inputs(cache, indices, generator, preprocess):
-    """Training inputs for cache rows `indices`: RandomResizedCrop, RandomHorizontalFlip and
-    normalisation on the cache's device, with random numbers from the CPU `generator`."""
+def train_inputs(cache, indices, generator, preprocess, crop_scale=(0.08, 1.0)):
+    """Training inputs for cache rows `indices`: RandomResizedCrop (of `crop_scale`),
+    RandomHorizontalFlip and normalisation on the cache's device, with random numbers from
+    the CPU `generator`."""
     sizes = cache.sizes[indices.to(cache.sizes.device)].cpu()
-    boxes = random_resized_crop_boxes(sizes, generator)
+    boxes = random_resized_crop_boxes(sizes, generator, scale=crop_scale)
     flips = torch.rand(len(indices), generator=generator) < 0.5
     pixels = cache.take(indices)
     device = pixels.device

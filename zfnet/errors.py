@@ -10,14 +10,18 @@ class UserError(Exception):
     Anything else that goes wrong is a bug and keeps its traceback."""
 
 
+def report(message):
+    """Print `prog: error: message` on stderr, as argparse does for bad flags."""
+    print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
+
+
 def run_main(main):
-    """Call `main()`; report a UserError as `prog: error: message` and exit 2."""
-    prog = os.path.basename(sys.argv[0])
+    """Call `main()`; report a UserError in one line and exit 2."""
     try:
         main()
     except UserError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        report(error)
         sys.exit(2)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        print(f"{os.path.basename(sys.argv[0])}: interrupted", file=sys.stderr)
         sys.exit(130)

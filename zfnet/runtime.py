@@ -74,3 +74,17 @@ class Distributed:
     def close(self):
         if self.enabled:
             dist.destroy_process_group()
+
+
+def native_bfloat16(device):
+    """Whether bfloat16 autocast runs on hardware support here: any CUDA GPU from Ampere on,
+    or a CPU with AVX512-BF16 or AMX (elsewhere PyTorch emulates it, slower than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        capability = torch._C._cpu._get_cpu_capability()
+    except AttributeError:  # a private API: without it, assume no support
+        return False
+    return bool(capability.get("avx512_bf16") or capability.get("amx_bf16"))

@@ -1,0 +1,25 @@
+# The README's two commands. Each sets up the virtual environment it needs (once), then:
+#   make run    split the photos, train ZFNet, classify sunflower.jpg
+#   make test   run the test suite (what CI runs)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test
+
+run: $(VENV)/.installed
+	$(BIN)/python split_data.py
+	$(BIN)/python train.py --resume
+	$(BIN)/python predict.py sunflower.jpg
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(BIN)/python -m pip install -r requirements-dev.txt
+	touch $@

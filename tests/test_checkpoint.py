@@ -1,0 +1,73 @@
+import os
+
+import pytest
+import torch
+
+from model import ZFNet
+from zfnet.checkpoint import load_checkpoint, model_payload, read_checkpoint, save_checkpoint
+from zfnet.errors import UserError
+
+PREPROCESS = {"input_size": 224, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+CLASSES = ["blue", "green", "red"]
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = ZFNet(num_classes=3, width="half", arch="alexnet")
+    path = tmp_path / "best.pth"
+    save_checkpoint(model_payload(model, CLASSES, PREPROCESS, epoch=4), path)
+    return model, path
+
+
+def test_a_checkpoint_rebuilds_the_exact_network_with_weights_only(saved):
+    model, path = saved
+    raw = torch.load(path, weights_only=True)  # no arbitrary code runs when reading it
+    assert raw["classes"] == CLASSES and raw["preprocess"] == PREPROCESS and raw["epoch"] == 4
+    assert raw["model_config"]["arch"] == "alexnet"
+    loaded, checkpoint = load_checkpoint(path)
+    assert not loaded.training
+    x = torch.randn(1, 3, 224, 224)
+    assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_an_interrupted_save_keeps_the_old_checkpoint(saved, monkeypatch):
+    model, path = saved
+    before = path.read_bytes()
+
+    def dies_halfway(obj, file):
+        file.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(model_payload(model, CLASSES, PREPROCESS, epoch=5), path)
+    assert path.read_bytes() == before
+    assert os.listdir(path.parent) == ["best.pth"]  # no temporary file left behind
+
+
+def test_bad_checkpoints_are_user_errors(saved, tmp_path):
+    model, path = saved
+    data = path.read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.pth").write_text("hello")
+    torch.save(model.state_dict(), tmp_path / "raw.pth")  # a bare state_dict, as the seed saves
+    cases = {"missing.pth": "not found", "cut.pth": "corrupt", "text.pth": "corrupt",
+             "raw.pth": "not a zfnet checkpoint"}
+    for name, message in cases.items():
+        with pytest.raises(UserError, match=message):
+            load_checkpoint(tmp_path / name)
+
+
+def test_weights_that_do_not_fit_the_configuration_are_refused(saved, tmp_path):
+    _, path = saved
+    checkpoint = read_checkpoint(path)
+    checkpoint["model_config"]["conv_channels"] = [96, 256, 384, 384, 256]
+    save_checkpoint(checkpoint, tmp_path / "reshaped.pth")
+    with pytest.raises(UserError, match="do not fit"):
+        load_checkpoint(tmp_path / "reshaped.pth")
+    checkpoint = read_checkpoint(path)
+    checkpoint["classes"] = ["only", "two"]
+    save_checkpoint(checkpoint, tmp_path / "classes.pth")
+    with pytest.raises(UserError, match="class names"):
+        load_checkpoint(tmp_path / "classes.pth")

@@ -1,0 +1,168 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision import transforms
+
+from zfnet.data import (CACHE_SIDE, PhotoCache, crop_resize_flip, random_resized_crop_boxes, scan_split,
+                        train_inputs, val_inputs)
+from zfnet.errors import UserError
+from zfnet.images import load_input
+
+PREPROCESS = {"input_size": 224, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+
+
+def test_scan_split_lists_classes_and_labels(colour_split):
+    classes, samples = scan_split(colour_split)
+    assert classes == ["blue", "green", "red"]
+    assert len(samples["train"]) == 36 and len(samples["val"]) == 12
+    for path, label in samples["val"]:
+        assert os.path.basename(os.path.dirname(path)) == classes[label]
+
+
+def test_scan_split_rejects_unusable_layouts(colour_split, tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        scan_split(tmp_path / "nowhere")
+    with pytest.raises(UserError, match="no train/"):
+        scan_split(tmp_path)
+    (colour_split / "val" / "purple").mkdir()
+    with pytest.raises(UserError, match="no photos in class folder.*purple"):
+        scan_split(colour_split)
+    (colour_split / "val" / "purple" / "a.jpg").write_bytes((colour_split / "val" / "red" / "000.jpg").read_bytes())
+    with pytest.raises(UserError, match="different classes.*only in val: \\['purple'\\]"):
+        scan_split(colour_split)
+
+
+def test_validation_inputs_are_bit_identical_to_the_one_image_path(colour_split):
+    _, samples = scan_split(colour_split)
+    cache = PhotoCache.load_or_build(samples["val"], "val", 224, None, quiet=True)
+    rows = torch.tensor([0, 5, 11])
+    expected = torch.stack([load_input(samples["val"][i][0], PREPROCESS) for i in rows])
+    assert torch.equal(val_inputs(cache, rows, PREPROCESS), expected)
+
+
+def test_the_cache_is_written_once_reused_and_rebuilt_when_the_split_changes(colour_split):
+    _, samples = scan_split(colour_split)
+    cache_dir = colour_split / ".cache"
+    built = PhotoCache.load_or_build(samples["train"], "train", 224, cache_dir, quiet=True)
+    files = sorted(os.listdir(cache_dir))
+    assert len(files) == 2 and built.pixels.shape == (36, 3, CACHE_SIDE, CACHE_SIDE)
+    reopened = PhotoCache.load_or_build(samples["train"], "train", 224, cache_dir, quiet=True)
+    assert isinstance(reopened.pixels, np.memmap)
+    assert np.array_equal(reopened.pixels, built.pixels) and torch.equal(reopened.sizes, built.sizes)
+    assert sorted(os.listdir(cache_dir)) == files
+
+    changed = samples["train"][0][0]
+    stat = os.stat(changed)
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    PhotoCache.load_or_build(samples["train"], "train", 224, cache_dir, quiet=True)
+    after = sorted(os.listdir(cache_dir))
+    assert len(after) == 2 and after != files  # the stale cache is gone
+
+
+def test_decoding_in_worker_processes_gives_the_same_cache(colour_split):
+    _, samples = scan_split(colour_split)
+    serial = PhotoCache.load_or_build(samples["val"], "val", 224, None, workers=0, quiet=True)
+    pooled = PhotoCache.load_or_build(samples["val"], "val", 224, None, workers=2, quiet=True)
+    assert np.array_equal(serial.pixels, pooled.pixels)
+
+
+def test_a_bad_photo_in_the_split_is_a_user_error(colour_split):
+    (colour_split / "train" / "red" / "000.jpg").write_text("oops")
+    _, samples = scan_split(colour_split)
+    with pytest.raises(UserError, match="000.jpg: not an image"):
+        PhotoCache.load_or_build(samples["train"], "train", 224, None, quiet=True)
+
+
+def ks_statistic(a, b):
+    """Two-sample Kolmogorov-Smirnov distance between the empirical distributions."""
+    grid = np.sort(np.concatenate([a, b]))
+    cdf_a = np.searchsorted(np.sort(a), grid, side="right") / len(a)
+    cdf_b = np.searchsorted(np.sort(b), grid, side="right") / len(b)
+    return np.abs(cdf_a - cdf_b).max()
+
+
+@pytest.mark.parametrize("height, width", [(240, 320), (500, 375), (60, 400)])
+def test_crop_boxes_follow_torchvisions_random_resized_crop(height, width):
+    draws = 20000
+    ours = random_resized_crop_boxes(torch.tensor([[height, width]] * draws), torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    image = torch.empty(3, height, width)
+    theirs = torch.tensor([transforms.RandomResizedCrop.get_params(image, (0.08, 1.0), (3 / 4, 4 / 3))
+                           for _ in range(draws)], dtype=torch.float64)
+    for boxes in (ours, theirs):
+        top, left, h, w = boxes.T
+        assert (top >= 0).all() and (left >= 0).all() and (top + h <= height).all() and (left + w <= width).all()
+
+    def describe(boxes):
+        top, left, h, w = boxes.T.numpy()
+        return {"scale": h * w / (height * width), "log_aspect": np.log(w / h),
+                "centre_y": (top + h / 2) / height, "centre_x": (left + w / 2) / width}
+
+    # 20000 draws each: 0.02 is beyond the 0.1% critical value of the KS distance (about 0.0195)
+    for name, (a, b) in {k: (describe(ours)[k], describe(theirs)[k]) for k in describe(ours)}.items():
+        assert ks_statistic(a, b) < 0.02, name
+    scale = describe(ours)["scale"]
+    assert scale.min() >= 0.08 * 0.9 and scale.max() <= 1.0
+
+
+def bilinear_reference(image, top, left, h, w, out):
+    """Sample an (C, S, S) image at the centres of an out x out grid over a box given in a
+    (height, width) = image's own pixel frame, one pixel at a time (border clamped)."""
+    channels, rows, cols = image.shape
+    result = np.zeros((channels, out, out))
+    for i in range(out):
+        for j in range(out):
+            y = top + (i + 0.5) * h / out - 0.5
+            x = left + (j + 0.5) * w / out - 0.5
+            y0, x0 = int(np.floor(y)), int(np.floor(x))
+            fy, fx = y - y0, x - x0
+            for dy, wy in ((0, 1 - fy), (1, fy)):
+                for dx, wx in ((0, 1 - fx), (1, fx)):
+                    yy, xx = min(max(y0 + dy, 0), rows - 1), min(max(x0 + dx, 0), cols - 1)
+                    result[:, i, j] += wy * wx * image[:, yy, xx]
+    return result
+
+
+def test_crop_resize_flip_samples_the_box_bilinearly():
+    rng = np.random.default_rng(0)
+    square = rng.integers(0, 256, (2, 3, 32, 32), dtype=np.uint8)
+    # originals of 64 x 48 (height x width) stretched into the 32 x 32 cached squares
+    sizes = torch.tensor([[64, 48], [64, 48]])
+    boxes = torch.tensor([[8.0, 4.0, 40.0, 30.0], [0.0, 0.0, 64.0, 48.0]], dtype=torch.float64)
+    flips = torch.tensor([False, True])
+    out = crop_resize_flip(torch.from_numpy(square), sizes, boxes, flips, 8).numpy()
+    for index in range(2):
+        top, left, h, w = boxes[index].tolist()
+        scale_y, scale_x = 32 / 64, 32 / 48
+        expected = bilinear_reference(square[index].astype(np.float64), top * scale_y, left * scale_x,
+                                      h * scale_y, w * scale_x, 8)
+        if flips[index]:
+            expected = expected[:, :, ::-1]
+        assert np.allclose(out[index], expected, atol=1e-3)
+
+
+def test_training_inputs_are_normalised_crops_with_half_of_them_flipped(colour_split):
+    _, samples = scan_split(colour_split)
+    cache = PhotoCache.load_or_build(samples["train"], "train", 224, None, quiet=True)
+    rows = torch.arange(len(cache))
+    inputs = train_inputs(cache, rows, torch.Generator().manual_seed(0), PREPROCESS)
+    assert inputs.shape == (36, 3, 224, 224) and inputs.dtype == torch.float32
+    assert inputs.min() >= -1 and inputs.max() <= 1
+    again = train_inputs(cache, rows, torch.Generator().manual_seed(0), PREPROCESS)
+    assert torch.equal(inputs, again)  # the generator alone decides the crops
+    flips = torch.rand(100000, generator=torch.Generator().manual_seed(1)) < 0.5
+    assert abs(flips.float().mean().item() - 0.5) < 0.01
+    # a full-image crop of a flat colour photo keeps its colour
+    red = cache.labels == 2
+    assert (inputs[red][:, 0].mean() > inputs[red][:, 2].mean())
+
+
+def test_crop_then_resize_matches_interpolate_for_the_whole_image():
+    square = torch.randint(0, 256, (1, 3, 256, 256), dtype=torch.uint8)
+    full = torch.tensor([[0.0, 0.0, 500.0, 375.0]], dtype=torch.float64)
+    out = crop_resize_flip(square, torch.tensor([[500, 375]]), full, torch.tensor([False]), 224)
+    expected = F.interpolate(square.float(), size=224, mode="bilinear", align_corners=False)
+    assert torch.allclose(out, expected, atol=0.01)  # float32 grid coordinates: 0.01 of 255 levels

@@ -1,0 +1,137 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train
+from tests.conftest import ROOT
+from zfnet.checkpoint import load_checkpoint
+from zfnet.errors import UserError
+
+
+def run_train(data, out, *flags):
+    return train.train(train.parse_args(["--data", str(data), "--out", str(out), "--workers", "0",
+                                         "--batch-size", "8", "--device", "cpu", *flags]))
+
+
+# Narrow fully connected layers keep checkpoints small where a test does not need the real size.
+SMALL = ("--fc-features", "128,128")
+
+
+def test_training_learns_and_writes_every_output(colour_split, tmp_path):
+    out = tmp_path / "run"
+    result = run_train(colour_split, out, "--epochs", "4", "--lr", "5e-4", "--snapshot-epochs", "1,3")
+    history = result["history"]
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert result["best_accuracy"] >= 0.9  # three clearly different colours
+
+    assert sorted(os.listdir(out)) == ["best.pth", "class_indices.json", "confusion.png", "curves.png",
+                                       "last.pth", "metrics.csv", "snapshots"]
+    assert sorted(os.listdir(out / "snapshots")) == ["epoch_001.pth", "epoch_003.pth"]
+    model, best = load_checkpoint(out / "best.pth")
+    assert best["classes"] == ["blue", "green", "red"]
+    assert best["model_config"]["num_classes"] == 3 and best["model_config"]["width"] == "half"
+    assert best["preprocess"] == {"input_size": 224, "mean": [0.5] * 3, "std": [0.5] * 3}
+    assert best["val_accuracy"] == result["best_accuracy"]
+    last = torch.load(out / "last.pth", weights_only=True)
+    assert last["epoch"] == 4 and "optimizer" in last and last["train_config"]["lr"] == 5e-4
+    with open(out / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3, 4]
+    assert set(rows[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_second"}
+    assert float(rows[-1]["val_acc"]) == history[-1]["val_acc"]
+    assert json.loads((out / "class_indices.json").read_text()) == {"0": "blue", "1": "green", "2": "red"}
+    for image in ("curves.png", "confusion.png"):
+        assert (out / image).read_bytes().startswith(b"\x89PNG")
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(colour_split, tmp_path, monkeypatch):
+    run_train(colour_split, tmp_path / "straight", "--epochs", "3", *SMALL)
+
+    def killed_after_saving(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # the process dies right after epoch 1's checkpoints
+        patch.setattr(train, "write_reports", killed_after_saving)
+        with pytest.raises(KeyboardInterrupt):
+            run_train(colour_split, tmp_path / "resumed", "--epochs", "3", *SMALL)
+    assert torch.load(tmp_path / "resumed" / "last.pth", weights_only=True)["epoch"] == 1
+    run_train(colour_split, tmp_path / "resumed", "--epochs", "3", "--resume")
+
+    straight, resumed = weights(tmp_path / "straight" / "last.pth"), weights(tmp_path / "resumed" / "last.pth")
+    assert all(torch.equal(straight[name], resumed[name]) for name in straight)
+    rows = [list(csv.reader(open(tmp_path / run / "metrics.csv"))) for run in ("straight", "resumed")]
+    assert len(rows[0]) == 4
+    assert [row[:5] for row in rows[0]] == [row[:5] for row in rows[1]]  # same losses and accuracies
+
+
+def test_the_seed_recipe_can_be_extended_but_a_scheduled_run_cannot(colour_split, tmp_path):
+    run_train(colour_split, tmp_path / "seed", "--epochs", "1", "--recipe", "seed", *SMALL)
+    result = run_train(colour_split, tmp_path / "seed", "--epochs", "2", "--resume")
+    assert [row["epoch"] for row in result["history"]] == [1, 2]
+    last = torch.load(tmp_path / "seed" / "last.pth", weights_only=True)
+    assert last["optimizer"]["param_groups"][0]["lr"] == 2e-4  # constant, as the seed's
+    run_train(colour_split, tmp_path / "fast", "--epochs", "1", *SMALL)
+    with pytest.raises(UserError, match="--epochs cannot change from 1 to 2: its fast recipe's learning-rate"):
+        run_train(colour_split, tmp_path / "fast", "--epochs", "2", "--resume")
+
+
+def test_the_same_seed_repeats_a_run_exactly(colour_split, tmp_path):
+    run_train(colour_split, tmp_path / "a", "--epochs", "1", "--seed", "3", *SMALL)
+    run_train(colour_split, tmp_path / "b", "--epochs", "1", "--seed", "3", *SMALL)
+    run_train(colour_split, tmp_path / "c", "--epochs", "1", "--seed", "4", *SMALL)
+    a, b, c = (weights(tmp_path / run / "last.pth") for run in "abc")
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert not torch.equal(a["layer1.conv.weight"], c["layer1.conv.weight"])
+
+
+def test_an_existing_run_is_never_overwritten(colour_split, tmp_path, capsys):
+    run_train(colour_split, tmp_path / "run", "--epochs", "1", *SMALL)
+    before = (tmp_path / "run" / "last.pth").read_bytes()
+    with pytest.raises(UserError, match="already holds a run; pass --resume"):
+        run_train(colour_split, tmp_path / "run", "--epochs", "2")
+    with pytest.raises(UserError, match="--lr cannot change from 0.001 to 0.1"):
+        run_train(colour_split, tmp_path / "run", "--epochs", "2", "--resume", "--lr", "0.1")
+    run_train(colour_split, tmp_path / "run", "--epochs", "1", "--resume")
+    assert "already trained 1 epochs" in capsys.readouterr().out
+    assert (tmp_path / "run" / "last.pth").read_bytes() == before
+
+
+def run_script(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_bad_data_folders_fail_with_one_line(colour_split, tmp_path):
+    (colour_split / "val" / "red").rename(colour_split / "val" / "orange")
+    cases = {str(tmp_path / "nowhere"): "data folder not found",
+             str(colour_split): "different classes"}
+    for data, message in cases.items():
+        result = run_script("train.py", "--data", data, "--out", str(tmp_path / "out"))
+        assert result.returncode == 2
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_two_process_torchrun_trains_and_only_rank_0_writes(colour_split, tmp_path):
+    out = tmp_path / "ddp"
+    result = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+                        "--data", str(colour_split), "--out", str(out), "--epochs", "2", "--batch-size", "6",
+                        "--workers", "0", "--device", "cpu", "--lr", "5e-4", *SMALL)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(2 processes, " in result.stdout
+    assert result.stdout.count("epoch   2/2") == 1  # only rank 0 prints
+    model, checkpoint = load_checkpoint(out / "last.pth")
+    assert checkpoint["epoch"] == 2
+    with open(out / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 2 and float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
