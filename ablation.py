@@ -8,17 +8,16 @@ Each run trains with train.py's training function into OUT/<variant>/seed<k>/, s
 study and running the same command again skips the finished runs and continues the
 interrupted one. Writes OUT/ablation.csv, OUT/ablation.md and OUT/ablation.png.
 """
-import argparse
 import os
 
 import numpy as np
 
-from model import WIDTHS, ZFNet
-from train import model_kwargs, parse_args
+from model import WIDTHS
+from train import build_model, parse_args
 from zfnet.data import scan_split
 from zfnet.errors import UserError, run_main
 from zfnet.figures import plt, save_figure
-from zfnet.study import train_run
+from zfnet.study import parse_study_args, study_parser, train_run
 from zfnet.tables import mean_and_spread, plus_minus, write_tables
 
 # Each variant scales the base widths (--width) of layers 1-5 and 6-7; 0 removes a layer.
@@ -35,35 +34,24 @@ VARIANTS = {
     "wider-layers3-5": ("layers 3, 4, 5 at 4/3, 8/3, 2x (paper: 512, 1024, 512 maps)",
                         (1, 1, 4 / 3, 8 / 3, 2), (1, 1)),
 }
-# Flags the study sets for each of its runs.
-STUDY_FLAGS = ("--out", "--epochs", "--seed", "--conv-channels", "--fc-features", "--resume",
-               "--snapshot-epochs")
 
 
-def parse_study_args(argv):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,  # --seed must reach the check below, not be taken for --seeds
-        epilog="Every other flag (--width, --arch, --lr, --batch-size, --device, --workers, ...) "
-               "is train.py's and goes unchanged to every run; see python train.py --help.")
+def parse_ablation_args(argv):
+    parser = study_parser(__doc__)
     parser.add_argument("--data", default="flower_data", help="folder holding train/ and val/ (default: %(default)s)")
     parser.add_argument("--out", default="runs/ablation", help="folder for the runs and the table (default: %(default)s)")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated variants to train, of: {', '.join(VARIANTS)} (default: all)")
     parser.add_argument("--epochs", default=10, type=int, help="epochs per run (default: %(default)s)")
     parser.add_argument("--seeds", default=1, type=int, help="runs per variant, with seeds 0, 1, ... (default: %(default)s)")
-    args, train_flags = parser.parse_known_args(argv)
+    args, train_flags, recipe = parse_study_args(parser, argv)
     args.variants = [name.strip() for name in args.variants.split(",") if name.strip()]
     unknown = [name for name in args.variants if name not in VARIANTS]
     if unknown or not args.variants:
         raise UserError(f"unknown variant(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(VARIANTS)}")
     if args.epochs < 1 or args.seeds < 1:
         raise UserError("--epochs and --seeds must be at least 1")
-    for flag in train_flags:
-        if flag.split("=")[0] in STUDY_FLAGS:
-            raise UserError(f"{flag.split('=')[0]} is set by the study for each run; use --out and --epochs "
-                            f"of ablation.py, and --seeds for the number of seeds")
-    return args, train_flags
+    return args, train_flags, recipe
 
 
 def variant_widths(name, width):
@@ -75,8 +63,7 @@ def variant_widths(name, width):
 
 
 def parameter_count(config, num_classes):
-    model = ZFNet(**model_kwargs(config, num_classes), init_weights=False)
-    return sum(parameter.numel() for parameter in model.parameters())
+    return sum(parameter.numel() for parameter in build_model(config, num_classes).parameters())
 
 
 def run_variant(name, args, train_flags, width, num_classes):
@@ -126,13 +113,12 @@ def plot_errors(rows, num_classes, path, title):
 
 
 def main(argv=None):
-    args, train_flags = parse_study_args(argv)
-    base = parse_args(train_flags)  # the recipe every run shares, checked once up front
+    args, train_flags, recipe = parse_ablation_args(argv)
     classes, _ = scan_split(args.data)
 
-    rows, markdown_rows = zip(*(run_variant(name, args, train_flags, base.width, len(classes))
+    rows, markdown_rows = zip(*(run_variant(name, args, train_flags, recipe.width, len(classes))
                                 for name in args.variants))
-    title = (f"Ablation: {base.arch}, {base.width} width, {args.epochs} epoch{'s' * (args.epochs > 1)}, "
+    title = (f"Ablation: {recipe.arch}, {recipe.width} width, {args.epochs} epoch{'s' * (args.epochs > 1)}, "
              f"{args.seeds} seed{'s' * (args.seeds > 1)}")
     stem = os.path.join(args.out, "ablation")
     write_tables(rows, markdown_rows, stem, title)

@@ -7,22 +7,10 @@ import pytest
 import torch
 
 import ablation
+import train
 from model import ZFNet
-from train import model_kwargs, parse_args
-from zfnet.data import scan_classes
+from tests.conftest import ROOT
 from zfnet.errors import UserError
-from zfnet.study import link_split
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture
-def tiny_split(tmp_path):
-    photos = scan_classes(os.path.join(ROOT, "samples", "flower_photos"))
-    classes = sorted(photos)[:3]
-    link_split(tmp_path / "data", {"train": {name: photos[name][:2] for name in classes},
-                                   "val": {name: photos[name][2:3] for name in classes}})
-    return str(tmp_path / "data")
 
 
 def test_variants_scale_the_paper_sizes_to_the_base_width():
@@ -47,8 +35,8 @@ def test_every_variant_builds_and_classifies(name):
 
 def count(name, num_classes=5):
     conv_channels, fc_features = ablation.variant_widths(name, "half")
-    config = parse_args(["--conv-channels", ",".join(map(str, conv_channels)),
-                         "--fc-features", ",".join(map(str, fc_features))])
+    config = train.parse_args(["--conv-channels", ",".join(map(str, conv_channels)),
+                               "--fc-features", ",".join(map(str, fc_features))])
     return ablation.parameter_count(config, num_classes)
 
 
@@ -61,48 +49,56 @@ def test_parameter_counts_match_a_hand_count():
     assert count("full") == full == 14_581_317
     bare = conv1 + conv2 + (128 * 9 * 128 + 128) + (pooled * 5 + 5)
     assert count("no-layers3-4-6-7") == bare == 331_461
-    assert count("wider-layers6-7") == full - (pooled * 2048 + 2048 + 2048 * 2048 + 2048 + 2048 * 5 + 5) + (
-        pooled * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 5 + 5)
+    wide_top = (pooled * 4096 + 4096) + (4096 * 4096 + 4096) + (4096 * 5 + 5)
+    assert count("wider-layers6-7") == full - (pooled * 2048 + 2048) - (2048 * 2048 + 2048) - (2048 * 5 + 5) + wide_top
 
 
-def read_rows(path):
-    with open(path, newline="") as file:
-        return list(csv.DictReader(file))
+def history(run):
+    return torch.load(os.path.join(run, "last.pth"), weights_only=True)["history"]
 
 
-def test_study_writes_the_table_then_resumes_and_skips(tiny_split, tmp_path, capsys):
+def test_study_writes_its_table_and_continues_after_an_interruption(colour_split, tmp_path, monkeypatch, capsys):
     out = str(tmp_path / "study")
-    flags = ["--data", tiny_split, "--out", out, "--variants", "full,no-layers3-4-6-7",
-             "--workers", "0", "--batch-size", "3"]
-    ablation.main([*flags, "--epochs", "1"])
-    rows = read_rows(os.path.join(out, "ablation.csv"))
-    assert [row["variant"] for row in rows] == ["full", "no-layers3-4-6-7"]
-    assert [int(row["parameters"]) for row in rows] == [count("full", 3), count("no-layers3-4-6-7", 3)]
-    assert all(0 <= float(row["val_error"]) <= 1 for row in rows)
+    flags = ["--data", str(colour_split), "--out", out, "--variants", "no-layers6-7,no-layers3-4-6-7",
+             "--epochs", "2", "--workers", "0", "--batch-size", "12", "--device", "cpu"]
+
+    def killed_after_saving(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # the study dies right after its first epoch's checkpoints
+        patch.setattr(train, "write_reports", killed_after_saving)
+        with pytest.raises(KeyboardInterrupt):
+            ablation.main(flags)
+    first = os.path.join(out, "no-layers6-7", "seed0")
+    interrupted = history(first)
+    assert len(interrupted) == 1 and not os.path.exists(os.path.join(out, "no-layers3-4-6-7"))
+
+    ablation.main(flags)
+    assert history(first)[0] == interrupted[0] and len(history(first)) == 2
+    with open(os.path.join(out, "ablation.csv"), newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["variant"] for row in rows] == ["no-layers6-7", "no-layers3-4-6-7"]
+    assert [int(row["parameters"]) for row in rows] == [count("no-layers6-7", 3), count("no-layers3-4-6-7", 3)]
+    assert [float(row["val_error"]) for row in rows] == [round(1 - history(os.path.join(out, row["variant"], "seed0"))[-1]["val_acc"], 4)
+                                                         for row in rows]
     with open(os.path.join(out, "ablation.md")) as file:
         markdown = file.read()
-    assert "| full |" in markdown and "| no-layers3-4-6-7 |" in markdown
-    assert os.path.getsize(os.path.join(out, "ablation.png")) > 0
-    first_epoch = torch.load(os.path.join(out, "full", "seed0", "last.pth"), weights_only=True)["history"][0]
+    assert "| no-layers6-7 | layers 6 and 7 removed | 48-128-192-192-128 / 0-0 |" in markdown
+    assert "| no-layers3-4-6-7 |" in markdown
+    with open(os.path.join(out, "ablation.png"), "rb") as file:
+        assert file.read(4) == b"\x89PNG"
 
-    # A run with fewer epochs than asked is what an interrupted one leaves: it continues.
-    ablation.main([*flags, "--epochs", "2"])
-    history = torch.load(os.path.join(out, "full", "seed0", "last.pth"), weights_only=True)["history"]
-    assert [row["epoch"] for row in history] == [1, 2] and history[0] == first_epoch
-
-    last = os.path.join(out, "no-layers3-4-6-7", "seed0", "last.pth")
-    modified = os.path.getmtime(last)
+    finished = [os.path.getmtime(os.path.join(out, name, "seed0", "last.pth")) for name in ("no-layers6-7", "no-layers3-4-6-7")]
     capsys.readouterr()
-    ablation.main([*flags, "--epochs", "2"])
-    assert capsys.readouterr().out.count("skipped") == 2
-    assert os.path.getmtime(last) == modified
+    ablation.main(flags)
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 2
+    assert [os.path.getmtime(os.path.join(out, name, "seed0", "last.pth")) for name in ("no-layers6-7", "no-layers3-4-6-7")] == finished
+    with pytest.raises(UserError, match="was trained with lr 0.001, this study asks for 0.1"):
+        ablation.main([*flags, "--lr", "0.1"])
 
-    with pytest.raises(UserError, match="lr"):
-        ablation.main([*flags, "--epochs", "2", "--lr", "0.1"])
 
-
-def test_bad_requests_are_user_errors(tiny_split, tmp_path):
-    flags = ["--data", tiny_split, "--out", str(tmp_path / "study"), "--epochs", "1"]
+def test_bad_requests_are_user_errors(colour_split, tmp_path):
+    flags = ["--data", str(colour_split), "--out", str(tmp_path / "study"), "--epochs", "1"]
     with pytest.raises(UserError, match="unknown variant"):
         ablation.main([*flags, "--variants", "full,no-layer9"])
     with pytest.raises(UserError, match="--seed is set by the study"):
@@ -110,9 +106,9 @@ def test_bad_requests_are_user_errors(tiny_split, tmp_path):
     assert not os.path.exists(tmp_path / "study")
 
 
-def test_unknown_variant_exits_2_with_one_line(tiny_split, tmp_path):
-    result = subprocess.run([sys.executable, "ablation.py", "--data", tiny_split, "--out", str(tmp_path / "o"),
-                             "--variants", "deeper"], cwd=ROOT, capture_output=True, text=True)
+def test_unknown_variant_exits_2_with_one_line(colour_split, tmp_path):
+    result = subprocess.run([sys.executable, "ablation.py", "--data", str(colour_split), "--out", str(tmp_path / "o"),
+                             "--variants", "deeper"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.startswith("ablation.py: error: unknown variant(s) deeper")
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

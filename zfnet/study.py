@@ -1,5 +1,7 @@
-"""What the studies (ablation.py, transfer.py) share: runs of train.py's training function that
-a rerun skips when finished and continues when interrupted, and split folders made of links."""
+"""What the studies (ablation.py, transfer.py) share: their command lines, which pass train.py's
+flags on to every run; runs of train.py's training function that a rerun skips when finished
+and continues when interrupted; and split folders made of links."""
+import argparse
 import os
 
 from train import RUN_DEFINING, parse_args, train
@@ -7,11 +9,37 @@ from zfnet.checkpoint import read_checkpoint
 from zfnet.errors import UserError
 
 
+# Flags a study sets for each of its runs itself.
+RUN_FLAGS = ("--data", "--out", "--epochs", "--seed", "--conv-channels", "--fc-features", "--resume",
+             "--snapshot-epochs")
+
+
+def study_parser(description):
+    return argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # an abbreviated train.py flag must not be taken for one of the study's
+        epilog="Every other flag (--recipe, --lr, --batch-size, --device, --workers, ...) is train.py's and goes "
+               "unchanged to every run the study trains; see python train.py --help.")
+
+
+def parse_study_args(parser, argv, also_set_by_study=()):
+    """The study's own arguments, the train.py flags to pass on, and the training config those
+    flags make (checked once, before anything trains)."""
+    args, train_flags = parser.parse_known_args(argv)
+    for flag in train_flags:
+        name = flag.split("=")[0]
+        if name in RUN_FLAGS + tuple(also_set_by_study):
+            raise UserError(f"{name} is set by the study for each of its runs (see {parser.prog} --help)")
+    return args, train_flags, parse_args(train_flags)
+
+
 def train_run(train_argv, out, epochs):
     """Train one run of a study into `out` for `epochs` epochs and return its history.
 
-    A run that already holds `epochs` epochs is read back, not trained again; an interrupted
-    one continues from its last.pth. Either must have been trained with the same settings."""
+    A finished run is read back, not trained again; an interrupted one continues from its
+    last.pth. Either must have been made with the settings the study asks for now: train.py
+    alone would quietly keep a resumed run's settings for the flags the study leaves at
+    their defaults."""
     config = parse_args([*train_argv, "--out", out, "--epochs", str(epochs), "--resume"])
     last = os.path.join(out, "last.pth")
     if os.path.exists(last):
@@ -21,10 +49,10 @@ def train_run(train_argv, out, epochs):
             if saved.get(key) != getattr(config, key):
                 raise UserError(f"{out} was trained with {key} {saved.get(key)!r}, this study asks for "
                                 f"{getattr(config, key)!r}; give the study another --out")
-        if len(state["history"]) >= epochs:
-            print(f"{out}: finished earlier ({len(state['history'])} epochs), skipped")
-            return state["history"][:epochs]
-    return train(config)["history"]
+        if saved.get("epochs") == epochs and len(state["history"]) == epochs:
+            print(f"{out}: finished earlier, skipped")
+            return state["history"]
+    return train(config)["history"][:epochs]
 
 
 def link_split(root, photos):
