@@ -34,7 +34,9 @@ CACHE_VERSION = 1
 
 def scan_classes(folder):
     """`{class: sorted photo paths}` for a folder with one sub-folder per class; UserError when
-    it has no class folders or a class folder holds no photos."""
+    it is missing, has no class folders or a class folder holds no photos."""
+    if not os.path.isdir(folder):
+        raise UserError(f"folder not found: {folder}")
     classes = sorted(entry.name for entry in os.scandir(folder)
                      if entry.is_dir() and not entry.name.startswith("."))
     if not classes:
