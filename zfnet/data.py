@@ -32,6 +32,24 @@ CACHE_SIDE = 256  # a little above 224: full-image crops shrink by at most 1.14x
 CACHE_VERSION = 1
 
 
+def scan_classes(folder):
+    """`{class: sorted photo paths}` for a folder with one sub-folder per class; UserError when
+    it is missing, has no class folders or a class folder holds no photos."""
+    if not os.path.isdir(folder):
+        raise UserError(f"folder not found: {folder}")
+    classes = sorted(entry.name for entry in os.scandir(folder)
+                     if entry.is_dir() and not entry.name.startswith("."))
+    if not classes:
+        raise UserError(f"{folder} has no class folders")
+    photos = {name: sorted(entry.path for entry in os.scandir(os.path.join(folder, name))
+                           if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES))
+              for name in classes}
+    empty = [name for name, files in photos.items() if not files]
+    if empty:
+        raise UserError(f"{folder}: no photos in class folder(s) {', '.join(empty)}")
+    return photos
+
+
 def scan_split(root):
     """`(classes, {"train": [(path, label)], "val": [...]})` for a folder holding train/ and val/,
     each with one sub-folder per class; UserError for a layout train.py cannot use."""
@@ -42,16 +60,7 @@ def scan_split(root):
         folder = os.path.join(root, side)
         if not os.path.isdir(folder):
             raise UserError(f"{root} has no {side}/ folder (make the split with `python split_data.py`)")
-        classes = sorted(entry.name for entry in os.scandir(folder)
-                         if entry.is_dir() and not entry.name.startswith("."))
-        if not classes:
-            raise UserError(f"{folder} has no class folders")
-        sides[side] = {name: sorted(entry.path for entry in os.scandir(os.path.join(folder, name))
-                                    if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES))
-                       for name in classes}
-        empty = [name for name, files in sides[side].items() if not files]
-        if empty:
-            raise UserError(f"{folder}: no photos in class folder(s) {', '.join(empty)}")
+        sides[side] = scan_classes(folder)
     train_classes, val_classes = list(sides["train"]), list(sides["val"])
     if train_classes != val_classes:
         only_train = sorted(set(train_classes) - set(val_classes))

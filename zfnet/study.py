@@ -1,0 +1,70 @@
+"""What the studies (ablation.py, transfer.py) share: their command lines, which pass train.py's
+flags on to every run; runs of train.py's training function that a rerun skips when finished
+and continues when interrupted; and split folders made of links."""
+import argparse
+import os
+
+from train import RUN_DEFINING, parse_args, train
+from zfnet.checkpoint import read_checkpoint
+from zfnet.errors import UserError
+
+
+# Flags a study sets for each of its runs itself.
+RUN_FLAGS = ("--data", "--out", "--epochs", "--seed", "--conv-channels", "--fc-features", "--resume",
+             "--snapshot-epochs")
+
+
+def study_parser(description):
+    return argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # an abbreviated train.py flag must not be taken for one of the study's
+        epilog="Every other flag (--recipe, --lr, --batch-size, --device, --workers, ...) is train.py's and goes "
+               "unchanged to every run the study trains; see python train.py --help.")
+
+
+def parse_study_args(parser, argv, also_set_by_study=()):
+    """The study's own arguments, the train.py flags to pass on, and the training config those
+    flags make (checked once, before anything trains)."""
+    args, train_flags = parser.parse_known_args(argv)
+    for flag in train_flags:
+        name = flag.split("=")[0]
+        if name in RUN_FLAGS + tuple(also_set_by_study):
+            raise UserError(f"{name} is set by the study for each of its runs (see {parser.prog} --help)")
+    return args, train_flags, parse_args(train_flags)
+
+
+def train_run(train_argv, out, epochs):
+    """Train one run of a study into `out` for `epochs` epochs and return its history.
+
+    A finished run is read back, not trained again; an interrupted one continues from its
+    last.pth. Either must have been made with the settings the study asks for now: train.py
+    alone would quietly keep a resumed run's settings for the flags the study leaves at
+    their defaults."""
+    config = parse_args([*train_argv, "--out", out, "--epochs", str(epochs), "--resume"])
+    last = os.path.join(out, "last.pth")
+    if os.path.exists(last):
+        state = read_checkpoint(last)
+        saved = state.get("train_config") or {}
+        for key in RUN_DEFINING:
+            if saved.get(key) != getattr(config, key):
+                raise UserError(f"{out} was trained with {key} {saved.get(key)!r}, this study asks for "
+                                f"{getattr(config, key)!r}; give the study another --out")
+        if saved.get("epochs") == epochs and len(state["history"]) == epochs:
+            print(f"{out}: finished earlier, skipped")
+            return state["history"]
+    return train(config)["history"][:epochs]
+
+
+def link_split(root, photos):
+    """Make ROOT/train/<class>/ and ROOT/val/<class>/ of symbolic links to the photos in
+    `photos` ({"train": {class: [paths]}, "val": {...}}), replacing what was there, so that
+    train.py trains on a chosen subset without copying it. ROOT/.cache is kept: the same
+    photos linked again open train.py's decoded cache instead of decoding them again."""
+    for side, classes in photos.items():
+        for name, paths in classes.items():
+            folder = os.path.join(root, side, name)
+            os.makedirs(folder, exist_ok=True)
+            for entry in os.scandir(folder):
+                os.unlink(entry.path)
+            for path in paths:
+                os.symlink(os.path.abspath(path), os.path.join(folder, os.path.basename(path)))
