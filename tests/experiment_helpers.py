@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from model import ZFNet
+from tests.conftest import ROOT
 from zfnet.checkpoint import model_payload, save_checkpoint
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ["daisy", "roses", "sunflowers"]
 TINY = {"conv_channels": (8, 16, 16, 16, 16), "fc_features": (32, 32)}
 

@@ -93,7 +93,8 @@ def test_study_writes_its_table_and_continues_after_an_interruption(colour_split
     ablation.main(flags)
     assert capsys.readouterr().out.count("finished earlier, skipped") == 2
     assert [os.path.getmtime(os.path.join(out, name, "seed0", "last.pth")) for name in ("no-layers6-7", "no-layers3-4-6-7")] == finished
-    with pytest.raises(UserError, match="was trained with lr 0.001, this study asks for 0.1"):
+    trained_lr = train.RECIPES["fast"]["lr"]
+    with pytest.raises(UserError, match=f"was trained with lr {trained_lr}, this study asks for 0.1"):
         ablation.main([*flags, "--lr", "0.1"])
 
 
