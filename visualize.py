@@ -26,7 +26,7 @@ from zfnet.arguments import int_list
 from zfnet.checkpoint import load_checkpoint
 from zfnet.deconv import crop, project, receptive_fields
 from zfnet.errors import UserError, run_main
-from zfnet.figures import plt, save_figure
+from zfnet.figures import plt, save_figure, stretched
 from zfnet.files import atomic_write_text
 from zfnet.images import find_images, load_input, normalize, open_rgb, resize_uint8, unnormalize
 from zfnet.runtime import pick_device
@@ -87,7 +87,7 @@ def load_model(path, device):
 def block(projections, patches):
     """One map's panel: its projections (each contrast-stretched) beside the image patches."""
     rows = math.ceil(math.sqrt(len(projections)))
-    left = make_grid(projections, nrow=rows, padding=2, normalize=True, scale_each=True, pad_value=1)
+    left = make_grid(torch.stack([stretched(p) for p in projections]), nrow=rows, padding=2, pad_value=1)
     right = make_grid(patches, nrow=rows, padding=2, pad_value=1)
     gap = torch.ones(3, left.shape[1], max(4, left.shape[2] // 12))
     return torch.cat([left, gap, right], 2)
@@ -193,8 +193,8 @@ def projection_change(before, after):
 
 def plot_evolution(panels, maps, epochs, path, title):
     """Figure 4: one row per map, one column per snapshot epoch."""
-    grid = make_grid(torch.stack(panels, 1).flatten(0, 1), nrow=len(epochs), padding=2,
-                     normalize=True, scale_each=True, pad_value=1)
+    grid = make_grid(torch.stack([stretched(p) for p in torch.stack(panels, 1).flatten(0, 1)]), nrow=len(epochs),
+                     padding=2, pad_value=1)
     figure, axis = plt.subplots(figsize=(1.3 * len(epochs) + 1, 1.3 * len(maps) + 0.6))
     axis.imshow(grid.permute(1, 2, 0).numpy())
     column, row = grid.shape[-1] / len(epochs), grid.shape[-2] / len(maps)

@@ -19,14 +19,21 @@ def show_input(axis, x, preprocess):
     axis.set_axis_off()
 
 
-def show_projection(axis, projection):
-    """Draw a deconvnet projection (3, H, W): grey where it is zero, contrast stretched the
-    same way up and down so that the 99th percentile of its non-zero magnitudes reaches
-    black or white (a few strong pixels would otherwise leave the rest invisible)."""
+def stretched(projection):
+    """A deconvnet projection (3, H, W) as a picture in [0, 1]: grey where it is zero,
+    contrast stretched the same way up and down so that the 99th percentile of its non-zero
+    magnitudes reaches black or white (a few strong pixels would otherwise leave the rest
+    invisible, as a plain min-max stretch does)."""
+    projection = projection.detach().cpu().float()
     magnitudes = projection.abs().flatten()
     magnitudes = magnitudes[magnitudes > 0]
     scale = magnitudes.quantile(0.99).item() if len(magnitudes) else 1.0
-    axis.imshow((0.5 + 0.5 * projection.cpu() / scale).clamp(0, 1).permute(1, 2, 0).numpy())
+    return (0.5 + 0.5 * projection / scale).clamp(0, 1)
+
+
+def show_projection(axis, projection):
+    """Draw a deconvnet projection (3, H, W), stretched as `stretched` does."""
+    axis.imshow(stretched(projection).permute(1, 2, 0).numpy())
     axis.set_axis_off()
 
 
