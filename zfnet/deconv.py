@@ -24,6 +24,7 @@ position in the layer's feature map. Projections are zero outside the receptive 
 patch is all there is. Speed: one forward pass per image serves all its projections, and each
 projection is computed only inside the window its activation reaches at each layer below.
 """
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -97,9 +98,7 @@ def crop(image, box):
 
 def _phases(weight, stride):
     """The weights of one ordinary convolution with stride x stride kernels (one per output
-    phase) that, followed by a pixel shuffle, computes `conv_transpose2d(., weight, stride)`:
-    CPU convolution kernels run several times faster than transposed ones. Made once per call
-    of `project`, not once per batch of projections."""
+    phase) that, followed by a pixel shuffle, computes `conv_transpose2d(., weight, stride)`."""
     in_channels, out_channels, kernel, _ = weight.shape
     taps = -(-kernel // stride)
     padded = F.pad(weight, (0, taps * stride - kernel, 0, taps * stride - kernel))
@@ -109,13 +108,25 @@ def _phases(weight, stride):
     return phases.reshape(out_channels * stride * stride, in_channels, taps, taps).contiguous()
 
 
-def _transposed_conv(signal, phases, kernel, stride):
-    """`conv_transpose2d(signal, weight, stride)` without padding, `phases` from _phases."""
+def _by_phases(signal, phases, kernel, stride):
+    """`conv_transpose2d(signal, weight, stride)`, `phases` from _phases(weight, stride)."""
     taps = phases.shape[-1]
-    signal = signal.contiguous(memory_format=torch.channels_last)  # the faster layout on CPU and GPU
     out = F.pixel_shuffle(F.conv2d(signal, phases, padding=taps - 1), stride)
     side = (signal.shape[-1] - 1) * stride + kernel
     return out[:, :, :side, :side]
+
+
+def _transposed_conv(conv):
+    """The transposed convolution of `conv` without bias or padding, as a function of a
+    channels-last signal (the faster layout on CPU and GPU). CPU transposed convolutions are
+    slow when they write few channels, as the first layer's does (the image's 3): there one
+    ordinary convolution per output phase runs about twice as fast; elsewhere
+    conv_transpose2d is the faster."""
+    kernel, stride, _ = _geometry(conv)
+    if conv.in_channels > 3:
+        return lambda signal: F.conv_transpose2d(signal, conv.weight, stride=stride)
+    phases = _phases(conv.weight, stride)
+    return lambda signal: _by_phases(signal, phases, kernel, stride)
 
 
 def _zero_outside(signal, origin, size):
@@ -135,8 +146,25 @@ def _switch_codes(switches, maps_side, pool):
     gather."""
     kernel, step, padding = pool
     corner = torch.arange(switches.shape[-1], device=switches.device) * step - padding
-    codes = (switches // maps_side - corner[:, None]) * kernel + switches % maps_side - corner
-    return codes.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    # With row = switch // maps_side and column = switch - row * maps_side, the code is
+    # (row - corner row) * kernel + column - corner column.
+    codes = switches.div(maps_side, rounding_mode="floor").mul_(kernel - maps_side).add_(switches)
+    codes.sub_(corner[:, None] * kernel + corner)
+    return codes.permute(0, 2, 3, 1).to(torch.uint8, memory_format=torch.contiguous_format)
+
+
+@functools.lru_cache(maxsize=None)
+def _unpool_places(side, kernel, step, channels, device):
+    """For unpooling side x side pooled windows into a channels-last window of side
+    `(side - 1) * step + kernel`: the flat place of each switch code relative to its pooling
+    window's corner (kernel * kernel,), and each pooled value's corner and channel (side,
+    side, channels). They depend on the sizes only, so they are made once."""
+    out_side = (side - 1) * step + kernel
+    inside = torch.arange(kernel * kernel, device=device)
+    inside = (inside // kernel * out_side + inside % kernel) * channels
+    steps = torch.arange(side, device=device)
+    corner = (steps[:, None] * out_side + steps) * step * channels
+    return inside, corner[:, :, None] + torch.arange(channels, device=device)
 
 
 def _unpool(signal, origin, codes, image, pool):
@@ -152,24 +180,19 @@ def _unpool(signal, origin, codes, image, pool):
     # Clamped positions hold zeros (see _zero_outside), so they may add to any valid place.
     windows = (image[:, None, None] * height + rows[:, :, None]) * width + cols[:, None, :]
     code = codes.view(-1, channels).index_select(0, windows.flatten()).long()
-    out_side = (side - 1) * step + kernel
-    # Flat places in the (out_side, out_side, channels) window: its corner, the switch's
-    # place inside the pooling window, the channel.
-    inside = torch.arange(kernel * kernel, device=signal.device)
-    inside = (inside // kernel * out_side + inside % kernel) * channels
-    corner = (steps[:, None] * out_side + steps) * step * channels
-    base = corner[:, :, None] + torch.arange(channels, device=signal.device)
+    inside, base = _unpool_places(side, kernel, step, channels, signal.device)
     places = inside[code].view(count, side, side, channels) + base
+    out_side = (side - 1) * step + kernel
     unpooled = signal.new_zeros(count, out_side, out_side, channels)
     unpooled.view(count, -1).scatter_add_(1, places.view(count, -1), signal.permute(0, 2, 3, 1).reshape(count, -1))
     return unpooled.permute(0, 3, 1, 2), origin * step - padding
 
 
-def _project_layer(model, layer, image_side, forward, phases, image, channel, value, position):
+def _project_layer(model, layer, image_side, forward, deconvs, image, channel, value, position):
     """Projections of the activations `value` (P,) of layer `layer`, maps `channel` (P,), at
     `position` (P, 2) of the images `image` (P,), indices into the batch that `forward`
-    ({layer: (maps, switch codes)}) ran on, `phases` ({layer: _phases}): (P, 3, s, s), s the
-    side of the layer's receptive field."""
+    ({layer: (maps, switch codes)}) ran on, `deconvs` ({layer: _transposed_conv}): (P, 3, s,
+    s), s the side of the layer's receptive field."""
     conv = model.stage(layer).conv
     kernel, step, padding = _geometry(conv)
     # The transposed convolution of a map that is zero but for one activation is that
@@ -184,8 +207,8 @@ def _project_layer(model, layer, image_side, forward, phases, image, channel, va
             signal = _zero_outside(signal, origin, codes.shape[1])
             signal, origin = _unpool(signal, origin, codes, image, _geometry(model.stage(lower).pool))
         signal = F.relu_(signal)
-        kernel, step, padding = _geometry(model.stage(lower).conv)
-        signal = _transposed_conv(signal, phases[lower], kernel, step)
+        signal = deconvs[lower](signal.contiguous(memory_format=torch.channels_last))
+        _, step, padding = _geometry(model.stage(lower).conv)
         origin = origin * step - padding
     return _zero_outside(signal, origin, image_side)
 
@@ -211,7 +234,7 @@ def project(model, images, requests, images_per_pass=16, projections_per_pass=64
     _check(model, images, requests)
     device = next(model.parameters()).device
     patches = [None] * len(requests)
-    phases = {n: _phases(model.stage(n).conv.weight, _geometry(model.stage(n).conv)[1]) for n in model.conv_layers}
+    deconvs = {n: _transposed_conv(model.stage(n).conv) for n in model.conv_layers}
     wanted = sorted({request[0] for request in requests})
     for start in range(0, len(wanted), images_per_pass):
         chunk = wanted[start:start + images_per_pass]
@@ -234,7 +257,7 @@ def project(model, images, requests, images_per_pass=16, projections_per_pass=64
                 if (y >= maps.shape[-2]).any() or (x >= maps.shape[-1]).any():
                     raise ValueError(f"a position lies outside layer {layer}'s {maps.shape[-1]}x{maps.shape[-1]} maps")
                 value = maps[image, channel, y, x]
-                field = _project_layer(model, layer, batch.shape[-1], forward, phases, image, channel, value,
+                field = _project_layer(model, layer, batch.shape[-1], forward, deconvs, image, channel, value,
                                        torch.stack([y, x], 1))
                 for i, patch in zip(part, field):
                     patches[i] = patch
