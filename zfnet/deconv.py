@@ -244,8 +244,10 @@ def project(model, images, requests, images_per_pass=16, projections_per_pass=64
         upto = max(requests[i][1] for i in rows)
         forward = {}
         for n, maps, switches in model.stages_forward(batch, upto, with_switches=True):
+            codes = None
             # The deepest layer's switches would only serve projections from layers above it.
-            codes = None if switches is None or n == upto else _switch_codes(switches, maps.shape[-1], _geometry(model.stage(n).pool))
+            if switches is not None and n < upto:
+                codes = _switch_codes(switches, maps.shape[-1], _geometry(model.stage(n).pool))
             forward[n] = maps, codes
         for layer in sorted({requests[i][1] for i in rows}):
             of_layer = [i for i in rows if requests[i][1] == layer]
