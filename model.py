@@ -139,8 +139,12 @@ class ZFNet(nn.Module):
             if hasattr(stage, "pool"):
                 pool = stage.pool
                 if with_switches:
-                    x, switches = F.max_pool2d(maps, pool.kernel_size, pool.stride, pool.padding,
-                                               return_indices=True)
+                    # CPU pooling with indices runs faster channels-last and keeps the same
+                    # switches (the first maximum of a window in reading order); the next
+                    # layer gets the usual layout, so its output is the plain pass's.
+                    x, switches = F.max_pool2d(maps.contiguous(memory_format=torch.channels_last), pool.kernel_size,
+                                               pool.stride, pool.padding, return_indices=True)
+                    x = x.contiguous()
                 else:
                     x = pool(maps)
             yield n, maps, switches

@@ -28,6 +28,7 @@ import visualize  # noqa: E402
 from zfnet.checkpoint import load_checkpoint  # noqa: E402
 from zfnet.deconv import paste, project, receptive_fields  # noqa: E402
 from zfnet.errors import run_main  # noqa: E402
+from zfnet.images import find_images  # noqa: E402
 from zfnet.runtime import pick_device  # noqa: E402
 
 
@@ -54,7 +55,7 @@ def main(argv=None):
     model, checkpoint = load_checkpoint(args.checkpoint, device)
     preprocess = checkpoint["preprocess"]
     layer = visualize.chosen_layers(model, [args.layer])[0]
-    paths = visualize.list_images(args.images)[:args.max_images]
+    paths = find_images(args.images)[:args.max_images]
     inputs = torch.cat([batch for _, batch in visualize.decoded_batches(paths, preprocess, 32, "decoding")])
     batches = ((start, inputs[start:start + 32]) for start in range(0, len(inputs), 32))
     found = visualize.strongest_activations(model, batches, [layer], device, k=args.top)

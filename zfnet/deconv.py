@@ -24,6 +24,7 @@ position in the layer's feature map. Projections are zero outside the receptive 
 patch is all there is. Speed: one forward pass per image serves all its projections, and each
 projection is computed only inside the window its activation reaches at each layer below.
 """
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -95,21 +96,37 @@ def crop(image, box):
     return patch
 
 
-def _transposed_conv(signal, weight, stride):
-    """`conv_transpose2d(signal, weight, stride)` without padding, computed as one ordinary
-    convolution with stride x stride kernels (one per output phase) and a pixel shuffle:
-    CPU convolution kernels run several times faster than transposed ones."""
+def _phases(weight, stride):
+    """The weights of one ordinary convolution with stride x stride kernels (one per output
+    phase) that, followed by a pixel shuffle, computes `conv_transpose2d(., weight, stride)`."""
     in_channels, out_channels, kernel, _ = weight.shape
     taps = -(-kernel // stride)
     padded = F.pad(weight, (0, taps * stride - kernel, 0, taps * stride - kernel))
     # Output row q * stride + a sums signal[q - t] * weight[t * stride + a] over taps t.
     phases = padded.view(in_channels, out_channels, taps, stride, taps, stride)
     phases = phases.permute(1, 3, 5, 0, 2, 4).flip(-1, -2)
-    phases = phases.reshape(out_channels * stride * stride, in_channels, taps, taps)
-    signal = signal.contiguous(memory_format=torch.channels_last)  # the faster layout on CPU and GPU
+    return phases.reshape(out_channels * stride * stride, in_channels, taps, taps).contiguous()
+
+
+def _by_phases(signal, phases, kernel, stride):
+    """`conv_transpose2d(signal, weight, stride)`, `phases` from _phases(weight, stride)."""
+    taps = phases.shape[-1]
     out = F.pixel_shuffle(F.conv2d(signal, phases, padding=taps - 1), stride)
     side = (signal.shape[-1] - 1) * stride + kernel
     return out[:, :, :side, :side]
+
+
+def _transposed_conv(conv):
+    """The transposed convolution of `conv` without bias or padding, as a function of a
+    channels-last signal (the faster layout on CPU and GPU). CPU transposed convolutions are
+    slow when they write few channels, as the first layer's does (the image's 3): there one
+    ordinary convolution per output phase runs about twice as fast; elsewhere
+    conv_transpose2d is the faster."""
+    kernel, stride, _ = _geometry(conv)
+    if conv.in_channels > 3:
+        return lambda signal: F.conv_transpose2d(signal, conv.weight, stride=stride)
+    phases = _phases(conv.weight, stride)
+    return lambda signal: _by_phases(signal, phases, kernel, stride)
 
 
 def _zero_outside(signal, origin, size):
@@ -123,57 +140,77 @@ def _zero_outside(signal, origin, size):
 
 
 def _switch_codes(switches, maps_side, pool):
-    """Each pooling window's switch as its place inside the window, 0 to kernel * kernel - 1:
-    found once per image, it makes unpooling any window of the map a table look-up."""
+    """Each pooling window's switch as its place inside the window, 0 to kernel * kernel - 1,
+    as (N, h, w, C) bytes: found once per image, it makes unpooling any window of the map a
+    table look-up, and in this layout each window's codes for all channels are one row to
+    gather."""
     kernel, step, padding = pool
     corner = torch.arange(switches.shape[-1], device=switches.device) * step - padding
-    return (switches // maps_side - corner[:, None]) * kernel + switches % maps_side - corner
+    # With row = switch // maps_side and column = switch - row * maps_side, the code is
+    # (row - corner row) * kernel + column - corner column.
+    codes = switches.div(maps_side, rounding_mode="floor").mul_(kernel - maps_side).add_(switches)
+    codes.sub_(corner[:, None] * kernel + corner)
+    return codes.permute(0, 2, 3, 1).to(torch.uint8, memory_format=torch.contiguous_format)
+
+
+@functools.lru_cache(maxsize=None)
+def _unpool_places(side, kernel, step, channels, device):
+    """For unpooling side x side pooled windows into a channels-last window of side
+    `(side - 1) * step + kernel`: the flat place of each switch code relative to its pooling
+    window's corner (kernel * kernel,), and each pooled value's corner and channel (side,
+    side, channels). They depend on the sizes only, so they are made once."""
+    out_side = (side - 1) * step + kernel
+    inside = torch.arange(kernel * kernel, device=device)
+    inside = (inside // kernel * out_side + inside % kernel) * channels
+    steps = torch.arange(side, device=device)
+    corner = (steps[:, None] * out_side + steps) * step * channels
+    return inside, corner[:, :, None] + torch.arange(channels, device=device)
 
 
 def _unpool(signal, origin, codes, image, pool):
     """Unpool windows of a pooled map: each value goes to its pooling window's switch, and
-    values whose windows share a switch add up. `codes` (N, C, h, w) are _switch_codes;
-    returns the unpooled windows and their origin."""
+    values whose windows share a switch add up. `codes` (N, h, w, C) are _switch_codes;
+    returns the unpooled windows, channels last, and their origin."""
     kernel, step, padding = pool
     count, channels, side = signal.shape[0], signal.shape[1], signal.shape[-1]
+    height, width = codes.shape[1:3]
     steps = torch.arange(side, device=signal.device)
-    rows = (origin[:, 0, None] + steps).clamp(0, codes.shape[-2] - 1)
-    cols = (origin[:, 1, None] + steps).clamp(0, codes.shape[-1] - 1)
+    rows = (origin[:, 0, None] + steps).clamp(0, height - 1)
+    cols = (origin[:, 1, None] + steps).clamp(0, width - 1)
     # Clamped positions hold zeros (see _zero_outside), so they may add to any valid place.
-    code = codes[image[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    windows = (image[:, None, None] * height + rows[:, :, None]) * width + cols[:, None, :]
+    code = codes.view(-1, channels).index_select(0, windows.flatten()).long()
+    inside, base = _unpool_places(side, kernel, step, channels, signal.device)
+    places = inside[code].view(count, side, side, channels) + base
     out_side = (side - 1) * step + kernel
-    corner = (steps[:, None] * out_side + steps) * step
-    inside = torch.arange(kernel * kernel, device=signal.device)
-    inside = inside // kernel * out_side + inside % kernel
-    places = (corner + inside[code]).reshape(count, channels, -1)
-    unpooled = signal.new_zeros(count, channels, out_side * out_side)
-    unpooled.scatter_add_(2, places, signal.reshape(count, channels, -1))
-    return unpooled.view(count, channels, out_side, out_side), origin * step - padding
+    unpooled = signal.new_zeros(count, out_side, out_side, channels)
+    unpooled.view(count, -1).scatter_add_(1, places.view(count, -1), signal.permute(0, 2, 3, 1).reshape(count, -1))
+    return unpooled.permute(0, 3, 1, 2), origin * step - padding
 
 
-def _project_layer(model, layer, image_side, forward, image, channel, value, position):
+def _project_layer(model, layer, image_side, forward, deconvs, image, channel, value, position):
     """Projections of the activations `value` (P,) of layer `layer`, maps `channel` (P,), at
     `position` (P, 2) of the images `image` (P,), indices into the batch that `forward`
-    ({layer: (maps, switch codes)}) ran on: (P, 3, s, s), s the side of the layer's
-    receptive field."""
-    layers = [n for n in model.conv_layers if n <= layer]
-    signal = value.new_zeros(len(value), model.stage(layer).conv.out_channels, 1, 1)
-    signal[torch.arange(len(value)), channel, 0, 0] = value
-    origin = position
-    for n, lower in zip(layers[::-1], [*layers[-2::-1], None]):
-        conv = model.stage(n).conv
-        kernel, step, padding = _geometry(conv)
-        signal = _transposed_conv(signal, conv.weight, step)
-        origin = origin * step - padding
-        if lower is None:
-            return _zero_outside(signal, origin, image_side)
+    ({layer: (maps, switch codes)}) ran on, `deconvs` ({layer: _transposed_conv}): (P, 3, s,
+    s), s the side of the layer's receptive field."""
+    conv = model.stage(layer).conv
+    kernel, step, padding = _geometry(conv)
+    # The transposed convolution of a map that is zero but for one activation is that
+    # activation times its filter.
+    signal = value[:, None, None, None] * conv.weight[channel]
+    origin = position * step - padding
+    for lower in [n for n in model.conv_layers if n < layer][::-1]:
         maps, codes = forward[lower]
         if codes is None:
             signal = _zero_outside(signal, origin, maps.shape[-1])
         else:
-            signal = _zero_outside(signal, origin, codes.shape[-1])
+            signal = _zero_outside(signal, origin, codes.shape[1])
             signal, origin = _unpool(signal, origin, codes, image, _geometry(model.stage(lower).pool))
-        signal = F.relu(signal)
+        signal = F.relu_(signal)
+        signal = deconvs[lower](signal.contiguous(memory_format=torch.channels_last))
+        _, step, padding = _geometry(model.stage(lower).conv)
+        origin = origin * step - padding
+    return _zero_outside(signal, origin, image_side)
 
 
 def _check(model, images, requests):
@@ -197,6 +234,7 @@ def project(model, images, requests, images_per_pass=16, projections_per_pass=64
     _check(model, images, requests)
     device = next(model.parameters()).device
     patches = [None] * len(requests)
+    deconvs = {n: _transposed_conv(model.stage(n).conv) for n in model.conv_layers}
     wanted = sorted({request[0] for request in requests})
     for start in range(0, len(wanted), images_per_pass):
         chunk = wanted[start:start + images_per_pass]
@@ -206,7 +244,10 @@ def project(model, images, requests, images_per_pass=16, projections_per_pass=64
         upto = max(requests[i][1] for i in rows)
         forward = {}
         for n, maps, switches in model.stages_forward(batch, upto, with_switches=True):
-            codes = None if switches is None else _switch_codes(switches, maps.shape[-1], _geometry(model.stage(n).pool))
+            codes = None
+            # The deepest layer's switches would only serve projections from layers above it.
+            if switches is not None and n < upto:
+                codes = _switch_codes(switches, maps.shape[-1], _geometry(model.stage(n).pool))
             forward[n] = maps, codes
         for layer in sorted({requests[i][1] for i in rows}):
             of_layer = [i for i in rows if requests[i][1] == layer]
@@ -218,7 +259,7 @@ def project(model, images, requests, images_per_pass=16, projections_per_pass=64
                 if (y >= maps.shape[-2]).any() or (x >= maps.shape[-1]).any():
                     raise ValueError(f"a position lies outside layer {layer}'s {maps.shape[-1]}x{maps.shape[-1]} maps")
                 value = maps[image, channel, y, x]
-                field = _project_layer(model, layer, batch.shape[-1], forward, image, channel, value,
+                field = _project_layer(model, layer, batch.shape[-1], forward, deconvs, image, channel, value,
                                        torch.stack([y, x], 1))
                 for i, patch in zip(part, field):
                     patches[i] = patch
