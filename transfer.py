@@ -17,14 +17,12 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-from train import int_list
+from zfnet.arguments import int_list
 from zfnet.checkpoint import load_checkpoint
-from zfnet.data import scan_classes
+from zfnet.data import decoded_batches, scan_classes
 from zfnet.errors import UserError, run_main
 from zfnet.figures import plt, save_figure
-from zfnet.images import load_input
 from zfnet.runtime import generator, pick_device
 from zfnet.study import link_split, parse_study_args, study_parser, train_run
 from zfnet.tables import mean_and_spread, plus_minus, write_tables
@@ -90,11 +88,8 @@ def frozen_layers(path, device):
 @torch.no_grad()  # not inference_mode: the softmax trains on these features with autograd
 def softmax_inputs(layers, paths, preprocess, device, batch_size=64):
     """What a softmax on top of the frozen layers sees for each photo: layer 7's outputs."""
-    features = []
-    for start in tqdm(range(0, len(paths), batch_size), desc="layer 7 features", unit="batch", leave=False):
-        batch = torch.stack([load_input(path, preprocess) for path in paths[start:start + batch_size]])
-        features.append(torch.flatten(layers(batch.to(device)), 1).cpu())
-    return torch.cat(features)
+    return torch.cat([torch.flatten(layers(inputs.to(device)), 1).cpu()
+                      for _, inputs in decoded_batches(paths, preprocess, batch_size, "layer 7 features")])
 
 
 def fit_softmax(features, labels, num_classes):

@@ -24,18 +24,13 @@ from tqdm import tqdm
 
 from zfnet.arguments import int_list
 from zfnet.checkpoint import load_checkpoint
+from zfnet.data import decoded_batches
 from zfnet.deconv import crop, project, receptive_fields
 from zfnet.errors import UserError, run_main
 from zfnet.figures import plt, save_figure, stretched
 from zfnet.files import atomic_write_text
 from zfnet.images import find_images, load_input, normalize, open_rgb, resize_uint8, unnormalize
 from zfnet.runtime import pick_device
-
-
-def decoded_batches(paths, preprocess, batch_size, desc):
-    """`(first index, inputs)` for consecutive batches of `paths`, decoded as they are needed."""
-    for start in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch"):
-        yield start, torch.stack([load_input(path, preprocess) for path in paths[start:start + batch_size]])
 
 
 def strongest_activations(model, batches, layers, device, k=9):

@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the project's modules, wherever the bench is started from
 import visualize  # noqa: E402
 from zfnet.checkpoint import load_checkpoint  # noqa: E402
+from zfnet.data import decoded_batches  # noqa: E402
 from zfnet.deconv import paste, project, receptive_fields  # noqa: E402
 from zfnet.errors import run_main  # noqa: E402
 from zfnet.images import find_images  # noqa: E402
@@ -56,7 +57,7 @@ def main(argv=None):
     preprocess = checkpoint["preprocess"]
     layer = visualize.chosen_layers(model, [args.layer])[0]
     paths = find_images(args.images)[:args.max_images]
-    inputs = torch.cat([batch for _, batch in visualize.decoded_batches(paths, preprocess, 32, "decoding")])
+    inputs = torch.cat([batch for _, batch in decoded_batches(paths, preprocess, 32, "decoding")])
     batches = ((start, inputs[start:start + 32]) for start in range(0, len(inputs), 32))
     found = visualize.strongest_activations(model, batches, [layer], device, k=args.top)
     values, images, ys, xs = found[layer]

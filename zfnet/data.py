@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from zfnet.errors import UserError
 from zfnet.files import atomic_write, atomic_write_text
-from zfnet.images import IMAGE_SUFFIXES, normalize, open_rgb, resize_uint8
+from zfnet.images import IMAGE_SUFFIXES, load_input, normalize, open_rgb, resize_uint8
 
 CACHE_SIDE = 256  # a little above 224: full-image crops shrink by at most 1.14x, so no aliasing
 CACHE_VERSION = 1
@@ -48,6 +48,13 @@ def scan_classes(folder):
     if empty:
         raise UserError(f"{folder}: no photos in class folder(s) {', '.join(empty)}")
     return photos
+
+
+def decoded_batches(paths, preprocess, batch_size, desc):
+    """`(first index, inputs)` for consecutive batches of `paths`, decoded as they are needed
+    (network inputs as load_input makes them), with a progress bar."""
+    for start in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", leave=False):
+        yield start, torch.stack([load_input(path, preprocess) for path in paths[start:start + batch_size]])
 
 
 def scan_split(root):
