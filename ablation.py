@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from model import WIDTHS
-from train import build_model, parse_args
+from zfnet.training import build_model, parse_args
 from zfnet.data import scan_split
 from zfnet.errors import UserError, run_main
 from zfnet.figures import plt, save_figure

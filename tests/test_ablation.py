@@ -7,10 +7,11 @@ import pytest
 import torch
 
 import ablation
-import train
+
 from model import ZFNet
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from zfnet.errors import UserError
+from zfnet import training
 
 
 def test_variants_scale_the_paper_sizes_to_the_base_width():
@@ -35,7 +36,7 @@ def test_every_variant_builds_and_classifies(name):
 
 def count(name, num_classes=5):
     conv_channels, fc_features = ablation.variant_widths(name, "half")
-    config = train.parse_args(["--conv-channels", ",".join(map(str, conv_channels)),
+    config = training.parse_args(["--conv-channels", ",".join(map(str, conv_channels)),
                                "--fc-features", ",".join(map(str, fc_features))])
     return ablation.parameter_count(config, num_classes)
 
@@ -66,7 +67,7 @@ def test_study_writes_its_table_and_continues_after_an_interruption(colour_split
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:  # the study dies right after its first epoch's checkpoints
-        patch.setattr(train, "write_reports", killed_after_saving)
+        patch.setattr(training, "write_reports", killed_after_saving)
         with pytest.raises(KeyboardInterrupt):
             ablation.main(flags)
     first = os.path.join(out, "no-layers6-7", "seed0")
@@ -93,7 +94,7 @@ def test_study_writes_its_table_and_continues_after_an_interruption(colour_split
     ablation.main(flags)
     assert capsys.readouterr().out.count("finished earlier, skipped") == 2
     assert [os.path.getmtime(os.path.join(out, name, "seed0", "last.pth")) for name in ("no-layers6-7", "no-layers3-4-6-7")] == finished
-    trained_lr = train.RECIPES["fast"]["lr"]
+    trained_lr = training.RECIPES["fast"]["lr"]
     with pytest.raises(UserError, match=f"was trained with lr {trained_lr}, this study asks for 0.1"):
         ablation.main([*flags, "--lr", "0.1"])
 

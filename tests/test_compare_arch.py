@@ -8,7 +8,7 @@ import torch
 
 import compare_arch
 from model import ZFNet
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from train import PREPROCESS
 from zfnet.checkpoint import model_payload, save_checkpoint
 from zfnet.errors import UserError

@@ -5,7 +5,7 @@ from itertools import combinations
 
 import pytest
 import torch
-from tests.experiment_helpers import ROOT, assert_one_line_error, run_script, tiny_network, write_checkpoint, write_photo
+from tests.helpers import ROOT, assert_one_line_error, run_script, tiny_network, write_checkpoint, write_photo
 from PIL import Image
 
 import correspondence

@@ -4,7 +4,7 @@ import csv
 import numpy as np
 import pytest
 import torch
-from tests.experiment_helpers import CLASSES, assert_one_line_error, run_script, tiny_network, write_checkpoint, write_photo
+from tests.helpers import CLASSES, assert_one_line_error, run_script, tiny_network, write_checkpoint, write_photo
 
 import invariance
 from zfnet.errors import UserError

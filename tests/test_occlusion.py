@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from tests.experiment_helpers import CLASSES, assert_one_line_error, run_script, tiny_network, write_checkpoint, write_photo
+from tests.helpers import CLASSES, assert_one_line_error, run_script, tiny_network, write_checkpoint, write_photo
 
 import occlusion
 from zfnet.errors import UserError

@@ -7,7 +7,7 @@ import torch
 
 import predict
 from model import ZFNet
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from zfnet.checkpoint import model_payload, save_checkpoint
 from zfnet.images import load_input
 

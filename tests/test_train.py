@@ -7,14 +7,14 @@ import sys
 import pytest
 import torch
 
-import train
-from tests.conftest import ROOT
+from tests.helpers import ROOT
+from zfnet import training
 from zfnet.checkpoint import load_checkpoint
 from zfnet.errors import UserError
 
 
 def run_train(data, out, *flags):
-    return train.train(train.parse_args(["--data", str(data), "--out", str(out), "--workers", "0",
+    return training.train(training.parse_args(["--data", str(data), "--out", str(out), "--workers", "0",
                                          "--batch-size", "8", "--device", "cpu", *flags]))
 
 
@@ -62,7 +62,7 @@ def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(colour
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:  # the process dies right after epoch 1's checkpoints
-        patch.setattr(train, "write_reports", killed_after_saving)
+        patch.setattr(training, "write_reports", killed_after_saving)
         with pytest.raises(KeyboardInterrupt):
             run_train(colour_split, tmp_path / "resumed", "--epochs", "3", *SMALL)
     assert torch.load(tmp_path / "resumed" / "last.pth", weights_only=True)["epoch"] == 1
@@ -76,14 +76,14 @@ def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(colour
     assert [row[:5] for row in rows[0]] == [row[:5] for row in rows[1]]  # same losses and accuracies
 
 
-def test_the_seed_recipe_can_be_extended_but_a_scheduled_run_cannot(colour_split, tmp_path):
-    run_train(colour_split, tmp_path / "seed", "--epochs", "1", "--recipe", "seed", *SMALL)
-    result = run_train(colour_split, tmp_path / "seed", "--epochs", "2", "--resume")
+def test_the_tutorial_recipe_can_be_extended_but_a_scheduled_run_cannot(colour_split, tmp_path):
+    run_train(colour_split, tmp_path / "tutorial", "--epochs", "1", "--recipe", "tutorial", *SMALL)
+    result = run_train(colour_split, tmp_path / "tutorial", "--epochs", "2", "--resume")
     assert [row["epoch"] for row in result["history"]] == [1, 2]
-    last = torch.load(tmp_path / "seed" / "last.pth", weights_only=True)
-    assert last["optimizer"]["param_groups"][0]["lr"] == 2e-4  # constant, as the seed's
+    last = torch.load(tmp_path / "tutorial" / "last.pth", weights_only=True)
+    assert last["optimizer"]["param_groups"][0]["lr"] == 2e-4  # constant, as the tutorial's
     run_train(colour_split, tmp_path / "fast", "--epochs", "1", *SMALL)
-    with pytest.raises(UserError, match="--epochs cannot change from 1 to 2: its fast recipe's learning-rate"):
+    with pytest.raises(UserError, match="--epochs cannot change from 1 to 2: its fast recipe's learning-rate schedule spans the whole run, so it cannot be extended"):
         run_train(colour_split, tmp_path / "fast", "--epochs", "2", "--resume")
 
 
@@ -143,5 +143,5 @@ def test_the_top_level_class_indices_are_train_pys_mapping_for_flower_photos():
     sample = os.path.join(ROOT, "samples", "flower_photos")
     classes = sorted(name for name in os.listdir(sample) if os.path.isdir(os.path.join(sample, name)))
     with open(os.path.join(ROOT, "class_indices.json")) as file:
-        assert json.load(file) == train.class_indices(classes)
+        assert json.load(file) == training.class_indices(classes)
     assert classes == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]

@@ -9,7 +9,7 @@ import torch
 
 import transfer
 from model import ZFNet
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from train import PREPROCESS
 from zfnet.checkpoint import model_payload, save_checkpoint
 from zfnet.data import scan_classes

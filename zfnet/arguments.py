@@ -1,5 +1,75 @@
-"""Argument types shared by the scripts' command lines."""
+"""The command-line vocabulary every script shares: one definition per flag, so that the same
+word means the same thing, with the same help, in every script.
+
+    --checkpoint  a checkpoint written by train.py
+    --data        a split folder holding train/ and val/ (split_data.py makes one)
+    --images      a folder of photos, searched recursively
+    --device      where the network runs
+    --batch-size  photos per forward pass
+    --out         the folder a script writes into; for the tools that read a checkpoint it
+                  defaults to a folder beside that checkpoint, so that two runs' figures
+                  never overwrite each other
+    --seed        the random seed
+
+Every script parses its command line into `args`.
+"""
 import argparse
+import os
+
+DEFAULT_RUN = "runs/zfnet"
+DEFAULT_CHECKPOINT = f"{DEFAULT_RUN}/best.pth"
+DEFAULT_DATA = "flower_data"
+DEFAULT_IMAGES = f"{DEFAULT_DATA}/val"
+
+
+def script_parser(description, **kwargs):
+    """An ArgumentParser that shows the script's docstring as written."""
+    return argparse.ArgumentParser(description=description,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+
+def add_checkpoint(parser, nargs=None, help="checkpoint written by train.py"):
+    default = [DEFAULT_CHECKPOINT] if nargs else DEFAULT_CHECKPOINT
+    parser.add_argument("--checkpoint", default=default, nargs=nargs, metavar="PTH",
+                        help=f"{help} (default: {DEFAULT_CHECKPOINT})")
+
+
+def add_data(parser):
+    parser.add_argument("--data", default=DEFAULT_DATA,
+                        help="split folder holding train/ and val/, as split_data.py makes it (default: %(default)s)")
+
+
+def add_images(parser, help="folder of photos, searched recursively"):
+    parser.add_argument("--images", default=DEFAULT_IMAGES, help=f"{help} (default: %(default)s)")
+
+
+def add_device(parser):
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: %(default)s)")
+
+
+def add_batch_size(parser, default=64):
+    parser.add_argument("--batch-size", default=default, type=positive_int,
+                        help="photos per forward pass (default: %(default)s)")
+
+
+def add_out(parser, default=None, beside="the checkpoint"):
+    """--out; without a default of its own it means a folder named after the script beside
+    `beside`, resolved by `out_folder`."""
+    where = default if default else f"a folder named after the script beside {beside}"
+    parser.add_argument("--out", default=default, help=f"folder for the outputs (default: {where})")
+
+
+def add_seed(parser, what="the random choices"):
+    parser.add_argument("--seed", default=0, type=int, help=f"seed of {what} (default: %(default)s)")
+
+
+def out_folder(args, tool, beside=None):
+    """`args.out`, or `<folder of beside (default: args.checkpoint)>/<tool>`."""
+    if args.out:
+        return args.out
+    anchor = beside if beside is not None else args.checkpoint
+    return os.path.join(os.path.dirname(anchor) or ".", tool)
 
 
 def int_list(text):
@@ -8,3 +78,14 @@ def int_list(text):
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def positive_int(text):
+    """An integer of at least 1, checked while parsing so that no work starts before."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

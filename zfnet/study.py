@@ -1,22 +1,19 @@
 """What the studies (ablation.py, transfer.py) share: their command lines, which pass train.py's
-flags on to every run; runs of train.py's training function that a rerun skips when finished
-and continues when interrupted; and split folders made of links."""
-import argparse
+flags on to every run; runs of the package's training function that a rerun skips when
+finished and continues when interrupted; and split folders made of links."""
 import os
 
-from train import RUN_DEFINING, parse_args, train
+from zfnet.arguments import script_parser
 from zfnet.checkpoint import read_checkpoint
 from zfnet.errors import UserError
+from zfnet.training import RUN_DEFINING, STUDY_SET, parse_args, saved_settings, train
 
-
-# Flags a study sets for each of its runs itself.
-RUN_FLAGS = ("--data", "--out", "--epochs", "--seed", "--conv-channels", "--fc-features", "--resume",
-             "--snapshot-epochs")
+RUN_FLAGS = tuple("--" + name.replace("_", "-") for name in STUDY_SET)
 
 
 def study_parser(description):
-    return argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+    return script_parser(
+        description,
         allow_abbrev=False,  # an abbreviated train.py flag must not be taken for one of the study's
         epilog="Every other flag (--recipe, --lr, --batch-size, --device, --workers, ...) is train.py's and goes "
                "unchanged to every run the study trains; see python train.py --help.")
@@ -44,7 +41,7 @@ def train_run(train_argv, out, epochs):
     last = os.path.join(out, "last.pth")
     if os.path.exists(last):
         state = read_checkpoint(last)
-        saved = state.get("train_config") or {}
+        saved = saved_settings(state) if state.get("train_config") else {}
         for key in RUN_DEFINING:
             if saved.get(key) != getattr(config, key):
                 raise UserError(f"{out} was trained with {key} {saved.get(key)!r}, this study asks for "

@@ -1,0 +1,108 @@
+"""What the test files share: the project root, the preprocessing of the tests' checkpoints,
+tiny networks saved as real checkpoints, photos made on the fly, and running a script the
+way a user does (a real process) or in this process (fast, and patchable)."""
+import contextlib
+import io
+import os
+import runpy
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from PIL import Image
+
+from model import ZFNet
+from zfnet.checkpoint import model_payload, save_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PREPROCESS = {"input_size": 224, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+CLASSES = ["daisy", "roses", "sunflowers"]
+TINY = {"conv_channels": (8, 16, 16, 16, 16), "fc_features": (32, 32)}
+# Clearly different classes: a network that learns anything separates them in a few epochs.
+COLOURS = {"blue": (30, 60, 200), "green": (40, 170, 60), "red": (200, 40, 40)}
+
+
+def tiny_network(input_size=224, seed=0, classes=CLASSES, **widths):
+    """A narrow ZFNet with random weights, in eval mode: fast, and every layer is there."""
+    torch.manual_seed(seed)
+    model = ZFNet(num_classes=len(classes), input_size=input_size, **{**TINY, **widths}).eval()
+    # ZFNet's own initialisation makes every class about equally probable; PyTorch's default
+    # for linear layers gives logits of order 1, so that occluding or moving things changes
+    # which class wins.
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.reset_parameters()
+    return model
+
+
+def save_network(path, model, classes=CLASSES, input_size=None, epoch=1):
+    """Save `model` as train.py saves a checkpoint; returns the path as a string."""
+    preprocess = {**PREPROCESS, "input_size": input_size or model.config["input_size"]}
+    save_checkpoint(model_payload(model, list(classes), preprocess, epoch), str(path))
+    return str(path)
+
+
+def write_checkpoint(path, input_size=64, classes=CLASSES, **widths):
+    """A tiny random network saved as a checkpoint; returns the path as a string."""
+    return save_network(path, tiny_network(input_size, classes=classes, **widths), classes, epoch=0)
+
+
+def write_photo(path, seed, size=(90, 70)):
+    """A photo of smooth random blobs (so that moving or masking parts of it matters)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (size[1] // 10 + 1, size[0] // 10 + 1, 3), dtype=np.uint8)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(coarse).resize(size, Image.BILINEAR).save(path, quality=95)
+    return str(path)
+
+
+def write_photos(folder, colour, count, seed, size=(48, 40)):
+    """`count` noisy photos of one dominant colour, with random sizes around `size`."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for index in range(count):
+        width, height = size[0] + int(rng.integers(0, 16)), size[1] + int(rng.integers(0, 16))
+        noise = rng.normal(0, 25, (height, width, 3))
+        pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+        path = os.path.join(folder, f"{index:03d}.jpg")
+        Image.fromarray(pixels).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def run_script(script, *arguments, cwd=ROOT, timeout=300):
+    """Run a script in a new process as a user would; returns the finished process (text
+    stdout and stderr)."""
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, arguments)],
+                          capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def call_script(script, *arguments):
+    """Run a script as `__main__` in this process (as `python script ...` would, without the
+    start-up cost of a new interpreter); returns an object with the returncode, stdout and
+    stderr that run_script's process would have. Exceptions other than a clean exit propagate."""
+    argv, sys.argv = sys.argv, [script, *map(str, arguments)]
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_path(os.path.join(ROOT, script), run_name="__main__")
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    finally:
+        sys.argv = argv
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def assert_one_line_error(process, fragment):
+    """Exit status 2 and one `prog: error: ...` line naming the problem, no traceback. Only a
+    bad flag value may add argparse's usage lines before it."""
+    assert process.returncode == 2, process.stderr
+    assert "Traceback" not in process.stderr
+    lines = process.stderr.strip().splitlines()
+    errors = [line for line in lines if ": error: " in line]
+    assert len(errors) == 1 and fragment in errors[0] and lines[-1] == errors[0], process.stderr
+    assert all(line.startswith(("usage:", " ")) for line in lines[:-1]), process.stderr
