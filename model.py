@@ -32,6 +32,9 @@ ARCHS = {
 }
 CONV_LAYERS = (1, 2, 3, 4, 5)
 FC_LAYERS = (6, 7)
+# A network whose weights would take gigabytes comes from a mistake (an absurd input size or
+# width), never from a run this project makes: refuse it before allocating anything.
+MAX_PARAMETERS = 2**28  # 1 GiB of float32 weights; the full-width paper network has 58 million
 
 
 class ZFNet(nn.Module):
@@ -53,6 +56,13 @@ class ZFNet(nn.Module):
         fc_features = tuple(fc_features or WIDTHS[width]["fc_features"])
         if len(conv_channels) != 5 or len(fc_features) != 2 or conv_channels[0] == 0 or conv_channels[4] == 0:
             raise ValueError("conv_channels needs 5 widths (layers 1 and 5 kept), fc_features 2")
+        numbers = {"num_classes": [num_classes], "input_size": [input_size], "conv_channels": conv_channels,
+                   "fc_features": fc_features}
+        for name, values in numbers.items():
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+                raise ValueError(f"{name} must be whole numbers, none negative, not {list(values)}")
+        if num_classes < 1:
+            raise ValueError("num_classes must be at least 1")
         self.config = {"num_classes": num_classes, "width": width, "arch": arch,
                        "conv_channels": list(conv_channels), "fc_features": list(fc_features),
                        "input_size": input_size}
@@ -71,6 +81,11 @@ class ZFNet(nn.Module):
             channels = conv_channels[n - 1]
 
         features = channels * self._pooled_size(input_size) ** 2
+        sizes = [features, *(fc_features[n - 6] for n in self.fc_layers), num_classes]
+        parameters = sum(a * b for a, b in zip(sizes, sizes[1:]))
+        if parameters > MAX_PARAMETERS:
+            raise ValueError(f"input_size {input_size} with these widths needs {parameters * 4 / 2**30:.1f} GiB of "
+                             f"fully connected weights (the most allowed is {MAX_PARAMETERS * 4 / 2**30:.0f} GiB)")
         for n in self.fc_layers:
             setattr(self, f"layer{n}", nn.Sequential(OrderedDict([
                 ("dropout", nn.Dropout(p=0.5)),

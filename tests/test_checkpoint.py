@@ -1,3 +1,4 @@
+import errno
 import os
 
 import pytest
@@ -71,3 +72,63 @@ def test_weights_that_do_not_fit_the_configuration_are_refused(saved, tmp_path):
     save_checkpoint(checkpoint, tmp_path / "classes.pth")
     with pytest.raises(UserError, match="class names"):
         load_checkpoint(tmp_path / "classes.pth")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["preprocess"].update(input_size=0), "input size 0"),
+    (lambda c: c["preprocess"].update(input_size=-224), "input size -224"),
+    (lambda c: (c["preprocess"].update(input_size=20000), c["model_config"].update(input_size=20000)),
+     "GiB of fully connected weights"),
+    (lambda c: c["preprocess"].update(mean=["a", 0.5, 0.5]), "mean"),
+    (lambda c: c["preprocess"].update(std=[0.5, 0.0, 0.5]), r"std \[0.5, 0.0, 0.5\] must be positive"),
+    (lambda c: c["preprocess"].update(std=[0.5, float("nan"), 0.5]), "three finite numbers"),
+    (lambda c: c["preprocess"].pop("mean"), "preprocessing is not"),
+    (lambda c: c.pop("classes"), "not a zfnet checkpoint"),
+    (lambda c: c.update(classes=["a", "a", "b"]), "class names repeat"),
+    (lambda c: c.update(classes=[1, 2, 3]), "not a list of names"),
+    (lambda c: c.update(model={"layer1.conv.weight": [1, 2]}), "not a dict of named tensors"),
+    (lambda c: c.update(model={k: v.long() for k, v in c["model"].items()}), "not floating-point"),
+    (lambda c: c["model_config"].update(num_classes=True), "whole numbers"),
+    (lambda c: c["model_config"].update(depth=9), "unusable model configuration"),
+    (lambda c: c.update(epoch=-1), "epoch -1"),
+])
+def test_checkpoints_carrying_nonsense_are_refused_before_use(saved, tmp_path, change, message):
+    _, path = saved
+    checkpoint = read_checkpoint(path)
+    change(checkpoint)
+    save_checkpoint(checkpoint, tmp_path / "bad.pth")
+    with pytest.raises(UserError, match=message):
+        load_checkpoint(tmp_path / "bad.pth")
+
+
+def test_a_checkpoint_is_written_with_the_users_umask_and_leaves_no_debris(saved, tmp_path):
+    model, _ = saved
+    previous = os.umask(0o022)
+    try:
+        save_checkpoint(model_payload(model, CLASSES, PREPROCESS, epoch=1), tmp_path / "shared.pth")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "shared.pth").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_old_checkpoint(saved, monkeypatch):
+    model, path = saved
+    before = path.read_bytes()
+
+    def disk_full(obj, file):
+        file.write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(UserError, match="No space left on device; what was there before is unchanged"):
+        save_checkpoint(model_payload(model, CLASSES, PREPROCESS, epoch=5), path)
+    assert path.read_bytes() == before
+    assert os.listdir(path.parent) == ["best.pth"]
+
+
+def test_a_checkpoint_path_under_a_file_is_one_line(saved, tmp_path):
+    model, _ = saved
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(UserError, match="it is a file, not a folder"):
+        save_checkpoint(model_payload(model, CLASSES, PREPROCESS, epoch=1), tmp_path / "file" / "best.pth")
+    assert (tmp_path / "file").read_text() == "mine"

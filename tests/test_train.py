@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, assert_one_line_error, call_script
 from zfnet import training
 from zfnet.checkpoint import load_checkpoint
 from zfnet.errors import UserError
@@ -30,8 +30,8 @@ def test_training_learns_and_writes_every_output(colour_split, tmp_path):
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert result["best_accuracy"] >= 0.9  # three clearly different colours
 
-    assert sorted(os.listdir(out)) == ["best.pth", "class_indices.json", "confusion.png", "curves.png",
-                                       "last.pth", "metrics.csv", "snapshots"]
+    assert sorted(os.listdir(out)) == [".zfnet-outputs", "best.pth", "class_indices.json", "confusion.png",
+                                       "curves.png", "last.pth", "metrics.csv", "snapshots"]
     assert sorted(os.listdir(out / "snapshots")) == ["epoch_001.pth", "epoch_003.pth"]
     model, best = load_checkpoint(out / "best.pth")
     assert best["classes"] == ["blue", "green", "red"]
@@ -145,3 +145,59 @@ def test_the_top_level_class_indices_are_train_pys_mapping_for_flower_photos():
     with open(os.path.join(ROOT, "class_indices.json")) as file:
         assert json.load(file) == training.class_indices(classes)
     assert classes == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+
+
+def test_a_run_killed_between_its_last_checkpoint_and_its_reports_gets_them_on_resume(colour_split, tmp_path,
+                                                                                   monkeypatch):
+    out = tmp_path / "run"
+    real_write_reports = training.write_reports
+
+    def killed_at_the_last_epoch(out_folder, history, *args):
+        if len(history) == 2:
+            raise KeyboardInterrupt
+        real_write_reports(out_folder, history, *args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "write_reports", killed_at_the_last_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            run_train(colour_split, out, "--epochs", "2", *SMALL)
+    (out / "metrics.csv").unlink()  # as if the kill came before the first report, too
+    debris = out / ".zfnet-partial-killed"
+    debris.write_bytes(b"half a checkpoint")
+    assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 2
+    run_train(colour_split, out, "--epochs", "2", "--resume")
+    with open(out / "metrics.csv") as file:
+        assert [int(row["epoch"]) for row in csv.DictReader(file)] == [1, 2]
+    assert (out / "curves.png").exists() and (out / "confusion.png").exists()
+    assert not debris.exists()
+
+
+def test_the_end_of_run_summary_reports_disk_use(colour_split, tmp_path, capsys):
+    run_train(colour_split, tmp_path / "run", "--epochs", "1", *SMALL)
+    out = capsys.readouterr().out
+    assert f"MB in {tmp_path / 'run'}/ (best.pth" in out and "last.pth holds the optimizer state" in out
+    assert "the decoded-photo cache" in out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--fc-features=-5,3",), "--fc-features must not be negative"),
+    (("--conv-channels", "48,0,0,0,0"), "layers 1 and 5 kept"),
+    (("--snapshot-epochs", "0,3", "--epochs", "2"), "--snapshot-epochs must lie between 1 and --epochs"),
+    (("--label-smoothing", "1"), "--label-smoothing must lie in [0, 1)"),
+])
+def test_settings_that_make_no_sense_are_refused_before_any_work(colour_split, tmp_path, flags, message):
+    result = call_script("train.py", "--data", colour_split, "--out", tmp_path / "out", *flags)
+    assert_one_line_error(result, message)
+    assert not (colour_split / ".cache").exists() and not (tmp_path / "out").exists()
+
+
+def test_an_out_folder_holding_the_users_files_is_refused_and_kept(colour_split, tmp_path):
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "chapter1.txt").write_text("mine")
+    result = call_script("train.py", "--data", colour_split, "--out", out, "--epochs", "1")
+    assert_one_line_error(result, "already holds files that zfnet did not write")
+    assert os.listdir(out) == ["chapter1.txt"]
+    (tmp_path / "file").write_text("mine")
+    assert_one_line_error(call_script("train.py", "--data", colour_split, "--out", tmp_path / "file"),
+                          "is a file, not a folder")

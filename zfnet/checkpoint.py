@@ -12,6 +12,7 @@ Every checkpoint carries what is needed to rebuild and use its network with noth
 
 train.py adds what resuming needs (optimizer, scheduler, best accuracy, arguments) to last.pth.
 """
+import math
 import os
 
 import torch
@@ -49,14 +50,52 @@ def read_checkpoint(path):
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT or any(
             key not in checkpoint for key in REQUIRED):
         raise UserError(f"{path}: not a zfnet checkpoint (written by another program or version)")
+    problem = contents_problem(checkpoint)
+    if problem:
+        raise UserError(f"{path}: damaged checkpoint: {problem}")
     return checkpoint
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def contents_problem(checkpoint):
+    """What makes a checkpoint's contents unusable, in a few words, or None. Checked before
+    anything is built from it: nonsense must not reach the network or the preprocessing."""
+    weights, config, classes, preprocess = (checkpoint[key] for key in REQUIRED)
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in weights.items()):
+        return "its weights are not a dict of named tensors"
+    if not all(tensor.is_floating_point() for tensor in weights.values()):
+        return "its weights are not floating-point tensors"
+    if not isinstance(config, dict) or not all(isinstance(key, str) for key in config):
+        return "its model configuration is not a dict"
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+        return "its class names are not a list of names"
+    if len(set(classes)) != len(classes):
+        return "its class names repeat"
+    if not isinstance(preprocess, dict) or set(preprocess) != {"input_size", "mean", "std"}:
+        return "its preprocessing is not {input_size, mean, std}"
+    size, mean, std = preprocess["input_size"], preprocess["mean"], preprocess["std"]
+    if not isinstance(size, int) or isinstance(size, bool) or size != config.get("input_size"):
+        return f"its input size {size!r} is not the whole number its network was built for"
+    for name, values in (("mean", mean), ("std", std)):
+        if not isinstance(values, list) or len(values) != 3 or not all(_is_number(v) for v in values):
+            return f"its preprocessing {name} {values!r} is not three finite numbers"
+    if not all(v > 0 for v in std):
+        return f"its preprocessing std {std!r} must be positive"
+    epoch = checkpoint.get("epoch", 0)
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        return f"its epoch {epoch!r} is not a count"
+    return None
 
 
 def build_model(checkpoint, path="checkpoint"):
     """Rebuild the exact network a checkpoint describes and load its weights (eval mode)."""
     try:
         model = ZFNet(**checkpoint["model_config"], init_weights=False)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, KeyError) as error:
         raise UserError(f"{path}: unusable model configuration ({error})") from None
     try:
         model.load_state_dict(checkpoint["model"])

@@ -24,6 +24,7 @@ from zfnet.data import PhotoCache, scan_split, train_inputs, val_inputs
 from zfnet.errors import UserError
 from zfnet.figures import plot_confusion, plot_curves
 from zfnet.files import atomic_write_text
+from zfnet.outputs import OutputFolder
 from zfnet.runtime import Distributed, derived_seed, generator, native_bfloat16
 from zfnet.tables import csv_text
 
@@ -217,6 +218,7 @@ def class_indices(classes):
 
 
 REPORTS = ("metrics.csv", "curves.png", "confusion.png")
+RUN_FILES = ("best.pth", "last.pth", "snapshots", "class_indices.json", *REPORTS)
 
 
 def write_reports(out, history, classes, best_confusion):
@@ -275,6 +277,8 @@ class Run:
         if state is not None and state["classes"] != self.classes:
             raise UserError(f"the classes in {config.data} differ from those of the run being resumed")
         check_settings(config)  # again: a resumed run's saved settings now stand in config
+        if runtime.is_main:
+            OutputFolder.claim(config.out, own_names=RUN_FILES)
         self.log = print if runtime.is_main else (lambda *args, **kwargs: None)
         self.train_cache, self.val_cache = open_caches(config, samples, runtime)
 
@@ -303,7 +307,6 @@ class Run:
     def train(self):
         config, runtime = self.config, self.runtime
         if runtime.is_main:
-            os.makedirs(config.out, exist_ok=True)
             atomic_write_text(os.path.join(config.out, "class_indices.json"),
                               json.dumps(class_indices(self.classes), indent=4) + "\n")
             if self.start_epoch:
