@@ -1,6 +1,6 @@
 # The README's two commands. Each sets up the virtual environment it needs (once), then:
 #   make run    split the photos, train ZFNet, classify sunflower.jpg
-#   make test   run the test suite (what CI runs)
+#   make test   check the code style, then run the test suite (what CI runs)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,6 +13,8 @@ run: $(VENV)/.installed
 	$(BIN)/python predict.py sunflower.jpg
 
 test: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 $(VENV)/.installed: requirements.txt

@@ -4,7 +4,9 @@ way a user does (a real process) or in this process (fast, and patchable)."""
 import contextlib
 import io
 import os
+import re
 import runpy
+import shutil
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -106,3 +108,95 @@ def assert_one_line_error(process, fragment):
     errors = [line for line in lines if ": error: " in line]
     assert len(errors) == 1 and fragment in errors[0] and lines[-1] == errors[0], process.stderr
     assert all(line.startswith(("usage:", " ")) for line in lines[:-1]), process.stderr
+
+
+def flags_without_defaults(help_text):
+    """The flags in a --help text (other than -h) whose help does not state their default."""
+    options = help_text.split("options:", 1)[1]
+    blocks = [" ".join(block.split()) for block in re.split(r"\n(?=  -)", options)]
+    return [block.split()[0] for block in blocks
+            if block.startswith("-") and not block.startswith("-h") and "(default:" not in block]
+
+
+def record_figure_texts(monkeypatch):
+    """A list that collects every text of each figure saved from now on (titles, labels,
+    legends), whichever module saves it, for tests run through call_script."""
+    import matplotlib.figure
+    import matplotlib.text
+
+    texts, savefig = [], matplotlib.figure.Figure.savefig
+
+    # Every module saves through Figure.savefig, however it imported the function that calls it.
+    def recording(figure, *args, **kwargs):
+        texts.extend(text.get_text() for text in figure.findobj(matplotlib.text.Text) if text.get_text())
+        return savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording)
+    return texts
+
+
+def write_tied_photos(folder):
+    """Seven photos of different sizes in two class folders; the last is a copy of the first,
+    so that searches meet equal values. Returns the folder as a string."""
+    for i in range(6):
+        write_photo(os.path.join(folder, f"class{i % 2}", f"photo{i}.jpg"), seed=i, size=(80, 60 + 10 * i))
+    shutil.copy(os.path.join(folder, "class0", "photo0.jpg"), os.path.join(folder, "class1", "photo9.jpg"))
+    return str(folder)
+
+
+def write_bomb(path, side=30000):
+    """A valid PNG header for a side x side greyscale image with almost no data: PIL refuses it
+    on opening (a decompression bomb) before reading any pixels, so it costs nothing to make."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    os.makedirs(os.path.dirname(str(path)) or ".", exist_ok=True)
+    with open(path, "wb") as file:
+        file.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * (side + 1)))
+                   + chunk(b"IEND", b""))
+    return str(path)
+
+
+def hide_progress_bars(monkeypatch):
+    """Turn tqdm's bars off in the zfnet modules and in the scripts run from now on. On a
+    terminal a bar clears itself before an error, but captured stderr keeps its text, which
+    would stand beside the one error line that assert_one_line_error checks."""
+    import tqdm
+
+    shown = tqdm.tqdm
+
+    def hidden(*args, **kwargs):
+        return shown(*args, **{**kwargs, "disable": True})
+
+    monkeypatch.setattr(tqdm, "tqdm", hidden)
+    for name, module in list(sys.modules.items()):
+        if name.startswith("zfnet.") and getattr(module, "tqdm", None) is shown:
+            monkeypatch.setattr(module, "tqdm", hidden)
+
+
+def write_truncated_photo(path, seed=0):
+    """A JPEG cut off halfway, as an interrupted copy leaves one; returns the path as a string."""
+    write_photo(path, seed)
+    with open(path, "r+b") as file:
+        file.truncate(os.path.getsize(path) // 2)
+    return str(path)
+
+
+def folder_contents(folder):
+    """Every file under `folder` with its bytes, to show that a refused run left it as it was."""
+    return {os.path.relpath(os.path.join(root, name), folder): open(os.path.join(root, name), "rb").read()
+            for root, _, names in os.walk(folder) for name in names}
+
+
+def variant_parameters(name, num_classes=5):
+    """The parameters of an ablation variant at the half width, as the study counts them."""
+    from zfnet import ablation_study, training
+
+    conv_channels, fc_features = ablation_study.variant_widths(name, "half")
+    config = training.parse_args(["--conv-channels", ",".join(map(str, conv_channels)),
+                                  "--fc-features", ",".join(map(str, fc_features))])
+    return ablation_study.parameter_count(config, num_classes)

@@ -1,17 +1,26 @@
+import errno
 import os
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torchvision import transforms
+from torchvision import datasets, transforms
 
-from zfnet.data import (CACHE_SIDE, PhotoCache, crop_resize_flip, random_resized_crop_boxes, scan_split,
-                        train_inputs, val_inputs)
+from tests.helpers import PREPROCESS, assert_one_line_error, call_script, hide_progress_bars, write_bomb
+from zfnet.data import (
+    CACHE_SIDE,
+    PhotoCache,
+    TutorialPhotos,
+    crop_resize_flip,
+    random_resized_crop_boxes,
+    scan_split,
+    train_inputs,
+    val_inputs,
+)
 from zfnet.errors import UserError
+from zfnet.files import PARTIAL_PREFIX
 from zfnet.images import load_input
-
-PREPROCESS = {"input_size": 224, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
 
 
 def test_scan_split_lists_classes_and_labels(colour_split):
@@ -166,3 +175,101 @@ def test_crop_then_resize_matches_interpolate_for_the_whole_image():
     out = crop_resize_flip(square, torch.tensor([[500, 375]]), full, torch.tensor([False]), 224)
     expected = F.interpolate(square.float(), size=224, mode="bilinear", align_corners=False)
     assert torch.allclose(out, expected, atol=0.01)  # float32 grid coordinates: 0.01 of 255 levels
+
+
+def links_to_nowhere(folder):
+    """A link to itself and one to a file that is gone, named like photos, in `folder`."""
+    os.symlink("loop.jpg", folder / "loop.jpg")
+    os.symlink("gone.jpg", folder / "dangling.jpg")
+    return [str(folder / "loop.jpg"), str(folder / "dangling.jpg")]
+
+
+def test_links_to_nowhere_are_passed_over_with_a_note_and_links_to_photos_kept(colour_split, capsys):
+    _, expected = scan_split(colour_split)
+    broken = links_to_nowhere(colour_split / "train" / "red") + links_to_nowhere(colour_split / "val" / "blue")
+    os.symlink("loop", colour_split / "train" / "loop")  # a class folder that is a link to itself
+    os.symlink("loop", colour_split / "val" / "loop")
+    os.symlink(colour_split / "val" / "red" / "000.jpg", colour_split / "train" / "red" / "linked.jpg")
+    capsys.readouterr()
+
+    classes, samples = scan_split(colour_split)
+
+    assert classes == ["blue", "green", "red"]
+    assert samples["val"] == expected["val"]
+    assert samples["train"] == sorted(expected["train"] + [(str(colour_split / "train" / "red" / "linked.jpg"), 2)])
+    notes = capsys.readouterr().err.splitlines()
+    assert sorted(notes) == sorted(f"note: skipped {path}: a symbolic link that leads to no file" for path in broken)
+    cache = PhotoCache.load_or_build(samples["train"], "train", 224, colour_split / ".cache", quiet=True)
+    assert len(cache) == 37  # the fingerprint stats every photo: none of the broken links
+
+
+def test_train_py_trains_past_links_to_nowhere_in_its_class_folders(colour_split, tmp_path):
+    broken = links_to_nowhere(colour_split / "train" / "green") + links_to_nowhere(colour_split / "val" / "red")
+    result = call_script("train.py", "--data", colour_split, "--out", tmp_path / "run", "--epochs", "1",
+                         "--workers", "0", "--batch-size", "12", "--device", "cpu", "--fc-features", "32,32")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "36 train / 12 val photos" in result.stdout
+    assert all(f"note: skipped {path}: a symbolic link that leads to no file" in result.stderr for path in broken)
+    assert os.path.exists(tmp_path / "run" / "best.pth")
+
+
+def test_a_photo_too_large_to_decode_in_the_split_is_a_user_error_naming_it(colour_split, tmp_path, monkeypatch):
+    hide_progress_bars(monkeypatch)
+    bomb = write_bomb(colour_split / "val" / "green" / "huge.png")
+    _, samples = scan_split(colour_split)
+    with pytest.raises(UserError, match="huge.png: image too large to decode safely .*re-run split_data.py"):
+        PhotoCache.load_or_build(samples["val"], "val", 224, None, quiet=True)
+    result = call_script("train.py", "--data", colour_split, "--out", tmp_path / "run", "--epochs", "1",
+                         "--workers", "0", "--device", "cpu")
+    assert_one_line_error(result, f"{bomb}: image too large to decode safely")
+    assert not os.path.exists(tmp_path / "run" / "last.pth")
+
+
+def test_building_a_cache_clears_what_killed_builds_left(colour_split):
+    _, samples = scan_split(colour_split)
+    cache_dir = colour_split / ".cache"
+    cache_dir.mkdir()
+    debris = [cache_dir / f"{PARTIAL_PREFIX}abc", cache_dir / f"{PARTIAL_PREFIX}def"]
+    for path in debris:
+        path.write_bytes(b"half a cache")
+    (cache_dir / "notes.txt").write_text("not the cache's")
+    PhotoCache.load_or_build(samples["val"], "val", 224, cache_dir, quiet=True)
+    assert not any(path.exists() for path in debris)
+    assert (cache_dir / "notes.txt").read_text() == "not the cache's"
+    assert len([name for name in os.listdir(cache_dir) if name.startswith("val-")]) == 2
+
+
+@pytest.mark.parametrize("writer", ["numpy.save", "os.fsync"])
+def test_a_cache_that_cannot_be_written_stays_in_memory_with_a_note(colour_split, monkeypatch, capsys, writer):
+    _, samples = scan_split(colour_split)
+    cache_dir = colour_split / ".cache"
+    expected = PhotoCache.load_or_build(samples["val"], "val", 224, None, quiet=True)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(writer, full)
+    cache = PhotoCache.load_or_build(samples["val"], "val", 224, cache_dir)
+    assert np.array_equal(cache.pixels, expected.pixels)
+    assert "No space left on device" in capsys.readouterr().out
+    assert os.listdir(cache_dir) == []  # no half-written file
+
+
+def test_tutorial_photos_serve_what_torchvisions_image_folder_serves(colour_split):
+    ours = TutorialPhotos(colour_split / "val", transforms.ToTensor())
+    theirs = datasets.ImageFolder(colour_split / "val", transform=transforms.ToTensor())
+    assert ours.classes == theirs.classes and len(ours) == len(theirs) == 12
+    assert ours.samples == theirs.samples
+    for index in (0, 5, 11):
+        (x, label), (y, their_label) = ours[index], theirs[index]
+        assert torch.equal(x, y) and label == their_label
+
+
+def test_tutorial_photos_pass_over_links_to_nowhere_and_name_a_bomb(colour_split):
+    links_to_nowhere(colour_split / "train" / "red")
+    photos = TutorialPhotos(colour_split / "train", transforms.ToTensor())
+    assert len(photos) == 36
+    bomb = write_bomb(colour_split / "train" / "blue" / "000-huge.png")
+    photos = TutorialPhotos(colour_split / "train", transforms.ToTensor())
+    with pytest.raises(UserError, match=f"{bomb}: image too large to decode safely"):
+        photos[0]

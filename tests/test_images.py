@@ -1,17 +1,18 @@
+import os
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torchvision import transforms
 
+from tests.helpers import PREPROCESS, write_bomb
 from zfnet.errors import UserError
 from zfnet.images import find_images, load_input, normalize, open_rgb, resize_uint8, unnormalize
 
-PREPROCESS = {"input_size": 224, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
-
 
 def torchvision_path(path):
-    """The seed's validation transform: the reference our one image path must equal."""
+    """The blog tutorial's validation transform: the reference our one image path must equal."""
     transform = transforms.Compose([transforms.Resize((224, 224)), transforms.ToTensor(),
                                     transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
     return transform(Image.open(path).convert("RGB"))
@@ -85,3 +86,29 @@ def test_find_images_lists_photos_in_sub_folders_sorted(tmp_path, photos):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no photos in"):
         find_images(tmp_path / "empty")
+
+
+def test_a_decompression_bomb_is_refused_by_name_before_decoding(tmp_path):
+    for side in (30000, 11000):  # above PIL's error limit, and between its warning and error limits
+        path = write_bomb(tmp_path / f"bomb{side}.png", side)
+        with pytest.raises(UserError, match=f"bomb{side}.png: image too large to decode safely"):
+            open_rgb(path)
+
+
+def test_links_to_nowhere_are_listed_without_a_crash_and_explained_when_opened(tmp_path, photos):
+    (tmp_path / "sub").mkdir()
+    os.symlink("loop.jpg", tmp_path / "sub" / "loop.jpg")  # a link to itself
+    os.symlink("gone.jpg", tmp_path / "sub" / "dangling.jpg")  # to a file that is gone
+    os.symlink("..", tmp_path / "sub" / "up")  # a folder loop: never followed, so the search ends
+    found = find_images(tmp_path)
+    assert str(tmp_path / "sub" / "loop.jpg") in found and str(tmp_path / "sub" / "dangling.jpg") in found
+    assert len(found) == len(photos) + 2
+    with pytest.raises(UserError, match="loop.jpg: a symbolic link that loops back and never reaches a file"):
+        open_rgb(tmp_path / "sub" / "loop.jpg")
+    with pytest.raises(UserError, match="dangling.jpg: no such file"):
+        open_rgb(tmp_path / "sub" / "dangling.jpg")
+
+
+def test_a_link_to_a_photo_is_a_photo(tmp_path, photos):
+    os.symlink(photos["RGB"], tmp_path / "linked.jpg")
+    assert torch.equal(load_input(tmp_path / "linked.jpg", PREPROCESS), load_input(photos["RGB"], PREPROCESS))

@@ -83,7 +83,8 @@ def test_the_tutorial_recipe_can_be_extended_but_a_scheduled_run_cannot(colour_s
     last = torch.load(tmp_path / "tutorial" / "last.pth", weights_only=True)
     assert last["optimizer"]["param_groups"][0]["lr"] == 2e-4  # constant, as the tutorial's
     run_train(colour_split, tmp_path / "fast", "--epochs", "1", *SMALL)
-    with pytest.raises(UserError, match="--epochs cannot change from 1 to 2: its fast recipe's learning-rate schedule spans the whole run, so it cannot be extended"):
+    spans = "--epochs cannot change from 1 to 2: its fast recipe's learning-rate schedule spans the whole run"
+    with pytest.raises(UserError, match=spans + ", so it cannot be extended"):
         run_train(colour_split, tmp_path / "fast", "--epochs", "2", "--resume")
 
 

@@ -28,10 +28,13 @@ def script_parser(description, **kwargs):
                                    formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
 
-def add_checkpoint(parser, nargs=None, help="checkpoint written by train.py"):
-    default = [DEFAULT_CHECKPOINT] if nargs else DEFAULT_CHECKPOINT
+def add_checkpoint(parser, nargs=None, help="checkpoint written by train.py", default=None):
+    """--checkpoint; with `nargs`, a list whose default is `default` (or the one default checkpoint)."""
+    if default is None:
+        default = [DEFAULT_CHECKPOINT] if nargs else DEFAULT_CHECKPOINT
+    shown = " ".join(default) if isinstance(default, list) else default
     parser.add_argument("--checkpoint", default=default, nargs=nargs, metavar="PTH",
-                        help=f"{help} (default: {DEFAULT_CHECKPOINT})")
+                        help=f"{help} (default: {shown})")
 
 
 def add_data(parser):
@@ -88,4 +91,28 @@ def positive_int(text):
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_max_images(parser, default=None):
+    """--max-images: how many of the photos a search reads at most (None: all of them)."""
+    parser.add_argument("--max-images", default=default, type=positive_int,
+                        help=f"search at most this many photos, spread evenly over the folder "
+                             f"(default: {default or 'all'})")
+
+
+def add_maps_per_layer(parser, default=None):
+    """--maps-per-layer: how many feature maps of each layer to show (None: all of them)."""
+    parser.add_argument("--maps-per-layer", default=default, type=positive_int,
+                        help=f"maps per layer, the most active ones (default: {default or 'all'})")
+
+
+def non_negative_int(text):
+    """An integer of at least 0 (a count that may be none), checked while parsing."""
+    try:
+        value = int(text)
+    except ValueError:
+        return positive_int(text)  # which says that it is not a whole number
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
     return value

@@ -1,8 +1,8 @@
 """Training data: the split's photos decoded once into a compact uint8 cache, and the
 training augmentation done on whole batches of cached pixels.
 
-Decoding JPEGs is what limits the seed's recipe: it decodes and resizes every photo again in
-every epoch, in the training process. Here each photo is decoded once:
+Decoding JPEGs is what limits the blog tutorial's recipe: it decodes and resizes every photo
+again in every epoch, in the training process. Here each photo is decoded once:
 
 - validation photos exactly as zfnet.images.load_input prepares them (stretched to the input
   size), so validation is bit-identical to the plain path;
@@ -18,6 +18,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import sys
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from zfnet.errors import UserError
-from zfnet.files import atomic_write, atomic_write_text
+from zfnet.files import atomic_write, atomic_write_text, remove_debris
 from zfnet.images import IMAGE_SUFFIXES, load_input, normalize, open_rgb, resize_uint8
 
 CACHE_SIDE = 256  # a little above 224: full-image crops shrink by at most 1.14x, so no aliasing
@@ -38,11 +39,11 @@ def scan_classes(folder):
     if not os.path.isdir(folder):
         raise UserError(f"folder not found: {folder}")
     classes = sorted(entry.name for entry in os.scandir(folder)
-                     if entry.is_dir() and not entry.name.startswith("."))
+                     if _reaches(entry.is_dir) and not entry.name.startswith("."))
     if not classes:
         raise UserError(f"{folder} has no class folders")
     photos = {name: sorted(entry.path for entry in os.scandir(os.path.join(folder, name))
-                           if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES))
+                           if entry.name.lower().endswith(IMAGE_SUFFIXES) and _is_photo_file(entry))
               for name in classes}
     empty = [name for name, files in photos.items() if not files]
     if empty:
@@ -50,11 +51,51 @@ def scan_classes(folder):
     return photos
 
 
+def _reaches(test):
+    """`test()`, a folder entry's is_dir or is_file (which follow symbolic links), or False
+    for a link that loops back to itself: for it they raise, unlike os.path.isfile."""
+    try:
+        return test()
+    except OSError:
+        return False
+
+
+def _is_photo_file(entry):
+    """Whether an entry named like a photo is a file; a symbolic link that leads to no file
+    is passed over with a note, so that a count short by one has a reason."""
+    if _reaches(entry.is_file):
+        return True
+    if entry.is_symlink():
+        print(f"note: skipped {entry.path}: a symbolic link that leads to no file", file=sys.stderr)
+    return False
+
+
 def decoded_batches(paths, preprocess, batch_size, desc):
     """`(first index, inputs)` for consecutive batches of `paths`, decoded as they are needed
     (network inputs as load_input makes them), with a progress bar."""
     for start in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", leave=False):
         yield start, torch.stack([load_input(path, preprocess) for path in paths[start:start + batch_size]])
+
+
+class TutorialPhotos(torch.utils.data.Dataset):
+    """The photos of a folder with one sub-folder per class as the blog tutorial's torchvision
+    ImageFolder serves them: each decoded with PIL, converted to RGB as stored and
+    `transform`ed when it is asked for, with its class folder's index. The benchmarks time the
+    tutorial's recipe with it. Unlike ImageFolder it finds the photos as scan_classes does
+    (links to nowhere passed over) and names a photo it cannot decode in a UserError."""
+
+    def __init__(self, folder, transform):
+        photos = scan_classes(folder)
+        self.classes = list(photos)
+        self.samples = [(path, label) for label, name in enumerate(self.classes) for path in photos[name]]
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        path, label = self.samples[index]
+        return self.transform(open_rgb(path, upright=False)), label
 
 
 def scan_split(root):
@@ -171,17 +212,18 @@ class PhotoCache:
         if cache_dir is not None:
             try:
                 _save_cache(cache_dir, name, side, pixels, sizes)
-            except OSError as error:
+            except (OSError, UserError) as error:  # no room or no permission (atomic_write's are UserErrors)
                 if not quiet:
-                    print(f"note: cannot write the photo cache in {cache_dir} ({error.strerror}); "
+                    print(f"note: the photo cache cannot be written in {cache_dir} ({error}); "
                           f"keeping it in memory for this run")
         return cls(pixels, labels, torch.tensor(sizes) if training else None)
 
 
 def _save_cache(cache_dir, name, side, pixels, sizes):
     """Write pixels, then the metadata that marks them complete, each atomically; drop the
-    caches of earlier splits of the same side."""
+    caches of earlier splits of the same side, and what a run killed while writing one left."""
     os.makedirs(cache_dir, exist_ok=True)
+    remove_debris(cache_dir)
     for entry in os.scandir(cache_dir):
         if entry.name.startswith(f"{side}-") and not entry.name.startswith(name):
             os.unlink(entry.path)
@@ -216,8 +258,10 @@ def random_resized_crop_boxes(sizes, generator, scale=(0.08, 1.0), ratio=(3 / 4,
     central_h = torch.where(shape < low, torch.round(width / low), height)
     w = torch.where(found, w, central_w)
     h = torch.where(found, h, central_h)
-    top = torch.where(found, torch.floor(offsets[:, 0] * (height - h + 1)), torch.div(height - h, 2, rounding_mode="floor"))
-    left = torch.where(found, torch.floor(offsets[:, 1] * (width - w + 1)), torch.div(width - w, 2, rounding_mode="floor"))
+    top = torch.where(found, torch.floor(offsets[:, 0] * (height - h + 1)),
+                      torch.div(height - h, 2, rounding_mode="floor"))
+    left = torch.where(found, torch.floor(offsets[:, 1] * (width - w + 1)),
+                       torch.div(width - w, 2, rounding_mode="floor"))
     return torch.stack([top, left, h, w], dim=1)
 
 

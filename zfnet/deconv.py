@@ -153,7 +153,7 @@ def _switch_codes(switches, maps_side, pool):
     return codes.permute(0, 2, 3, 1).to(torch.uint8, memory_format=torch.contiguous_format)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _unpool_places(side, kernel, step, channels, device):
     """For unpooling side x side pooled windows into a channels-last window of side
     `(side - 1) * step + kernel`: the flat place of each switch code relative to its pooling

@@ -5,7 +5,10 @@ their preprocessing cannot drift apart. The result is bit-identical to torchvisi
 `Resize((size, size))`, `ToTensor()`, `Normalize(mean, std)` on the same PIL image, without
 importing torchvision (which would add over a second to predict.py's start).
 """
+import contextlib
+import errno
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -18,7 +21,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 def find_images(folder):
     """Every photo file under `folder` (sub-folders included), sorted; UserError if there is
-    no such folder or no photo in it."""
+    no such folder or no photo in it. A name that only looks like a photo (a symbolic link to
+    nowhere or to itself) is listed too: each caller reports it as it reports any photo that
+    cannot be read, which open_rgb explains."""
     if not os.path.isdir(folder):
         raise UserError(f"image folder not found: {folder}")
     paths = sorted(os.path.join(root, name) for root, _, names in os.walk(folder)
@@ -28,16 +33,36 @@ def find_images(folder):
     return paths
 
 
-def open_rgb(path):
-    """Decode a photo completely and return it as an upright RGB PIL image.
+TOO_LARGE = "image too large to decode safely"
+TOO_LARGE_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 
-    Grayscale, CMYK, palette and RGBA photos are converted; a missing file, a file that
-    is not an image, or a truncated one raises UserError naming the file.
+
+@contextlib.contextmanager
+def refusing_bombs():
+    """Within it, PIL raises one of TOO_LARGE_ERRORS for an image with more pixels than it
+    decodes safely (a "decompression bomb": a small file that would unpack to gigabytes).
+    PIL only warns between its limit and twice its limit; those images would still take over
+    a gigabyte to decode, so the warning is raised as an error too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+def open_rgb(path, upright=True):
+    """Decode a photo completely and return it as an upright RGB PIL image (with `upright`
+    False, as stored: torchvision's loader, which the blog tutorial used, ignores the EXIF
+    orientation).
+
+    Grayscale, CMYK, palette and RGBA photos are converted; a missing file, a symbolic link
+    that leads to no file, a file that is not an image, a truncated one, or one with more
+    pixels than PIL decodes safely raises UserError naming the file.
     """
     try:
-        with Image.open(path) as image:
+        with refusing_bombs(), Image.open(path) as image:
             image.load()
-            return ImageOps.exif_transpose(image).convert("RGB")
+            return (ImageOps.exif_transpose(image) if upright else image).convert("RGB")
+    except TOO_LARGE_ERRORS as error:
+        raise UserError(f"{path}: {TOO_LARGE} ({error})") from None
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -45,6 +70,8 @@ def open_rgb(path):
     except UnidentifiedImageError:
         raise UserError(f"{path}: not an image") from None
     except (OSError, SyntaxError, ValueError) as error:
+        if getattr(error, "errno", None) == errno.ELOOP:
+            raise UserError(f"{path}: a symbolic link that loops back and never reaches a file") from None
         raise UserError(f"{path}: truncated or corrupt image ({error})") from None
 
 

@@ -56,3 +56,12 @@ class OutputFolder:
         if os.path.realpath(path) in self.inputs:
             raise UserError(f"writing {path} would replace one of the inputs; choose another --out")
         return path
+
+
+def require_outside(folder, tree, tree_flag, flag="--out"):
+    """UserError if the output folder `folder` is the input folder `tree` or lies inside it:
+    a later run would read the outputs as inputs (a figure is a PNG, a photo to every
+    folder scan; a sub-folder of a split is a class)."""
+    if os.path.commonpath([os.path.realpath(folder), os.path.realpath(tree)]) == os.path.realpath(tree):
+        raise UserError(f"{flag} {folder} is within {tree_flag} {tree}, whose files are read as inputs "
+                        f"(a later run would read the outputs too); choose an {flag} outside it")

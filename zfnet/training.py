@@ -147,8 +147,10 @@ def resume_state(config):
     defining = RUN_DEFINING + (() if extendable(saved["recipe"]) else ("epochs",))
     for key in defining:
         if key in config.explicit and getattr(config, key) != saved[key]:
-            why = (f"its {saved['recipe']} recipe's learning-rate schedule spans the whole run, so it cannot be extended"
-                   if key == "epochs" else "the run being resumed used that")
+            why = "the run being resumed used that"
+            if key == "epochs":
+                why = (f"its {saved['recipe']} recipe's learning-rate schedule spans the whole run, "
+                       f"so it cannot be extended")
             raise UserError(f"--{key.replace('_', '-')} cannot change from {saved[key]} to "
                             f"{getattr(config, key)}: {why}; start a new run with another --out instead")
         setattr(config, key, saved[key])
@@ -399,6 +401,7 @@ class Run:
         files = ["best.pth", "last.pth"] + (["snapshots"] if config.snapshot_epochs else [])
         sizes = ", ".join(f"{name} {megabytes(os.path.join(config.out, name)):.0f} MB" for name in files)
         cache = os.path.join(config.data, ".cache")
-        cache_size = f"; the decoded-photo cache {cache}/ takes {megabytes(cache):.0f} MB" if os.path.isdir(cache) else ""
+        cache_size = (f"; the decoded-photo cache {cache}/ takes {megabytes(cache):.0f} MB"
+                      if os.path.isdir(cache) else "")
         self.log(f"disk: {megabytes(config.out):.0f} MB in {config.out}/ ({sizes}; last.pth holds the optimizer "
                  f"state a resume needs){cache_size}")
