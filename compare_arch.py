@@ -1,7 +1,7 @@
 """AlexNet's first layer against ZFNet's, measured (the paper's section 4.1 and figure 6).
 
     python train.py --arch alexnet --out runs/alexnet && python train.py --out runs/zfnet
-    python compare_arch.py runs/alexnet/best.pth runs/zfnet/best.pth --data flower_data --out runs/compare
+    python compare_arch.py --checkpoint runs/alexnet/best.pth runs/zfnet/best.pth --data flower_data
 
 The paper replaced AlexNet's 11x11 stride-4 first layer by 7x7 stride 2 because the former
 (a) leaves dead filters, (b) covers low and high spatial frequencies but few middle ones, and
@@ -15,13 +15,14 @@ The paper replaced AlexNet's 11x11 stride-4 first layer by 7x7 stride 2 because 
   samples the layer's output every s pixels, so filter energy above 1/(2s) aliases: above 1/8
   for stride 4, above 1/4 for stride 2;
 - aliasing in layer 2: the deconvnet projections of each layer-2 map's strongest activation
-  on --images validation photos, and their power at the frequencies of the first layer's
+  on --max-images validation photos, and their power at the frequencies of the first layer's
   stride grid (k/s cycles per pixel) over the power in the ring around each: about 1 for a
   smooth spectrum, more for a pattern that repeats every s pixels.
 
-Writes OUT/compare.md (the table and what it shows), OUT/compare.csv and OUT/compare.png.
+Writes OUT/compare.md (the table and what it shows), OUT/compare.csv and OUT/compare.png;
+OUT defaults to compare_arch/ beside the first checkpoint. It must be a new or empty folder,
+or one compare_arch.py wrote, outside DATA.
 """
-import argparse
 import math
 import os
 
@@ -30,107 +31,70 @@ import torch.nn.functional as F
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
+from zfnet.arguments import (
+    DEFAULT_CHECKPOINT,
+    add_batch_size,
+    add_checkpoint,
+    add_data,
+    add_device,
+    add_max_images,
+    add_out,
+    non_negative_int,
+    out_folder,
+    script_parser,
+)
 from zfnet.checkpoint import load_checkpoint
 from zfnet.data import PhotoCache, scan_split, val_inputs
 from zfnet.deconv import project, receptive_fields
 from zfnet.errors import UserError, run_main
+from zfnet.experiments import require_layers
 from zfnet.figures import plt, save_figure
 from zfnet.files import atomic_write_text
+from zfnet.outputs import OutputFolder, require_outside
 from zfnet.runtime import pick_device
+from zfnet.spectra import BANDS, band_areas, band_shares, energy_shares, grid_contrast, power_spectra, verdict
 from zfnet.tables import csv_text, markdown_table
+from zfnet.top9 import spread_evenly, strongest_activations, tensor_batches
 
-BANDS = {"low": (0, 1 / 8), "middle": (1 / 8, 1 / 4), "high": (1 / 4, math.inf)}  # cycles per pixel
-FILTER_FFT_SIZE = 64  # zero-padded: a 7x7 and an 11x11 filter's spectra on the same frequency grid
+ALEXNET_CHECKPOINT = "runs/alexnet/best.pth"  # where the docstring's first command trains it
 DEAD_NORM = 0.1  # a filter under this share of the median filter norm has faded away
-CLOSE = 0.1  # relative difference under which a comparison says nothing either way
+OWN_NAMES = ("compare.md", "compare.csv", "compare.png")
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoints", nargs=2, metavar="CHECKPOINT", help="the two networks, e.g. AlexNet's and ZFNet's")
-    parser.add_argument("--data", default="flower_data", help="split whose val/ photos are measured (default: %(default)s)")
-    parser.add_argument("--out", default="runs/compare", help="folder for the report (default: %(default)s)")
-    parser.add_argument("--images", default=64, type=int,
-                        help="validation photos searched for layer 2's strongest activations (default: %(default)s)")
-    parser.add_argument("--batch-size", default=64, type=int, help="photos per forward pass (default: %(default)s)")
-    parser.add_argument("--workers", default=min(4, os.cpu_count() or 1), type=int,
-                        help="processes that decode the photos, if train.py has not cached them (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
-    args = parser.parse_args(argv)
-    if args.images < 1 or args.batch_size < 1:
-        raise UserError("--images and --batch-size must be at least 1")
-    return args
-
-
-def radii(size):
-    """Spatial frequency (cycles per pixel) of each bin of a size x size FFT."""
-    frequencies = torch.fft.fftfreq(size)
-    return torch.hypot(frequencies[:, None], frequencies[None, :])
-
-
-def power_spectra(patches, size):
-    """Power spectra (N, size, size) of (N, 3, h, w) patches zero-padded to size x size,
-    summed over the colour channels."""
-    return torch.fft.fft2(patches.double(), s=(size, size)).abs().square().sum(1)
-
-
-def band_shares(weights):
-    """Share of a layer's filter energy in each frequency band (all filters pooled, so a
-    faded filter counts for little)."""
-    spectrum = power_spectra(weights, FILTER_FFT_SIZE).sum(0)
-    radius = radii(FILTER_FFT_SIZE)
-    return {band: (spectrum[(radius >= low) & (radius < high)].sum() / spectrum.sum()).item()
-            for band, (low, high) in BANDS.items()}
-
-
-def band_areas():
-    """Each band's share of the frequency plane: the energy shares of white-noise filters,
-    the reference for learned ones."""
-    radius = radii(FILTER_FFT_SIZE)
-    return {band: ((radius >= low) & (radius < high)).double().mean().item() for band, (low, high) in BANDS.items()}
-
-
-def grid_contrast(spectrum, stride, width):
-    """Power at the stride grid's frequencies (k/stride, l/stride cycles per pixel, except 0)
-    over the mean power of the ring `width` to 2 * `width` bins around each, summed over the
-    grid points; `spectrum` is a size x size power spectrum (periodic, so rings wrap)."""
-    size = spectrum.shape[-1]
-    bins = torch.arange(size)
-    peaks = rings = 0.0
-    for k in range(stride):
-        for m in range(stride):
-            if k == m == 0:
-                continue
-            row, column = round(k * size / stride) % size, round(m * size / stride) % size
-            dy = torch.minimum((bins - row).abs(), size - (bins - row).abs())
-            dx = torch.minimum((bins - column).abs(), size - (bins - column).abs())
-            distance = torch.hypot(dy[:, None].double(), dx[None, :].double())
-            peaks += spectrum[row, column].item()
-            rings += spectrum[(distance > width) & (distance <= 2 * width)].mean().item()
-    return peaks / rings
+def parse_args(argv=None):
+    parser = script_parser(__doc__)
+    add_checkpoint(parser, nargs=2, help="the two networks, AlexNet's and ZFNet's",
+                   default=[ALEXNET_CHECKPOINT, DEFAULT_CHECKPOINT])
+    add_data(parser)
+    add_max_images(parser, default=64)
+    add_batch_size(parser)
+    parser.add_argument("--workers", default=min(4, os.cpu_count() or 1), type=non_negative_int,
+                        help="processes that decode the photos into the cache, once (default: %(default)s)")
+    add_device(parser)
+    add_out(parser, beside="the first checkpoint")
+    return parser.parse_args(argv)
 
 
 def layer2_projections(model, images, batch_size):
     """Deconvnet projections (one per layer-2 map that fires at all) of each map's strongest
     activation over `images`."""
-    with torch.no_grad():
-        maps = torch.cat([model.activations(images[start:start + batch_size], [2])[2]
-                          for start in range(0, len(images), batch_size)])
-    side = maps.shape[-1]
-    values, flat = maps.transpose(0, 1).flatten(1).max(1)
-    image, position = flat // (side * side), flat % (side * side)
-    requests = [(image[m], 2, m, position[m] // side, position[m] % side)
-                for m in range(len(values)) if values[m] > 0]
+    found = strongest_activations(model, tensor_batches(images, batch_size, "searching layer 2"), [2],
+                                  images.device, k=1)
+    values, image, ys, xs = (column[:, 0] for column in found[2])
+    requests = [(image[m].item(), 2, m, ys[m].item(), xs[m].item()) for m in range(len(values)) if values[m] > 0]
     return torch.stack(project(model, images, requests)).cpu()
 
 
-def measure(path, model, checkpoint, classes, val_samples, args, device):
-    """Everything the report says about one loaded checkpoint."""
+def require_comparable(path, model, checkpoint, classes, data):
+    """UserError unless the network was trained on the classes of `data` and has a layer 2."""
     if checkpoint["classes"] != classes:
-        raise UserError(f"{path} was trained on the classes {checkpoint['classes']}, but {args.data} "
+        raise UserError(f"{path} was trained on the classes {checkpoint['classes']}, but {data} "
                         f"holds {classes}; compare networks on the data they were trained for")
-    if 2 not in model.conv_layers:
-        raise UserError(f"{path} has no layer 2 (its layers are {model.conv_layers + model.fc_layers})")
+    require_layers(model, [2], path)
+
+
+def measure(path, model, checkpoint, val_samples, args, device):
+    """Everything the report says about one loaded checkpoint."""
     preprocess = checkpoint["preprocess"]
     cache = PhotoCache.load_or_build(val_samples, "val", preprocess["input_size"],
                                      os.path.join(args.data, ".cache"), args.workers)
@@ -151,13 +115,15 @@ def measure(path, model, checkpoint, classes, val_samples, args, device):
     kernel, stride = model.layer1.conv.kernel_size[0], model.layer1.conv.stride[0]
 
     # Photos spread over the whole validation side, so that every class is searched.
-    chosen = torch.linspace(0, len(cache) - 1, min(args.images, len(cache))).round().long().unique()
+    chosen = torch.tensor(spread_evenly(len(cache), args.max_images))
     projections = layer2_projections(model, val_inputs(cache, chosen, preprocess).to(device), args.batch_size)
     field = receptive_fields(model)[2].size
     fft_size = 2 ** math.ceil(math.log2(2 * field))
     spectra = power_spectra(projections, fft_size)
     spectrum = (spectra / spectra.sum((1, 2), keepdim=True).clamp_min(1e-30)).mean(0)  # each weighs the same
-    return {"path": path, "arch": model.config["arch"], "kernel": kernel, "stride": stride, "filters": len(weights),
+    arch = model.config["arch"]
+    return {"name": f"{arch} ({os.path.relpath(path)})", "arch": arch, "kernel": kernel, "stride": stride,
+            "filters": len(weights),
             "accuracy": correct / len(cache), "val_photos": len(cache), "faded": int(faded.sum()),
             "silent": int(silent.sum()), "dead": int((faded | silent).sum()), "dead_mask": faded | silent,
             "bands": band_shares(weights), "weights": weights, "projections": projections,
@@ -173,17 +139,10 @@ def report_rows(nets):
             ("dead: never active on val", [n["silent"] for n in nets])]
     for band, (low, high) in BANDS.items():
         span = f"{low:g}-{high:g}" if high < math.inf else f"over {low:g}"
-        rows.append((f"layer-1 energy, {band} frequencies ({span} cycles/px)", [round(n["bands"][band], 4) for n in nets]))
+        rows.append((f"layer-1 energy, {band} frequencies ({span} cycles/px)",
+                     [round(n["bands"][band], 4) for n in nets]))
     rows.append(("layer-2 projections: stride-grid contrast", [round(n["aliasing"], 2) for n in nets]))
     return rows
-
-
-def verdict(coarse_value, fine_value, claim):
-    """How a measured pair bears on a claim that the coarse network's value is the larger
-    (claim "more") or the smaller ("fewer"); a difference within CLOSE is no evidence."""
-    if abs(coarse_value - fine_value) <= CLOSE * max(abs(coarse_value), abs(fine_value)):
-        return f"too close to call (within {CLOSE:.0%}) for the paper's claim"
-    return "in line with the paper's claim" if (coarse_value > fine_value) == (claim == "more") else "unlike the paper's claim"
 
 
 def findings(nets):
@@ -230,27 +189,25 @@ def plot(nets, path):
     figure, axes = plt.subplots(2, 3, figsize=(15, 9.5))
     for column, net in enumerate(nets):
         axes[0, column].imshow(signed_grid(net["weights"], net["dead_mask"]), interpolation="nearest")
-        axes[0, column].set_title(f"{net['arch']}: layer-1 filters {net['kernel']}x{net['kernel']}, stride "
+        axes[0, column].set_title(f"{net['name']}: layer-1 filters {net['kernel']}x{net['kernel']}, stride "
                                   f"{net['stride']}\n({net['dead']} dead, framed red)", fontsize=10)
         strongest = net["projections"].flatten(1).norm(dim=1).argsort(descending=True)[:16]
         axes[1, column].imshow(signed_grid(net["projections"][strongest]), interpolation="nearest")
-        axes[1, column].set_title(f"{net['arch']}: layer-2 projections (16 strongest maps)", fontsize=10)
+        axes[1, column].set_title(f"{net['name']}: layer-2 projections (16 strongest maps)", fontsize=10)
         for row in (0, 1):
             axes[row, column].axis("off")
 
-    radius = radii(FILTER_FFT_SIZE)
-    edges = torch.linspace(0, 0.5 * math.sqrt(2), 25)
-    centres = (edges[:-1] + edges[1:]) / 2
+    edges = torch.linspace(0, 0.5 * math.sqrt(2), 25).tolist()
+    centres = [(low + high) / 2 for low, high in zip(edges[:-1], edges[1:])]
     for net in nets:
-        spectrum = power_spectra(net["weights"], FILTER_FFT_SIZE).sum(0)
-        share = [spectrum[(radius >= lo) & (radius < hi)].sum().item() / spectrum.sum().item()
-                 for lo, hi in zip(edges[:-1], edges[1:])]
-        axes[0, 2].plot(centres, share, "-o", markersize=3, label=f"{net['arch']} ({net['kernel']}x{net['kernel']}/{net['stride']})")
+        share = energy_shares(net["weights"], zip(edges[:-1], edges[1:]))
+        axes[0, 2].plot(centres, share, "-o", markersize=3,
+                        label=f"{net['name']}, {net['kernel']}x{net['kernel']}/{net['stride']}")
         # Summed over vertical frequency, relative to the mean: comparable across FFT sizes.
         horizontal = net["spectrum"].sum(0) * len(net["spectrum"])
         frequencies = torch.fft.fftfreq(len(horizontal))
         order = frequencies.argsort()
-        axes[1, 2].semilogy(frequencies[order], horizontal[order], label=f"{net['arch']} (stride {net['stride']})")
+        axes[1, 2].semilogy(frequencies[order], horizontal[order], label=f"{net['name']}, stride {net['stride']}")
     for low, high, shade in ((1 / 8, 1 / 4, 0.12), (1 / 4, 0.5 * math.sqrt(2), 0.05)):
         axes[0, 2].axvspan(low, high, color="grey", alpha=shade)
     axes[0, 2].set(xlabel="spatial frequency (cycles per pixel); shaded: middle, high",
@@ -267,27 +224,38 @@ def plot(nets, path):
     save_figure(figure, path)
 
 
+def claim_outputs(args, samples):
+    """`{name: path}` of the outputs, in the output folder claimed before the long work."""
+    folder = out_folder(args, "compare_arch", beside=args.checkpoint[0])
+    require_outside(folder, args.data, "--data")  # in train/ or val/ the figures would be photos of a class
+    photos = [path for side in samples.values() for path, _ in side]
+    out = OutputFolder.claim(folder, inputs=[*args.checkpoint, args.data, *photos], own_names=OWN_NAMES)
+    return {name: out.path(name) for name in OWN_NAMES}
+
+
 def main(argv=None):
     args = parse_args(argv)
     classes, samples = scan_split(args.data)
     device = pick_device(args.device)
-    # Both checkpoints are read before any photo is decoded, so a wrong path fails at once.
-    loaded = [(path, *load_checkpoint(path, device)) for path in args.checkpoints]
-    nets = [measure(*net, classes, samples["val"], args, device) for net in loaded]
+    # Both checkpoints are read and checked before any photo is decoded, so a wrong one fails at once.
+    loaded = [(path, *load_checkpoint(path, device)) for path in args.checkpoint]
+    for net in loaded:
+        require_comparable(*net, classes, args.data)
+    paths = claim_outputs(args, samples)
+    nets = [measure(*net, samples["val"], args, device) for net in loaded]
     rows = report_rows(nets)
-    names = [f"{n['arch']} ({n['path']})" for n in nets]
-    table = [{"measure": measure_name, **dict(zip(names, values))} for measure_name, values in rows]
-    os.makedirs(args.out, exist_ok=True)
-    atomic_write_text(os.path.join(args.out, "compare.csv"), csv_text(table))
+    table = [{"measure": measure_name, **dict(zip([n["name"] for n in nets], values))} for measure_name, values in rows]
+    atomic_write_text(paths["compare.csv"], csv_text(table))
     lines = "\n".join(f"- {line}" for line in findings(nets))
     reference = ", ".join(f"{share:.1%} {band}" for band, share in band_areas().items())
-    atomic_write_text(os.path.join(args.out, "compare.md"),
-                      f"# First layers compared on {args.data}/val ({nets[0]['val_photos']} photos)\n\n"
+    atomic_write_text(paths["compare.md"],
+                      f"# First layers compared on {os.path.relpath(os.path.join(args.data, 'val'))} "
+                      f"({nets[0]['val_photos']} photos)\n\n"
                       f"{markdown_table(table)}\nFor reference, random (white-noise) filters spread their energy "
                       f"{reference}.\n\n## What these two networks show\n\n{lines}\n")
-    plot(nets, os.path.join(args.out, "compare.png"))
+    plot(nets, paths["compare.png"])
     print(lines)
-    print(f"report in {os.path.join(args.out, 'compare.md')}, compare.csv and compare.png")
+    print(f"report in {paths['compare.md']}, compare.csv and compare.png")
 
 
 if __name__ == "__main__":

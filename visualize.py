@@ -7,13 +7,14 @@
     python visualize.py filters --checkpoint runs/alexnet/best.pth runs/zfnet/best.pth
     python visualize.py evolution                  # figure 4, from train.py --snapshot-epochs
 
-Writes into --out: top9_layerN.png and top9.json (every patch's image, position, box and
-value); filters.png; evolution_layerN.png, evolution_change.png and evolution_change.csv.
+Writes into --out (default: visualize/ beside the checkpoint, or beside the snapshots folder):
+top9_layerN.png and top9.json (every patch's image, position, box and value); filters.png;
+evolution_layerN.png, evolution_change.png and evolution_change.csv. --out must be a new or
+empty folder, or one these commands wrote, outside --images. A photo that cannot be used
+(truncated, not an image, too large to decode safely, a broken link) is skipped with a note.
 """
 import argparse
-import csv
 import glob
-import io
 import json
 import math
 import os
@@ -22,61 +23,76 @@ import torch
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
-from zfnet.arguments import int_list
+from zfnet.arguments import (
+    DEFAULT_RUN,
+    add_batch_size,
+    add_checkpoint,
+    add_device,
+    add_images,
+    add_maps_per_layer,
+    add_max_images,
+    add_out,
+    int_list,
+    out_folder,
+    script_parser,
+)
 from zfnet.checkpoint import load_checkpoint
-from zfnet.data import decoded_batches
 from zfnet.deconv import crop, project, receptive_fields
 from zfnet.errors import UserError, run_main
 from zfnet.figures import plt, save_figure, stretched
 from zfnet.files import atomic_write_text
-from zfnet.images import find_images, load_input, normalize, open_rgb, resize_uint8, unnormalize
+from zfnet.images import find_images, load_input, unnormalize
+from zfnet.outputs import OutputFolder, require_outside
 from zfnet.runtime import pick_device
+from zfnet.tables import csv_text
+from zfnet.top9 import (
+    chosen_layers,
+    chosen_maps,
+    pil_box,
+    require_maps,
+    require_usable,
+    spread_evenly,
+    strongest_activations,
+    tensor_batches,
+    usable_batches,
+    usable_inputs,
+)
 
+# What the three commands write; they share one folder by default, and each takes back a
+# folder that holds only these (written before folders were marked as zfnet's).
+OWN_NAMES = ("top9_layer*.png", "top9.json", "filters.png", "evolution_layer*.png", "evolution_change.png",
+             "evolution_change.csv")
 
-def strongest_activations(model, batches, layers, device, k=9):
-    """For every map of `layers`, the k images on which it responds most, each at the map's
-    strongest position there: `{layer: (values, images, ys, xs)}`, each (maps, k), strongest
-    first. A running top-k: memory does not grow with the number of images. Equal values
-    keep the earlier image, and the first position in reading order."""
-    best, side = {}, {}
-    with torch.no_grad():
-        for start, inputs in batches:
-            for layer, maps in model.activations(inputs.to(device), layers).items():
-                side[layer] = maps.shape[-1]
-                values, positions = maps.flatten(2).max(2)
-                images = torch.arange(start, start + len(inputs), device=device).expand_as(values.T)
-                found = (values.T, images, positions.T)
-                if layer in best:
-                    found = tuple(torch.cat(pair, 1) for pair in zip(best[layer], found))
-                order = found[0].sort(dim=1, descending=True, stable=True).indices[:, :k]
-                best[layer] = tuple(column.gather(1, order) for column in found)
-    return {layer: (values.cpu(), images.cpu(), (flat // side[layer]).cpu(), (flat % side[layer]).cpu())
-            for layer, (values, images, flat) in best.items()}
+TOP9 = """Figure 2: for each chosen layer's most active maps (or the maps named), the 9 strongest
+activations over the photos (one running top 9 per map, so memory does not grow with the
+photos), each projected alone to pixel space beside the image patch it sees.
 
+Writes top9_layerN.png and top9.json: every patch's image, position in the feature map, box
+([left, top, right, bottom] in the photo resized to the input size) and value."""
+FILTERS = """Figure 6: the layer-1 filters of one checkpoint, or of two side by side.
 
-def chosen_layers(model, layers):
-    layers = layers or model.conv_layers
-    missing = [n for n in layers if n not in model.conv_layers]
-    if missing:
-        raise UserError(f"no convolutional layer {missing[0]} in this network (it has {model.conv_layers})")
-    return layers
+Writes filters.png."""
+EVOLUTION = """Figure 4: how features develop during training, from the snapshots train.py
+--snapshot-epochs saved. For each chosen layer's maps (by default the most active at the last
+snapshot), the projection of its strongest activation at every snapshot; and how much each
+layer's projections still change from one snapshot to the next, measured at the place of the
+last snapshot's strongest activation (1 - cosine similarity).
 
-
-def chosen_maps(model, layer, maps, values, count):
-    """The maps the user named, checked, or the `count` most active ones (by the mean of
-    their strongest activations)."""
-    available = model.stage(layer).conv.out_channels
-    if maps:
-        wrong = [m for m in maps if not 0 <= m < available]
-        if wrong:
-            raise UserError(f"layer {layer} has no map {wrong[0]} (it has maps 0 to {available - 1})")
-        return maps
-    return values.mean(1).topk(min(count, available)).indices.tolist()
+Writes evolution_layerN.png, evolution_change.png and evolution_change.csv."""
 
 
 def load_model(path, device):
     model, checkpoint = load_checkpoint(path, device)
     return model, checkpoint["preprocess"]
+
+
+def claim_out(args, beside, inputs, images=None):
+    """The output folder (--out, or visualize/ beside `beside`), claimed before the long
+    work starts; outside the folder of photos `images`, whose search would find the figures."""
+    folder = out_folder(args, "visualize", beside=beside)
+    if images is not None:
+        require_outside(folder, images, "--images")
+    return OutputFolder.claim(folder, inputs=inputs, own_names=OWN_NAMES)
 
 
 def block(projections, patches):
@@ -100,82 +116,99 @@ def draw_panels(panels, titles, columns, path, suptitle):
     save_figure(figure, path)
 
 
+def top9_layer(model, preprocess, paths, layer, best, field, args, figure_path):
+    """Project the strongest activations of one layer's chosen maps, draw its figure and
+    return the index entries of its patches."""
+    values, images, ys, xs = best
+    maps = chosen_maps(args.maps, values, maps_per_layer(args))
+    shown = [(m, rank) for m in maps for rank in range(images.shape[1])]
+    needed = sorted({images[m, rank].item() for m, rank in shown})
+    inputs = torch.stack([load_input(paths[i], preprocess) for i in tqdm(needed, desc=f"layer {layer} images")])
+    requests = [(needed.index(images[m, rank].item()), layer, m, ys[m, rank].item(), xs[m, rank].item())
+                for m, rank in shown]
+    projections = [patch.cpu() for patch in project(model, inputs, requests)]
+    pictures = unnormalize(inputs, preprocess["mean"], preprocess["std"])
+    panels, index = [], []
+    for m in maps:
+        mine = [i for i, (shown_map, _) in enumerate(shown) if shown_map == m]
+        boxes = [field.box(*requests[i][3:]) for i in mine]
+        panels.append(block(torch.stack([projections[i] for i in mine]),
+                            torch.stack([crop(pictures[requests[i][0]], box) for i, box in zip(mine, boxes)])))
+        for i, box in zip(mine, boxes):
+            rank = shown[i][1]
+            index.append({"layer": layer, "map": m, "rank": rank + 1, "image": paths[images[m, rank].item()],
+                          "y": requests[i][3], "x": requests[i][4], "box": pil_box(box),
+                          "value": round(values[m, rank].item(), 6)})
+    draw_panels(panels, [f"map {m}" for m in maps], min(3, len(panels)), figure_path,
+                f"layer {layer}: strongest activations, projected (left) and their "
+                f"{field.size}x{field.size} image patches (right)")
+    print(f"wrote {figure_path}")
+    return index
+
+
 def top9(args):
     device = pick_device(args.device)
     model, preprocess = load_model(args.checkpoint, device)
-    layers = chosen_layers(model, args.layers)
+    layers = chosen_layers(model, args.layers, args.checkpoint)
+    require_maps(model, layers, args.maps, args.maps_per_layer)
     paths = find_images(args.images)
-    best = strongest_activations(model, decoded_batches(paths, preprocess, args.batch_size, "finding top 9"),
-                                 layers, device)
+    out = claim_out(args, args.checkpoint, [args.checkpoint, args.images, *paths], images=args.images)
+    figures = {layer: out.path(f"top9_layer{layer}.png") for layer in layers}
+    index_path = out.path("top9.json")
+    kept, skipped = [], []
+    best = strongest_activations(model, usable_batches(paths, preprocess, args.batch_size, "finding top 9",
+                                                       kept, skipped), layers, device)
+    require_usable(kept, skipped, args.images)
     fields = receptive_fields(model)
-    index = []
-    for layer in layers:
-        values, images, ys, xs = best[layer]
-        maps = chosen_maps(model, layer, args.maps, values, args.top_maps)
-        shown = [(m, rank) for m in maps for rank in range(images.shape[1])]
-        needed = sorted({images[m, rank].item() for m, rank in shown})
-        inputs = torch.stack([load_input(paths[i], preprocess) for i in tqdm(needed, desc=f"layer {layer} images")])
-        requests = [(needed.index(images[m, rank].item()), layer, m, ys[m, rank].item(), xs[m, rank].item())
-                    for m, rank in shown]
-        projections = [patch.cpu() for patch in project(model, inputs, requests)]
-        pictures = unnormalize(inputs, preprocess["mean"], preprocess["std"])
-        panels = []
-        for m in maps:
-            mine = [i for i, (shown_map, _) in enumerate(shown) if shown_map == m]
-            boxes = [fields[layer].box(*requests[i][3:]) for i in mine]
-            panels.append(block(torch.stack([projections[i] for i in mine]),
-                                torch.stack([crop(pictures[requests[i][0]], box) for i, box in zip(mine, boxes)])))
-            for i, box in zip(mine, boxes):
-                rank = shown[i][1]
-                index.append({"layer": layer, "map": m, "rank": rank + 1, "image": paths[images[m, rank].item()],
-                              "y": requests[i][3], "x": requests[i][4], "box": list(box),
-                              "value": round(values[m, rank].item(), 6)})
-        figure_path = os.path.join(args.out, f"top9_layer{layer}.png")
-        draw_panels(panels, [f"map {m}" for m in maps], min(3, len(panels)), figure_path,
-                    f"layer {layer}: strongest activations, projected (left) and their "
-                    f"{fields[layer].size}x{fields[layer].size} image patches (right)")
-        print(f"wrote {figure_path}")
+    index = [entry for layer in layers
+             for entry in top9_layer(model, preprocess, kept, layer, best[layer], fields[layer], args, figures[layer])]
     summary = {"checkpoint": args.checkpoint, "images": args.images, "input_size": preprocess["input_size"],
-               "box": "top, left, bottom, right in the image resized to input_size x input_size",
+               "box": "left, top, right, bottom in the image resized to input_size x input_size",
                "receptive_fields": {str(n): vars(fields[n]) for n in layers}, "patches": index}
-    atomic_write_text(os.path.join(args.out, "top9.json"), json.dumps(summary, indent=1) + "\n")
-    print(f"wrote {os.path.join(args.out, 'top9.json')}")
+    atomic_write_text(index_path, json.dumps(summary, indent=1) + "\n")
+    print(f"wrote {index_path}")
 
 
 def filters(args):
     if len(args.checkpoint) > 2:
         raise UserError("filters draws one checkpoint or two side by side")
+    models = [load_model(path, "cpu")[0] for path in args.checkpoint]
+    out = claim_out(args, args.checkpoint[0], args.checkpoint).path("filters.png")
     figure, axes = plt.subplots(1, len(args.checkpoint), figsize=(6 * len(args.checkpoint), 6.4), squeeze=False)
-    for axis, path in zip(axes.flat, args.checkpoint):
-        model, _ = load_model(path, "cpu")
+    for axis, path, model in zip(axes.flat, args.checkpoint, models):
         weights = model.layer1.conv.weight.detach()
         grid = make_grid(weights, nrow=math.ceil(math.sqrt(len(weights))), padding=1,
                          normalize=True, scale_each=True, pad_value=1)
         axis.imshow(grid.permute(1, 2, 0).numpy())
         kernel, stride = model.layer1.conv.kernel_size[0], model.layer1.conv.stride[0]
-        axis.set_title(f"{path}\n{len(weights)} filters, {kernel}x{kernel}, stride {stride}", fontsize=9)
+        axis.set_title(f"{os.path.relpath(path)}\n{len(weights)} filters, {kernel}x{kernel}, stride {stride}",
+                       fontsize=9)
         axis.axis("off")
-    out = os.path.join(args.out, "filters.png")
     save_figure(figure, out)
     print(f"wrote {out}")
 
 
-def load_snapshots(folder, device):
-    """`([(epoch, model)], preprocess)` from train.py's snapshots/epoch_NNN.pth, oldest first."""
-    paths = glob.glob(os.path.join(folder, "epoch_*.pth"))
+def snapshot_paths(folder):
+    """train.py's snapshots in `folder` (epoch_NNN.pth); UserError unless there are two or more."""
+    paths = sorted(glob.glob(os.path.join(glob.escape(folder), "epoch_*.pth")))
     if len(paths) < 2:
         raise UserError(f"{folder}: needs at least two epoch_NNN.pth snapshots "
                         f"(train with --snapshot-epochs 1,2,5,10)")
+    return paths
+
+
+def load_snapshots(paths, folder, device):
+    """`([(epoch, model)], preprocess)` from the snapshots `paths` of `folder`, oldest first;
+    UserError unless they are of one network, each of another epoch."""
     loaded = sorted((load_checkpoint(path, device) for path in paths), key=lambda pair: pair[1]["epoch"])
     first = loaded[0][1]
     if any(checkpoint["model_config"] != first["model_config"] for _, checkpoint in loaded):
         raise UserError(f"{folder}: the snapshots are of different networks")
+    epochs = [checkpoint["epoch"] for _, checkpoint in loaded]
+    repeated = [epoch for epoch, following in zip(epochs, epochs[1:]) if epoch == following]
+    if repeated:
+        raise UserError(f"{folder}: two snapshots of epoch {repeated[0]}; keep one of them")
     return [(checkpoint["epoch"], model) for model, checkpoint in loaded], first["preprocess"]
-
-
-def cached_batches(pixels, preprocess, batch_size, desc):
-    for start in tqdm(range(0, len(pixels), batch_size), desc=desc, unit="batch"):
-        yield start, normalize(pixels[start:start + batch_size], preprocess["mean"], preprocess["std"])
 
 
 def projection_change(before, after):
@@ -214,17 +247,21 @@ def plot_changes(changes, path):
 
 def evolution(args):
     device = pick_device(args.device)
-    snapshots, preprocess = load_snapshots(args.snapshots, device)
+    snapshot_files = snapshot_paths(args.snapshots)
+    snapshots, preprocess = load_snapshots(snapshot_files, args.snapshots, device)
     epochs = [epoch for epoch, _ in snapshots]
     final = snapshots[-1][1]
-    layers = chosen_layers(final, args.layers)
+    layers = chosen_layers(final, args.layers, args.snapshots)
+    require_maps(final, layers, args.maps, args.maps_per_layer)
     paths = find_images(args.images)
-    paths = paths[::math.ceil(len(paths) / args.max_images)]  # an even spread over the classes
-    pixels = torch.stack([resize_uint8(open_rgb(path), preprocess["input_size"])
-                          for path in tqdm(paths, desc="decoding images", unit="image")])
-    inputs = normalize(pixels, preprocess["mean"], preprocess["std"])
-    strongest = {epoch: strongest_activations(model, cached_batches(pixels, preprocess, args.batch_size,
-                                                                    f"epoch {epoch}"), layers, device, k=1)
+    paths = [paths[i] for i in spread_evenly(len(paths), args.max_images)]  # every class folder
+    out = claim_out(args, os.path.normpath(args.snapshots), [args.snapshots, *snapshot_files, args.images, *paths],
+                    images=args.images)
+    figures = {layer: out.path(f"evolution_layer{layer}.png") for layer in layers}
+    change_figure, change_table = out.path("evolution_change.png"), out.path("evolution_change.csv")
+    paths, inputs = usable_inputs(paths, preprocess, args.batch_size, "decoding images", args.images)
+    strongest = {epoch: strongest_activations(model, tensor_batches(inputs, args.batch_size, f"epoch {epoch}"),
+                                              layers, device, k=1)
                  for epoch, model in snapshots}
 
     def located(epoch, layer, m):
@@ -233,7 +270,7 @@ def evolution(args):
 
     rows, changes = [], {layer: {} for layer in layers}
     for layer in layers:
-        maps = chosen_maps(final, layer, args.maps, strongest[epochs[-1]][layer][0], args.maps_per_layer)
+        maps = chosen_maps(args.maps, strongest[epochs[-1]][layer][0], maps_per_layer(args))
         panels, previous = [], None
         for epoch, model in snapshots:
             # Each map's strongest activation at this epoch, for the figure; and its activation
@@ -253,57 +290,62 @@ def evolution(args):
                              "strongest_image": paths[image], "y": y, "x": x,
                              "strongest_value": round(located(epoch, layer, m)[1], 6)})
             previous = anchored
-        out = os.path.join(args.out, f"evolution_layer{layer}.png")
-        plot_evolution(panels, maps, epochs, out, f"layer {layer}: strongest activation per epoch")
-        print(f"wrote {out}")
+        plot_evolution(panels, maps, epochs, figures[layer], f"layer {layer}: strongest activation per epoch")
+        print(f"wrote {figures[layer]}")
 
-    plot_changes(changes, os.path.join(args.out, "evolution_change.png"))
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(os.path.join(args.out, "evolution_change.csv"), text.getvalue())
-    print(f"wrote {os.path.join(args.out, 'evolution_change.png')} and evolution_change.csv")
+    plot_changes(changes, change_figure)
+    atomic_write_text(change_table, csv_text(rows))
+    print(f"wrote {change_figure} and {change_table}")
 
 
-def get_parser():
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--out", default="runs/zfnet/visualize", help="folder for the figures (default: %(default)s)")
-    data = argparse.ArgumentParser(add_help=False)
-    data.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
-    data.add_argument("--batch-size", default=32, type=int, help="images per forward pass (default: %(default)s)")
-    data.add_argument("--layers", type=int_list, metavar="L1,L2,...", help="layers to show (default: all of 1-5)")
-    data.add_argument("--maps", type=int_list, metavar="M1,M2,...",
-                        help="show these maps of every chosen layer instead of the most active ones")
-    data.add_argument("--images", default="flower_data/val",
-                        help="folder of images, class sub-folders included (default: %(default)s)")
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
-    top = commands.add_parser("top9", parents=[common, data], help="figure 2: the 9 strongest activations of each map, projected")
-    top.add_argument("--checkpoint", default="runs/zfnet/best.pth", help="trained checkpoint (default: %(default)s)")
-    top.add_argument("--top-maps", default=9, type=int, help="maps per layer, the most active (default: %(default)s)")
-    top.set_defaults(run=top9)
-    weights = commands.add_parser("filters", parents=[common], help="figure 6: the layer-1 filters")
-    weights.add_argument("--checkpoint", nargs="+", default=["runs/zfnet/best.pth"],
-                         help="one checkpoint, or two to draw side by side (default: %(default)s)")
-    weights.set_defaults(run=filters)
-    evolve = commands.add_parser("evolution", parents=[common, data], help="figure 4: features across training snapshots")
-    evolve.add_argument("--snapshots", default="runs/zfnet/snapshots",
-                        help="train.py's snapshot folder (default: %(default)s)")
-    evolve.add_argument("--maps-per-layer", default=4, type=int,
-                        help="maps per layer, the most active at the last snapshot (default: %(default)s)")
-    evolve.add_argument("--max-images", default=400, type=int,
-                        help="use at most this many images, spread evenly over the folder (default: %(default)s)")
-    evolve.set_defaults(run=evolution)
+def add_command(commands, name, description, summary, run):
+    parser = commands.add_parser(name, description=description, help=summary,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(run=run)
     return parser
 
 
+def add_search(parser, maps_per_layer):
+    """The flags of the commands that search photos for each map's strongest activations."""
+    add_images(parser)
+    add_device(parser)
+    add_batch_size(parser, default=32)
+    parser.add_argument("--layers", type=int_list, metavar="L1,L2,...",
+                        help="convolutional layers to show (default: all of them)")
+    parser.add_argument("--maps", type=int_list, metavar="M1,M2,...",
+                        help="show these maps of every chosen layer (default: the --maps-per-layer most active)")
+    add_maps_per_layer(parser, default=maps_per_layer)
+    # Not given, it stands for the default, which a layer with fewer maps shows all of; a
+    # number given is checked against every layer before the search.
+    parser.set_defaults(maps_per_layer=None, default_maps_per_layer=maps_per_layer)
+
+
+def maps_per_layer(args):
+    """How many of a layer's most active maps to show (`chosen_maps` caps it to the layer's)."""
+    return args.maps_per_layer or args.default_maps_per_layer
+
+
+def parse_args(argv=None):
+    parser = script_parser(__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    top = add_command(commands, "top9", TOP9, "figure 2: the 9 strongest activations of each map, projected", top9)
+    add_checkpoint(top)
+    add_search(top, maps_per_layer=9)
+    add_out(top)
+    weights = add_command(commands, "filters", FILTERS, "figure 6: the layer-1 filters", filters)
+    add_checkpoint(weights, nargs="+", help="one checkpoint, or two to draw side by side")
+    add_out(weights, beside="the first checkpoint")
+    evolve = add_command(commands, "evolution", EVOLUTION, "figure 4: features across training snapshots", evolution)
+    evolve.add_argument("--snapshots", default=f"{DEFAULT_RUN}/snapshots",
+                        help="train.py's snapshot folder (default: %(default)s)")
+    add_search(evolve, maps_per_layer=4)
+    add_max_images(evolve, default=400)
+    add_out(evolve, beside="the snapshots folder")
+    return parser.parse_args(argv)
+
+
 def main(argv=None):
-    args = get_parser().parse_args(argv)
-    counts = ("batch_size", "top_maps", "maps_per_layer", "max_images")
-    if any(getattr(args, name, 1) < 1 for name in counts):
-        raise UserError("--batch-size, --top-maps, --maps-per-layer and --max-images must be at least 1")
+    args = parse_args(argv)
     args.run(args)
 
 

@@ -1,20 +1,22 @@
 """Deconvnet speed: zfnet.deconv.project against Captum's NeuronDeconvolution, in one run.
 
     python bench/deconv_speed.py --checkpoint runs/zfnet/best.pth --images flower_data/val
-    python bench/deconv_speed.py --maps 16 --max-images 100      # a quicker look
+    python bench/deconv_speed.py --maps-per-layer 16 --max-images 100      # a quicker look
+    python bench/deconv_speed.py --quick       # a check that it runs: a tiny random network, in seconds
 
-The work is the top9 figure's: for every map of --layer (or the first --maps of them), the
---top strongest activations over the images (each image at most once per map, as
+The work is the top9 figure's: for every map of --layer (or its --maps-per-layer most active
+ones), the --top strongest activations over the images (each image at most once per map, as
 visualize.py top9 finds them), each projected alone to pixel space. Ours projects them all
 in one call, including the forward passes that record the switches; Captum projects one
 activation per call (a forward and a backward pass each), and its gradient is multiplied by
 the activation's value. The images are decoded and the activations found before timing.
 The last column is the largest difference between the two, relative to the projection's
-largest magnitude.
+largest magnitude. --quick runs a narrow random network on a few photos of the bundled
+sample (the times say nothing then; the differences still do).
 """
-import argparse
 import os
 import sys
+import tempfile
 import time
 import warnings
 
@@ -24,13 +26,69 @@ from tqdm import tqdm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the project's modules, wherever the bench is started from
-import visualize  # noqa: E402
-from zfnet.checkpoint import load_checkpoint  # noqa: E402
-from zfnet.data import decoded_batches  # noqa: E402
+from model import ZFNet  # noqa: E402
+from zfnet.arguments import (  # noqa: E402
+    add_checkpoint,
+    add_device,
+    add_images,
+    add_maps_per_layer,
+    add_max_images,
+    positive_int,
+    script_parser,
+)
+from zfnet.checkpoint import load_checkpoint, model_payload, save_checkpoint  # noqa: E402
+from zfnet.data import scan_classes  # noqa: E402
 from zfnet.deconv import paste, project, receptive_fields  # noqa: E402
 from zfnet.errors import run_main  # noqa: E402
 from zfnet.images import find_images  # noqa: E402
 from zfnet.runtime import pick_device  # noqa: E402
+from zfnet.top9 import (  # noqa: E402
+    chosen_layers,
+    chosen_maps,
+    require_maps,
+    spread_evenly,
+    strongest_activations,
+    tensor_batches,
+    usable_inputs,
+)
+from zfnet.training import PREPROCESS  # noqa: E402
+
+BATCH_SIZE = 32
+# --quick: 6 photos of the bundled sample, the 2 most active layer-5 maps, 3 activations each.
+QUICK = {"images": os.path.join(ROOT, "samples", "flower_photos"), "max_images": 6, "maps_per_layer": 2, "top": 3}
+QUICK_WIDTHS = {"conv_channels": (8, 16, 16, 16, 16), "fc_features": (32, 32)}
+
+
+def parse_args(argv=None):
+    parser = script_parser(__doc__)
+    add_checkpoint(parser)
+    add_images(parser)
+    parser.add_argument("--layer", default=5, type=positive_int,
+                        help="convolutional layer whose maps are projected (default: %(default)s)")
+    add_maps_per_layer(parser)
+    parser.add_argument("--top", default=9, type=positive_int, help="activations per map (default: %(default)s)")
+    add_max_images(parser)
+    add_device(parser)
+    parser.set_defaults(device="cpu")  # the README's measurements are on the CPU
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a quick check on the bundled sample with a narrow random network: --max-images "
+                             f"{QUICK['max_images']}, --maps-per-layer {QUICK['maps_per_layer']}, --top "
+                             f"{QUICK['top']} (these, --checkpoint and --images are ignored)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        vars(args).update(QUICK)
+    return args
+
+
+def save_random_network(folder, photos):
+    """A narrow ZFNet with random weights for the classes of `photos`, saved as train.py
+    saves a checkpoint; returns its path."""
+    torch.manual_seed(0)
+    classes = list(scan_classes(photos))
+    model = ZFNet(num_classes=len(classes), **QUICK_WIDTHS).eval()
+    path = os.path.join(folder, "random.pth")
+    save_checkpoint(model_payload(model, classes, PREPROCESS, 0), path)
+    return path
 
 
 def captum_projections(model, inputs, requests, values):
@@ -41,31 +99,31 @@ def captum_projections(model, inputs, requests, values):
             yield value * attribution.attribute(inputs[image:image + 1], neuron_selector=(channel, y, x))[0]
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default="runs/zfnet/best.pth", help="trained checkpoint (default: %(default)s)")
-    parser.add_argument("--images", default="flower_data/val", help="image folder (default: %(default)s)")
-    parser.add_argument("--layer", default=5, type=int, help="layer whose maps are projected (default: %(default)s)")
-    parser.add_argument("--maps", type=int, help="project only the first MAPS maps (default: all)")
-    parser.add_argument("--top", default=9, type=int, help="activations per map (default: %(default)s)")
-    parser.add_argument("--max-images", type=int, help="use only the first MAX_IMAGES images (default: all)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: %(default)s)")
-    args = parser.parse_args(argv)
+def top_requests(model, inputs, layer, args, device):
+    """The projections top9 would draw for `layer`: `(requests, activation values)`."""
+    found = strongest_activations(model, tensor_batches(inputs, BATCH_SIZE, "finding the strongest"), [layer],
+                                  device, k=args.top)
+    values, images, ys, xs = found[layer]
+    maps = chosen_maps(None, values, args.maps_per_layer or len(values))
+    ranks = range(images.shape[1])
+    requests = [(images[m, rank].item(), layer, m, ys[m, rank].item(), xs[m, rank].item())
+                for m in maps for rank in ranks]
+    return requests, [values[m, rank] for m in maps for rank in ranks]
+
+
+def benchmark(args):
     device = pick_device(args.device)
     torch.manual_seed(0)
     model, checkpoint = load_checkpoint(args.checkpoint, device)
     preprocess = checkpoint["preprocess"]
-    layer = visualize.chosen_layers(model, [args.layer])[0]
-    paths = find_images(args.images)[:args.max_images]
-    inputs = torch.cat([batch for _, batch in decoded_batches(paths, preprocess, 32, "decoding")])
-    batches = ((start, inputs[start:start + 32]) for start in range(0, len(inputs), 32))
-    found = visualize.strongest_activations(model, batches, [layer], device, k=args.top)
-    values, images, ys, xs = found[layer]
-    maps = range(min(args.maps or len(values), len(values)))
-    requests = [(images[m, rank].item(), layer, m, ys[m, rank].item(), xs[m, rank].item())
-                for m in maps for rank in range(images.shape[1])]
-    strengths = [values[m, rank] for m in maps for rank in range(images.shape[1])]
-    print(f"layer {layer}: {len(requests)} projections ({len(maps)} maps x {images.shape[1]}) "
+    layer = chosen_layers(model, [args.layer], args.checkpoint)[0]
+    require_maps(model, [layer], None, args.maps_per_layer)
+    paths = find_images(args.images)
+    paths = [paths[i] for i in spread_evenly(len(paths), args.max_images or len(paths))]
+    paths, inputs = usable_inputs(paths, preprocess, BATCH_SIZE, "decoding", args.images)
+    requests, strengths = top_requests(model, inputs, layer, args, device)
+    maps = len({request[2] for request in requests})
+    print(f"layer {layer}: {len(requests)} projections ({maps} maps x {len(requests) // maps}) "
           f"from {len({request[0] for request in requests})} of {len(paths)} images, on {device}")
 
     project(model, inputs, requests[:4])  # warm-up, like Captum's first call below
@@ -92,6 +150,14 @@ def main(argv=None):
                                       ("zfnet.deconv.project", our_seconds, f"{worst:.1e}")):
         print(f"{name:<28} {len(requests):>11} {seconds:>9.2f} {1000 * seconds / len(requests):>13.2f} "
               f"{captum_seconds / seconds:>8.1f}x {difference:>13}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:  # --quick's network, deleted afterwards
+        if args.quick:
+            args.checkpoint = save_random_network(folder, args.images)
+        benchmark(args)
 
 
 if __name__ == "__main__":

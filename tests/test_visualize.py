@@ -1,92 +1,59 @@
 """visualize.py on a tiny network and a folder of generated photos."""
 import csv
+import errno
 import json
 import os
-import subprocess
-import sys
 
-import numpy as np
+import matplotlib.figure
 import pytest
 import torch
 from PIL import Image
 
-import visualize
-from model import ZFNet
-from zfnet.checkpoint import model_payload, save_checkpoint
+import zfnet.top9
+from tests.helpers import (
+    PREPROCESS,
+    assert_one_line_error,
+    call_script,
+    flags_without_defaults,
+    hide_progress_bars,
+    record_figure_texts,
+    run_script,
+    save_network,
+    tiny_network,
+    write_bomb,
+    write_photo,
+    write_tied_photos,
+)
+from zfnet.checkpoint import load_checkpoint
 from zfnet.deconv import receptive_fields
-from zfnet.errors import UserError
-from zfnet.images import find_images, load_input
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PREPROCESS = {"input_size": 224, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
-SMALL = {"num_classes": 2, "conv_channels": (6, 8, 8, 8, 8), "fc_features": (16, 16)}
+from zfnet.images import load_input
 
 
-def small_model(seed):
-    torch.manual_seed(seed)
-    return ZFNet(**SMALL).eval()
-
-
-def save(model, path, epoch=1):
-    save_checkpoint(model_payload(model, ["a", "b"], PREPROCESS, epoch), str(path))
-    return str(path)
+@pytest.fixture(autouse=True)
+def no_progress_bars(monkeypatch):
+    hide_progress_bars(monkeypatch)
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    """Seven photos in two class folders; the last is a copy of the first, for equal values."""
-    folder = tmp_path_factory.mktemp("photos")
-    generator = np.random.default_rng(0)
-    for i in range(6):
-        os.makedirs(folder / f"class{i % 2}", exist_ok=True)
-        pixels = generator.integers(0, 256, (60 + 10 * i, 80, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / f"class{i % 2}" / f"photo{i}.png")
-    Image.open(folder / "class0" / "photo0.png").save(folder / "class1" / "photo9.png")
-    return str(folder)
+    return write_tied_photos(tmp_path_factory.mktemp("photos"))
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    return save(small_model(0), tmp_path_factory.mktemp("run") / "best.pth")
+    return save_network(tmp_path_factory.mktemp("run") / "best.pth", tiny_network(seed=0))
 
 
-def brute_force_top(model, paths, layer, k):
-    """Every activation of every image, one image per pass as in the running search (batch
-    size changes float32 rounding): per map, each image's strongest (first) position,
-    then the k strongest images, earlier image first among equals."""
-    with torch.no_grad():
-        maps = torch.stack([model.activations(load_input(path, PREPROCESS)[None], [layer])[layer][0]
-                            for path in paths])
-    found = []
-    for channel in range(maps.shape[1]):
-        candidates = []
-        for image in range(len(paths)):
-            flat = maps[image, channel].flatten()
-            position = next(i for i, value in enumerate(flat.tolist()) if value == flat.max().item())
-            candidates.append((-flat.max().item(), image, divmod(position, maps.shape[-1])))
-        found.append(sorted(candidates)[:k])
-    return found
-
-
-def test_running_top_k_equals_brute_force(photos):
-    model = small_model(1)
-    paths = find_images(photos)
-    assert len(paths) == 7
-    best = visualize.strongest_activations(
-        model, visualize.decoded_batches(paths, PREPROCESS, 1, "test"), [1, 2, 5], "cpu", k=3)
-    for layer in (1, 2, 5):
-        values, images, ys, xs = best[layer]
-        expected = brute_force_top(model, paths, layer, 3)
-        for channel, entries in enumerate(expected):
-            assert [(-value, image, (y, x)) for value, image, y, x in zip(
-                values[channel].tolist(), images[channel].tolist(), ys[channel].tolist(), xs[channel].tolist())] \
-                == entries
+def visualize(*arguments):
+    result = call_script("visualize.py", *arguments)
+    assert result.returncode == 0, result.stderr
+    return result
 
 
 def test_top9_figures_and_index(photos, checkpoint, tmp_path):
-    visualize.main(["top9", "--checkpoint", checkpoint, "--images", photos, "--out", str(tmp_path),
-                    "--layers", "1,5", "--top-maps", "2", "--batch-size", "3", "--device", "cpu"])
-    model = small_model(0)
+    visualize("top9", "--checkpoint", checkpoint, "--images", photos, "--out", tmp_path,
+              "--layers", "1,5", "--maps-per-layer", "2", "--batch-size", "3", "--device", "cpu")
+    model, _ = load_checkpoint(checkpoint)
     fields = receptive_fields(model)
     index = json.loads((tmp_path / "top9.json").read_text())
     assert index["receptive_fields"]["5"] == {"size": 139, "stride": 16, "offset": -59}
@@ -102,7 +69,8 @@ def test_top9_figures_and_index(photos, checkpoint, tmp_path):
                 maps = model.activations(load_input(entry["image"], PREPROCESS)[None], [layer])[layer]
             assert maps[0, entry["map"], entry["y"], entry["x"]].item() == pytest.approx(entry["value"], abs=1e-5)
             assert maps[0, entry["map"]].max().item() == pytest.approx(entry["value"], abs=1e-5)
-            assert entry["box"] == list(fields[layer].box(entry["y"], entry["x"]))
+            top, left, bottom, right = fields[layer].box(entry["y"], entry["x"])
+            assert entry["box"] == [left, top, right, bottom]  # PIL's order, as in correspondence.json
         for m in {entry["map"] for entry in entries}:
             ranked = [entry for entry in entries if entry["map"] == m]
             assert [entry["rank"] for entry in ranked] == list(range(1, 8))
@@ -110,32 +78,50 @@ def test_top9_figures_and_index(photos, checkpoint, tmp_path):
 
 
 def test_top9_draws_the_maps_asked_for(photos, checkpoint, tmp_path):
-    visualize.main(["top9", "--checkpoint", checkpoint, "--images", photos, "--out", str(tmp_path),
-                    "--layers", "2", "--maps", "0,7"])
+    visualize("top9", "--checkpoint", checkpoint, "--images", photos, "--out", tmp_path, "--layers", "2",
+              "--maps", "0,7")
     index = json.loads((tmp_path / "top9.json").read_text())
     assert sorted({entry["map"] for entry in index["patches"]}) == [0, 7]
 
 
+def test_top9_writes_beside_the_checkpoint_by_default(photos, tmp_path):
+    checkpoint = save_network(tmp_path / "run" / "best.pth", tiny_network(seed=0))
+    visualize("top9", "--checkpoint", checkpoint, "--images", photos, "--layers", "1", "--maps-per-layer", "1")
+    assert (tmp_path / "run" / "visualize" / "top9.json").is_file()
+    assert (tmp_path / "run" / "visualize" / "top9_layer1.png").is_file()
+
+
 def test_filters_one_checkpoint_or_two_side_by_side(checkpoint, tmp_path):
-    alexnet = ZFNet(**SMALL, arch="alexnet").eval()
-    other = save(alexnet, tmp_path / "alexnet.pth")
-    visualize.main(["filters", "--checkpoint", checkpoint, "--out", str(tmp_path / "one")])
-    visualize.main(["filters", "--checkpoint", other, checkpoint, "--out", str(tmp_path / "two")])
+    other = save_network(tmp_path / "alexnet.pth", tiny_network(arch="alexnet"))
+    visualize("filters", "--checkpoint", checkpoint, "--out", tmp_path / "one")
+    visualize("filters", "--checkpoint", other, checkpoint, "--out", tmp_path / "two")
     with Image.open(tmp_path / "one" / "filters.png") as one, Image.open(tmp_path / "two" / "filters.png") as two:
         assert two.width > 1.5 * one.width
 
 
+def test_filters_name_runs_relative_to_the_working_folder(tmp_path, monkeypatch):
+    checkpoint = save_network(tmp_path / "run" / "best.pth", tiny_network(seed=0))
+    monkeypatch.chdir(tmp_path / "run")
+    texts = record_figure_texts(monkeypatch)
+    visualize("filters", "--checkpoint", checkpoint)
+    assert (tmp_path / "run" / "visualize" / "filters.png").is_file()  # beside the first checkpoint
+    assert any(text.startswith("best.pth\n") for text in texts), texts
+    assert not any(str(tmp_path) in text for text in texts), texts
+
+
 def test_evolution_figures_and_change_table(photos, tmp_path):
     snapshots = tmp_path / "snapshots"
-    first = small_model(2)
-    save(first, snapshots / "epoch_001.pth", epoch=1)
-    save(first, snapshots / "epoch_002.pth", epoch=2)  # unchanged: every change must be zero
-    save(small_model(3), snapshots / "epoch_005.pth", epoch=5)
-    visualize.main(["evolution", "--snapshots", str(snapshots), "--images", photos, "--out", str(tmp_path),
-                    "--layers", "1,2", "--maps-per-layer", "3"])
+    first = tiny_network(seed=2)
+    save_network(snapshots / "epoch_001.pth", first, epoch=1)
+    save_network(snapshots / "epoch_002.pth", first, epoch=2)  # unchanged: every change must be zero
+    save_network(snapshots / "epoch_005.pth", tiny_network(seed=3), epoch=5)
+    # Without --out: visualize/ beside the snapshots folder, in the run folder.
+    visualize("evolution", "--snapshots", f"{snapshots}{os.sep}", "--images", photos, "--layers", "1,2",
+              "--maps-per-layer", "3")
+    out = tmp_path / "visualize"
     for name in ("evolution_layer1.png", "evolution_layer2.png", "evolution_change.png"):
-        assert (tmp_path / name).stat().st_size > 1000
-    with open(tmp_path / "evolution_change.csv") as file:
+        assert (out / name).stat().st_size > 1000
+    with open(out / "evolution_change.csv") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 2 * 3 * 3  # layers x maps x snapshots
     by_epoch = {epoch: [row for row in rows if row["epoch"] == epoch] for epoch in ("1", "2", "5")}
@@ -145,36 +131,251 @@ def test_evolution_figures_and_change_table(photos, tmp_path):
     assert all(os.path.isfile(row["strongest_image"]) for row in rows)
 
 
+def test_evolution_searches_at_most_max_images_from_every_class(photos, tmp_path):
+    snapshots = tmp_path / "snapshots"
+    for epoch in (1, 2):
+        save_network(snapshots / f"epoch_00{epoch}.pth", tiny_network(seed=epoch), epoch=epoch)
+    visualize("evolution", "--snapshots", snapshots, "--images", photos, "--layers", "1", "--max-images", "2")
+    with open(tmp_path / "visualize" / "evolution_change.csv") as file:
+        searched = {row["strongest_image"] for row in csv.DictReader(file)}
+    assert searched <= {os.path.join(photos, "class0", "photo0.jpg"), os.path.join(photos, "class1", "photo9.jpg")}
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["top9", "--checkpoint", "missing.pth"], "checkpoint not found"),
-    (["top9", "--layers", "3"], "no convolutional layer 3"),
-    (["top9", "--layers", "9"], "no convolutional layer 9"),
+    (["top9", "--layers", "3"], "this network has no layer 3"),
+    (["top9", "--layers", "9"], "this network has no layer 9"),
+    (["top9", "--layers", "6"], "layer 6 is fully connected"),
     (["top9", "--layers", "1", "--maps", "6"], "layer 1 has no map 6"),
     (["top9", "--images", "EMPTY"], "no photos in"),
     (["top9", "--images", "nowhere"], "image folder not found"),
-    (["top9", "--top-maps", "0"], "at least 1"),
+    (["top9", "--maps-per-layer", "0"], "at least 1"),
+    (["evolution", "--max-images", "0"], "at least 1"),
     (["filters", "--checkpoint", "CHECKPOINT", "CHECKPOINT", "CHECKPOINT"], "one checkpoint or two"),
     (["evolution", "--snapshots", "ONE"], "needs at least two"),
+    (["evolution", "--snapshots", "SAME"], "two snapshots of epoch 1; keep one of them"),
+    (["top9", "--layers", "-1"], "this network has no layer -1"),
+    (["top9", "--batch-size", "-2"], "at least 1"),
+    (["evolution", "--maps-per-layer", "-3"], "at least 1"),
 ])
 def test_bad_input_is_a_user_error(arguments, message, photos, tmp_path):
-    model = ZFNet(**{**SMALL, "conv_channels": (6, 8, 0, 0, 8)}).eval()
-    path = save(model, tmp_path / "removed.pth")
-    save(model, tmp_path / "one" / "epoch_001.pth")
+    model = tiny_network(conv_channels=(6, 16, 0, 0, 16))
+    path = save_network(tmp_path / "removed.pth", model)
+    save_network(tmp_path / "one" / "epoch_001.pth", model)
+    for name in ("epoch_001.pth", "epoch_1.pth"):
+        save_network(tmp_path / "same" / name, model, epoch=1)
     os.makedirs(tmp_path / "empty" / "class0")
-    replace = {"EMPTY": str(tmp_path / "empty"), "CHECKPOINT": path, "ONE": str(tmp_path / "one")}
+    replace = {"EMPTY": str(tmp_path / "empty"), "CHECKPOINT": path, "ONE": str(tmp_path / "one"),
+               "SAME": str(tmp_path / "same")}
     arguments = [replace.get(argument, argument) for argument in arguments]
     defaults = ["--out", str(tmp_path / "out")]
     if arguments[0] == "top9":
         defaults += ["--images", photos] if "--images" not in arguments else []
         defaults += ["--checkpoint", path] if "--checkpoint" not in arguments else []
-    with pytest.raises(UserError, match=message):
-        visualize.main(arguments + defaults)
+    assert_one_line_error(call_script("visualize.py", *arguments, *defaults), message)
 
 
 @pytest.mark.parametrize("arguments", [["top9", "--checkpoint", "missing.pth"], ["evolution", "--snapshots", "."]])
 def test_errors_exit_2_with_one_line(arguments, tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "visualize.py"), *arguments, "--out", str(tmp_path)],
-                            cwd=tmp_path, capture_output=True, text=True)
+    result = run_script("visualize.py", *arguments, "--out", tmp_path, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("visualize.py: error: ") and result.stderr.count("\n") == 1, result.stderr
     assert not result.stdout
+
+
+@pytest.mark.parametrize("command, maps_per_layer", [("top9", 9), ("evolution", 4), ("filters", None)])
+def test_every_command_describes_itself_and_shows_its_defaults(command, maps_per_layer):
+    result = call_script("visualize.py", command, "--help")
+    assert result.returncode == 0
+    assert result.stdout.split("\n\n")[1].startswith("Figure ")  # the command's own description
+    assert flags_without_defaults(result.stdout) == []
+    assert "--top-maps" not in result.stdout
+    if maps_per_layer:
+        assert f"maps per layer, the most active ones (default: {maps_per_layer})" in result.stdout
+
+
+# Hardening: outputs never over inputs or the user's files, photos the decoder refuses,
+# filesystem trouble, and numbers checked before the search.
+
+def folder_contents(folder):
+    """Every file under `folder` with its bytes, to show that a refused run left it as it was."""
+    return {os.path.relpath(os.path.join(root, name), folder): open(os.path.join(root, name), "rb").read()
+            for root, _, names in os.walk(folder) for name in names}
+
+
+def truncated_photo(path):
+    write_photo(path, seed=5)
+    with open(path, "r+b") as file:
+        file.truncate(os.path.getsize(path) // 2)
+
+
+BAD_PHOTOS = {  # how to make one, and what the note says about it
+    "bomb.png": (write_bomb, "too large to decode safely"),
+    "truncated.jpg": (truncated_photo, "truncated or corrupt"),
+    "loop.jpg": (lambda path: os.symlink("loop.jpg", path), "loop.jpg"),  # a link to itself
+    "dangling.jpg": (lambda path: os.symlink("gone.jpg", path), "no such file"),
+}
+
+
+def photos_with(folder, *bad):
+    """The seven tied photos, and the `bad` ones of BAD_PHOTOS among them (in class0/)."""
+    write_tied_photos(folder)
+    for name in bad:
+        BAD_PHOTOS[name][0](os.path.join(folder, "class0", name))
+    return str(folder)
+
+
+def snapshots_of(folder):
+    for epoch in (1, 2):
+        save_network(folder / f"epoch_00{epoch}.pth", tiny_network(seed=epoch), epoch=epoch)
+    return str(folder)
+
+
+def network_flags(command, checkpoint, tmp_path):
+    """What a command reads besides photos: the checkpoint, or snapshots made in tmp_path."""
+    if command == "evolution":
+        return ["--snapshots", snapshots_of(tmp_path / "snapshots")]
+    return ["--checkpoint", checkpoint]
+
+
+@pytest.mark.parametrize("bad", list(BAD_PHOTOS))
+def test_top9_skips_a_photo_it_cannot_use_with_a_note(bad, checkpoint, tmp_path):
+    photos = photos_with(tmp_path / "photos", bad)
+    result = visualize("top9", "--checkpoint", checkpoint, "--images", photos, "--out", tmp_path / "out",
+                       "--layers", "1", "--maps-per-layer", "1", "--batch-size", "3")
+    notes = [line for line in result.stderr.splitlines() if "note: skipped" in line]
+    assert len(notes) == 1 and os.path.join("class0", bad) in notes[0] and BAD_PHOTOS[bad][1] in notes[0], notes
+    patches = json.loads((tmp_path / "out" / "top9.json").read_text())["patches"]
+    assert len(patches) == 7 and not any(bad in entry["image"] for entry in patches)  # the 7 good ones, ranked
+
+
+def test_evolution_skips_photos_it_cannot_use_with_a_note_each(tmp_path):
+    photos = photos_with(tmp_path / "photos", "bomb.png", "truncated.jpg")
+    result = visualize("evolution", "--snapshots", snapshots_of(tmp_path / "snapshots"), "--images", photos,
+                       "--layers", "1", "--maps-per-layer", "1", "--out", tmp_path / "out")
+    notes = [line for line in result.stderr.splitlines() if "note: skipped" in line]
+    assert len(notes) == 2 and "bomb.png: image too large to decode safely" in notes[0], notes
+    assert "truncated.jpg: truncated or corrupt" in notes[1], notes
+    assert (tmp_path / "out" / "evolution_change.csv").is_file()
+
+
+@pytest.mark.parametrize("command", ["top9", "evolution"])
+def test_no_usable_photo_is_a_one_line_error(command, checkpoint, tmp_path, monkeypatch):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("bomb.png", "truncated.jpg", "loop.jpg"):
+        BAD_PHOTOS[name][0](str(photos / name))
+    result = call_script("visualize.py", command, *network_flags(command, checkpoint, tmp_path), "--images", photos,
+                         "--out", tmp_path / "out")
+    assert_one_line_error(result, f"none of the 3 photos in {photos} can be used (the first: {photos / 'bomb.png'}")
+
+
+@pytest.mark.parametrize("command", ["top9", "evolution"])
+def test_out_in_the_photos_own_folder_is_refused_and_every_photo_kept(command, checkpoint, tmp_path):
+    photos = photos_with(tmp_path / "photos")
+    before = folder_contents(photos)
+    for out in (photos, os.path.join(photos, "class0"), os.path.join(photos, "figures")):
+        result = call_script("visualize.py", command, *network_flags(command, checkpoint, tmp_path),
+                             "--images", photos, "--out", out)
+        assert_one_line_error(result, f"--out {out} is within --images {photos}, whose files are read as inputs")
+        assert folder_contents(photos) == before  # nothing written, nothing replaced
+
+
+@pytest.mark.parametrize("command", ["top9", "filters", "evolution"])
+def test_a_folder_of_the_users_files_is_refused_and_left_alone(command, photos, checkpoint, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("three years of work")
+    (mine / "top9.json").write_text("{}")  # one of visualize's names beside the user's file does not make it ours
+    flags = network_flags(command, checkpoint, tmp_path) + (["--images", photos] if command != "filters" else [])
+    assert_one_line_error(call_script("visualize.py", command, *flags, "--out", mine),
+                          "already holds files that zfnet did not write")
+    assert folder_contents(mine) == {"thesis.txt": b"three years of work", "top9.json": b"{}"}
+
+
+def test_a_folder_of_earlier_outputs_without_a_marker_is_taken_back(checkpoint, tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("top9_layer3.png", "top9.json", "evolution_layer1.png", "evolution_change.csv", "filters.png"):
+        (old / name).write_bytes(b"from an earlier version")
+    visualize("filters", "--checkpoint", checkpoint, "--out", old)
+    assert (old / "filters.png").read_bytes().startswith(b"\x89PNG")
+    assert (old / "top9.json").read_bytes() == b"from an earlier version"
+
+
+def test_an_output_that_is_one_of_the_inputs_is_refused_before_the_search(photos, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    visualize("filters", "--checkpoint", save_network(tmp_path / "best.pth", tiny_network()), "--out", out)
+    disguised = save_network(out / "filters.png", tiny_network())  # a checkpoint under an output's name
+    before = (out / "filters.png").read_bytes()
+    assert_one_line_error(call_script("visualize.py", "filters", "--checkpoint", disguised, "--out", out),
+                          f"writing {disguised} would replace one of the inputs")
+    monkeypatch.setattr(zfnet.top9, "usable_batches", None)  # the search must not start
+    save_network(out / "top9.json", tiny_network())
+    assert_one_line_error(call_script("visualize.py", "top9", "--checkpoint", out / "top9.json", "--images", photos,
+                                      "--out", out), "would replace one of the inputs")
+    assert (out / "filters.png").read_bytes() == before
+    snapshots = snapshots_of(tmp_path / "snapshots")
+    assert_one_line_error(call_script("visualize.py", "evolution", "--snapshots", snapshots, "--images", photos,
+                                      "--out", snapshots), "already holds files that zfnet did not write")
+
+
+def disk_full(monkeypatch):
+    """From now on every figure's writer fails half-way, as on a full disk."""
+    def failing(figure, file, **kwargs):
+        file.write(b"\x89PNG half a figure")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", failing)
+
+
+@pytest.mark.parametrize("command", ["top9", "filters", "evolution"])
+def test_a_full_disk_is_one_line_and_keeps_the_earlier_outputs(command, photos, checkpoint, tmp_path, monkeypatch):
+    flags = [*network_flags(command, checkpoint, tmp_path), "--out", tmp_path / "out"]
+    if command != "filters":
+        flags += ["--images", photos, "--layers", "1", "--maps-per-layer", "1"]
+    visualize(command, *flags)
+    before = folder_contents(tmp_path / "out")
+    disk_full(monkeypatch)
+    assert_one_line_error(call_script("visualize.py", command, *flags),
+                          "No space left on device; what was there before is unchanged")
+    assert folder_contents(tmp_path / "out") == before  # and no half-written file beside them
+
+
+@pytest.mark.parametrize("command", ["top9", "filters", "evolution"])
+def test_an_out_that_is_a_file_is_one_line(command, photos, checkpoint, tmp_path):
+    (tmp_path / "notes").write_text("mine")
+    flags = network_flags(command, checkpoint, tmp_path) + (["--images", photos] if command != "filters" else [])
+    assert_one_line_error(call_script("visualize.py", command, *flags, "--out", tmp_path / "notes"),
+                          f"--out {tmp_path / 'notes'} is a file, not a folder")
+    assert (tmp_path / "notes").read_text() == "mine"
+
+
+@pytest.mark.parametrize("command, arguments, message", [
+    ("top9", ["--maps-per-layer", "999"], "--maps-per-layer 999: layer 1 has only 8 maps"),
+    ("top9", ["--layers", "2,1", "--maps-per-layer", "9"], "--maps-per-layer 9: layer 1 has only 8 maps"),
+    ("top9", ["--maps", "3,999"], "layer 1 has no map 999 (it has 8 maps, 0 to 7)"),
+    ("top9", ["--maps", "-1"], "layer 1 has no map -1"),
+    ("evolution", ["--layers", "2,5", "--maps-per-layer", "17"], "--maps-per-layer 17: layer 2 has only 16 maps"),
+    ("evolution", ["--layers", "2", "--maps", "16"], "layer 2 has no map 16 (it has 16 maps, 0 to 15)"),
+])
+def test_map_counts_beyond_a_layer_are_refused_before_the_search(command, arguments, message, photos, checkpoint,
+                                                                 tmp_path, monkeypatch):
+    monkeypatch.setattr(zfnet.top9, "usable_batches", None)  # the search must not start
+    result = call_script("visualize.py", command, *network_flags(command, checkpoint, tmp_path), "--images", photos,
+                         "--out", tmp_path / "out", *arguments)
+    assert_one_line_error(result, message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_the_flag_a_narrower_layer_shows_all_its_maps(photos, checkpoint, tmp_path):
+    visualize("top9", "--checkpoint", checkpoint, "--images", photos, "--out", tmp_path, "--layers", "1")
+    patches = json.loads((tmp_path / "top9.json").read_text())["patches"]
+    assert sorted({entry["map"] for entry in patches}) == list(range(8))  # the default 9 of 8 maps
+
+
+def test_a_layer_or_map_named_twice_is_shown_once(photos, checkpoint, tmp_path):
+    visualize("top9", "--checkpoint", checkpoint, "--images", photos, "--out", tmp_path, "--layers", "1,1",
+              "--maps", "2,2")
+    patches = json.loads((tmp_path / "top9.json").read_text())["patches"]
+    assert len(patches) == 7 and {entry["map"] for entry in patches} == {2}

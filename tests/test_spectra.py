@@ -1,0 +1,44 @@
+"""zfnet.spectra: frequency bands of filters, the stride-grid contrast, and the verdicts."""
+import math
+
+import pytest
+import torch
+
+from zfnet.spectra import BANDS, band_areas, band_shares, energy_shares, grid_contrast, power_spectra, verdict
+
+
+def test_frequency_bands_of_known_filters():
+    y, x = torch.meshgrid(torch.arange(7.0), torch.arange(7.0), indexing="ij")
+    constant = torch.ones(1, 3, 7, 7)
+    checkerboard = ((-1) ** (y + x)).expand(1, 3, 7, 7)
+    middle = torch.cos(2 * math.pi * 3 / 16 * x).expand(1, 3, 7, 7)
+    assert band_shares(constant)["low"] > 0.75  # a 7-pixel box still leaks past 1/8 cycles/px
+    assert band_shares(checkerboard)["high"] > 0.99
+    shares = band_shares(middle)
+    assert shares["middle"] > 0.7 and sum(shares.values()) == pytest.approx(1)
+
+
+def test_energy_shares_of_the_bands_are_the_band_shares():
+    weights = torch.randn(4, 3, 7, 7, generator=torch.Generator().manual_seed(0))
+    assert energy_shares(weights, BANDS.values()) == list(band_shares(weights).values())
+
+
+def test_grid_contrast_finds_a_pattern_that_repeats_at_the_stride():
+    torch.manual_seed(0)
+    y, x = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    blob = torch.exp(-((y - 16) ** 2 + (x - 16) ** 2) / 50).expand(1, 3, 32, 32)
+    dots = blob * ((y % 4 == 0) & (x % 4 == 0))  # the blob sampled every 4 pixels: a stride-4 grid
+    smooth = power_spectra(blob, 64)[0]
+    gridded = power_spectra(dots, 64)[0]
+    # The blob's own spectrum (power sigma about 1.4 bins) still reaches into the 2-4 bin ring,
+    # so a perfect grid scores about 8, not infinity; a smooth patch stays below 1.
+    assert grid_contrast(gridded, 4, 2) > 5
+    assert grid_contrast(smooth, 4, 2) < 1
+    assert grid_contrast(gridded, 4, 2) > 10 * grid_contrast(gridded, 3, 2)
+
+
+def test_verdicts_need_a_clear_difference():
+    assert verdict(5, 1, "more") == "in line with the paper's claim"
+    assert verdict(0.10, 0.20, "more") == "unlike the paper's claim"
+    assert verdict(0.143, 0.150, "fewer").startswith("too close to call")
+    assert band_areas()["middle"] == pytest.approx(math.pi * (1 / 16 - 1 / 64), abs=0.01)

@@ -1,0 +1,75 @@
+"""Spatial-frequency measures of first layers and their projections (the paper's section 4.1),
+as compare_arch.py reports them, and how a measured pair bears on the paper's claims.
+
+Frequencies are in cycles per input pixel. Bands: low below 1/8, middle 1/8 to 1/4, high
+above 1/4. A stride-s layer samples its output every s pixels, so its filters' energy above
+1/(2s) aliases, and a pattern that repeats every s pixels puts power at k/s.
+"""
+import math
+
+import torch
+
+BANDS = {"low": (0, 1 / 8), "middle": (1 / 8, 1 / 4), "high": (1 / 4, math.inf)}  # cycles per pixel
+FILTER_FFT_SIZE = 64  # zero-padded: a 7x7 and an 11x11 filter's spectra on the same frequency grid
+CLOSE = 0.1  # relative difference under which a comparison says nothing either way
+
+
+def radii(size):
+    """Spatial frequency (cycles per pixel) of each bin of a size x size FFT."""
+    frequencies = torch.fft.fftfreq(size)
+    return torch.hypot(frequencies[:, None], frequencies[None, :])
+
+
+def power_spectra(patches, size):
+    """Power spectra (N, size, size) of (N, 3, h, w) patches zero-padded to size x size,
+    summed over the colour channels."""
+    return torch.fft.fft2(patches.double(), s=(size, size)).abs().square().sum(1)
+
+
+def energy_shares(weights, ranges):
+    """Share of a layer's filter energy between each `(low, high)` frequency of `ranges` (all
+    filters pooled, so a faded filter counts for little)."""
+    spectrum = power_spectra(weights, FILTER_FFT_SIZE).sum(0)
+    radius = radii(FILTER_FFT_SIZE)
+    return [(spectrum[(radius >= low) & (radius < high)].sum() / spectrum.sum()).item() for low, high in ranges]
+
+
+def band_shares(weights):
+    """Share of a layer's filter energy in each of the BANDS."""
+    return dict(zip(BANDS, energy_shares(weights, BANDS.values())))
+
+
+def band_areas():
+    """Each band's share of the frequency plane: the energy shares of white-noise filters,
+    the reference for learned ones."""
+    radius = radii(FILTER_FFT_SIZE)
+    return {band: ((radius >= low) & (radius < high)).double().mean().item() for band, (low, high) in BANDS.items()}
+
+
+def grid_contrast(spectrum, stride, width):
+    """Power at the stride grid's frequencies (k/stride, l/stride cycles per pixel, except 0)
+    over the mean power of the ring `width` to 2 * `width` bins around each, summed over the
+    grid points; `spectrum` is a size x size power spectrum (periodic, so rings wrap)."""
+    size = spectrum.shape[-1]
+    bins = torch.arange(size)
+    peaks = rings = 0.0
+    for k in range(stride):
+        for m in range(stride):
+            if k == m == 0:
+                continue
+            row, column = round(k * size / stride) % size, round(m * size / stride) % size
+            dy = torch.minimum((bins - row).abs(), size - (bins - row).abs())
+            dx = torch.minimum((bins - column).abs(), size - (bins - column).abs())
+            distance = torch.hypot(dy[:, None].double(), dx[None, :].double())
+            peaks += spectrum[row, column].item()
+            rings += spectrum[(distance > width) & (distance <= 2 * width)].mean().item()
+    return peaks / rings
+
+
+def verdict(coarse_value, fine_value, claim):
+    """How a measured pair bears on a claim that the coarse network's value is the larger
+    (claim "more") or the smaller ("fewer"); a difference within CLOSE is no evidence."""
+    if abs(coarse_value - fine_value) <= CLOSE * max(abs(coarse_value), abs(fine_value)):
+        return f"too close to call (within {CLOSE:.0%}) for the paper's claim"
+    in_line = (coarse_value > fine_value) == (claim == "more")
+    return "in line with the paper's claim" if in_line else "unlike the paper's claim"
