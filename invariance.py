@@ -6,11 +6,12 @@
 
 Each photo, as the network sees it (224 x 224), is moved vertically (pixels, positive moves
 it down), scaled about its centre (factors above 1 enlarge it) and rotated about its centre
-(degrees anticlockwise), each over a range of steps START:STOP:STEP (STOP included). The
-transformations resample the network's input by bilinear interpolation; what they uncover
-(the strip a translation leaves, the border around a shrunken photo, the corners a rotation
-exposes) is filled with the normalisation mean: grey, 0 in input space, the grey of
-occlusion.py's square. Enlarging crops the photo, as a zoom does.
+(degrees anticlockwise), each over a range of steps START:STOP:STEP (STOP included; at most
+1000 steps, scale factors above 0, shifts short of the input's side). The transformations
+resample the network's input by bilinear interpolation; what they uncover (the strip a
+translation leaves, the border around a shrunken photo, the corners a rotation exposes) is
+filled with the normalisation mean: grey, 0 in input space, the grey of occlusion.py's
+square. Enlarging crops the photo, as a zoom does.
 
 For every transformed photo the script measures the Euclidean distance between its feature
 vector and the original's at layer 1 (rectified maps, before pooling) and at layer 7, and
@@ -18,276 +19,85 @@ the probability of the true class (--class, else the photo's folder when it is n
 class, else the class predicted for the original). It writes OUT/invariance.png (rows:
 translation, scale, rotation; columns: layer-1 distance, layer-7 distance, probability of
 the true class; one curve per photo), OUT/invariance.csv (every value) and OUT/summary.txt,
-the findings it prints: measured, for each of the paper's claims.
+the findings it prints: measured, for each of the paper's claims. OUT is invariance/ beside
+the checkpoint unless --out names another folder: a new or empty one, or one that holds
+zfnet's outputs only. Every photo is decoded before the work starts: one that cannot be
+(missing, truncated, too large to decode safely) stops the run at once, in one line naming it.
 """
-import argparse
-import csv
-import io
-import math
-import os
-
-import numpy as np
-import torch
-import torch.nn.functional as F
-from tqdm import tqdm
-
+from zfnet.arguments import add_batch_size, add_checkpoint, add_device, add_images, add_out, out_folder, script_parser
 from zfnet.errors import UserError, run_main
-from zfnet.experiments import (add_network_arguments, class_index, judged_class, layer_features, load_network,
-                               require_layers, short_names)
-from zfnet.figures import plt, save_figure
+from zfnet.experiments import class_index, load_network, require_layers, short_names
 from zfnet.files import atomic_write_text
-from zfnet.images import IMAGE_SUFFIXES, load_input
+from zfnet.images import load_input
+from zfnet.invariance import (
+    LAYERS,
+    check_translation,
+    closeness,
+    default_photos,
+    findings,
+    measure_photos,
+    plot,
+    scale_steps,
+    steps,
+    table_rows,
+)
+from zfnet.outputs import OutputFolder
+from zfnet.tables import csv_text
 
-LAYERS = (1, 7)
-TRANSFORMATIONS = ("translation", "scale", "rotation")
-IDENTITY = {"translation": 0.0, "scale": 1.0, "rotation": 0.0}
-UNITS = {"translation": "vertical shift (pixels)", "scale": "scale factor", "rotation": "rotation (degrees)"}
-# A line explaining this share of a curve's variance counts as "roughly linear".
-LINEAR_R2 = 0.9
-# A photo counts as rotation invariant when its class stays the most probable at this share of angles.
-INVARIANT_SHARE = 0.9
-
-
-def steps(text):
-    """'START:STOP:STEP' as the list of values from START to STOP (included)."""
-    try:
-        start, stop, step = (float(part) for part in text.split(":"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected START:STOP:STEP, got {text!r}") from None
-    if step <= 0 or stop < start:
-        raise argparse.ArgumentTypeError(f"{text!r}: STEP must be positive and STOP at least START")
-    count = math.floor((stop - start) / step + 1e-9) + 1
-    return [round(start + index * step, 10) for index in range(count)]
+RANGE_FLAGS = {"translation": "--translate", "scale": "--scale", "rotation": "--rotate"}
+OUTPUTS = ("invariance.png", "invariance.csv", "summary.txt")
 
 
-def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("photos", nargs="*", help="photo files (default: the first photo of each class in --val)")
-    add_network_arguments(parser)
-    parser.add_argument("--val", default="flower_data/val",
-                        help="validation split (one folder per class) that the default photos come from "
-                             "(default: %(default)s)")
+def parse_args(argv=None):
+    parser = script_parser(__doc__)
+    parser.add_argument("photos", nargs="*", help="photo files (default: the first photo of each class in --images)")
+    add_checkpoint(parser)
+    add_device(parser)
+    add_images(parser, help="folder with one sub-folder of photos per class, that the default photos come from")
     parser.add_argument("--class", dest="class_name", metavar="NAME",
                         help="true class of every photo (default: the photo's folder when it is a class name, "
                              "else the class predicted for the original)")
-    parser.add_argument("--translate", type=steps, default=steps("-60:60:10"), metavar="START:STOP:STEP",
-                        help="vertical shifts in pixels, positive moves down (default: -60:60:10; write "
+    # String defaults go through `steps` as given ones do, so the help shows the real ones.
+    parser.add_argument("--translate", type=steps, default="-60:60:10", metavar="START:STOP:STEP",
+                        help="vertical shifts in pixels, positive moves down (default: %(default)s; write "
                              "--translate=-40:40:5 when START is negative)")
-    parser.add_argument("--scale", type=steps, default=steps("0.6:1.4:0.1"), metavar="START:STOP:STEP",
-                        help="scale factors about the centre (default: 0.6:1.4:0.1)")
-    parser.add_argument("--rotate", type=steps, default=steps("0:360:10"), metavar="START:STOP:STEP",
-                        help="anticlockwise rotations about the centre in degrees (default: 0:360:10)")
-    parser.add_argument("--out", default="runs/invariance",
-                        help="folder for the figure, CSV and summary (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=64,
-                        help="transformed photos per forward pass (default: %(default)s)")
-    return parser
-
-
-def default_photos(val, classes):
-    """The first photo (by name) of each class folder in the validation split."""
-    photos = []
-    for name in classes:
-        folder = os.path.join(val, name)
-        found = sorted(entry.name for entry in os.scandir(folder)
-                       if entry.name.lower().endswith(IMAGE_SUFFIXES)) if os.path.isdir(folder) else []
-        if not found:
-            raise UserError(f"no photos in {folder}; give photos or point --val at a validation split")
-        photos.append(os.path.join(folder, found[0]))
-    return photos
-
-
-def transform(x, kind, amounts):
-    """Copies of input `x` (3, S, S), one per amount, translated, scaled or rotated; the area
-    they uncover is 0 (the normalisation mean)."""
-    amounts = torch.tensor(amounts, dtype=x.dtype)
-    theta = torch.zeros(len(amounts), 2, 3, dtype=x.dtype)
-    # theta maps each output position to the input position it samples, in [-1, 1] coordinates.
-    if kind == "translation":
-        theta[:, 0, 0] = theta[:, 1, 1] = 1
-        theta[:, 1, 2] = -2 * amounts / x.shape[1]
-    elif kind == "scale":
-        theta[:, 0, 0] = theta[:, 1, 1] = 1 / amounts
-    else:
-        # Image rows grow downwards, so an anticlockwise turn on screen samples
-        # input (cos a * u - sin a * v, sin a * u + cos a * v) for output (u, v).
-        radians = torch.deg2rad(amounts % 360)  # whole turns exactly: sin(2 pi) is not 0 in floats
-        theta[:, 0, 0] = theta[:, 1, 1] = torch.cos(radians)
-        theta[:, 0, 1] = -torch.sin(radians)
-        theta[:, 1, 0] = torch.sin(radians)
-    grid = F.affine_grid(theta, (len(amounts), *x.shape), align_corners=False)
-    return F.grid_sample(x.expand(len(amounts), -1, -1, -1), grid, mode="bilinear", padding_mode="zeros",
-                         align_corners=False)
-
-
-def measure(model, x, ranges, target, batch_size):
-    """One row per transformed copy of input `x`: the transformation and its amount, the
-    distances of its layer-1 and layer-7 features from the original's, the probability of
-    class `target` and the predicted class."""
-    inputs = torch.cat([x[None]] + [transform(x, kind, ranges[kind]) for kind in TRANSFORMATIONS])
-    features = layer_features(model, inputs, LAYERS, batch_size, "transformed copies")
-    with torch.inference_mode():
-        # Layer 7 is the last layer before the classifier: its features give the probabilities.
-        probabilities = model.classifier(features[7].to(next(model.parameters()).device)).softmax(1).cpu()
-    distances = {layer: (features[layer][1:] - features[layer][0]).norm(dim=1) for layer in LAYERS}
-    settings = [(kind, amount) for kind in TRANSFORMATIONS for amount in ranges[kind]]
-    return [{"transformation": kind, "amount": amount, "layer1_distance": float(distances[1][index]),
-             "layer7_distance": float(distances[7][index]),
-             "true_class_probability": float(probabilities[index + 1, target]),
-             "predicted_class": int(probabilities[index + 1].argmax())}
-            for index, (kind, amount) in enumerate(settings)]
-
-
-def plot(results, targets, classes, path):
-    figure, axes = plt.subplots(3, 3, figsize=(13, 10), layout="constrained")
-    columns = [("layer1_distance", "layer-1 distance"), ("layer7_distance", "layer-7 distance"),
-               ("true_class_probability", "probability of the true class")]
-    for row, kind in enumerate(TRANSFORMATIONS):
-        for column, (field, title) in enumerate(columns):
-            axis = axes[row, column]
-            for label, rows in results.items():
-                rows = [values for values in rows if values["transformation"] == kind]
-                axis.plot([values["amount"] for values in rows], [values[field] for values in rows], "-o",
-                          markersize=3, label=f"{label} ({classes[targets[label]]})")
-            axis.set(xlabel=UNITS[kind], title=f"{kind}: {title}")
-            axis.grid(alpha=0.3)
-        axes[row, 2].set_ylim(0, 1)
-    axes[0, 2].legend(fontsize=7)
-    save_figure(figure, path, dpi=100)
-
-
-def closeness(kind, amount):
-    """How far a transformation is from leaving the photo as it is (0 for the identity),
-    rounded so that steps the same distance away on either side compare equal."""
-    if kind == "rotation":
-        turn = abs(amount) % 360
-        return round(min(turn, 360 - turn), 9)
-    return round(abs(amount - IDENTITY[kind]), 9)
-
-
-def small_step_share(rows, field):
-    """The change at the step nearest the original, as a share of the largest change over
-    the range: near 1 when a small transformation already changes the features fully."""
-    moved = [values for values in rows if closeness(values["transformation"], values["amount"]) > 0]
-    nearest = min(closeness(values["transformation"], values["amount"]) for values in moved)
-    small = [values[field] for values in moved if closeness(values["transformation"], values["amount"]) == nearest]
-    largest = max(values[field] for values in moved)
-    return np.mean(small) / largest if largest > 0 else float("nan")
-
-
-def line_fit(rows, field):
-    """R2 of a straight line through the distance against the amount, on each side of the
-    original (the original included), averaged over the two sides."""
-    fits = []
-    for side in (-1, 1):
-        part = [values for values in rows if side * (values["amount"] - IDENTITY[values["transformation"]]) >= 0]
-        if len(part) < 3:  # two points always lie on a line
-            continue
-        amounts = np.array([values["amount"] for values in part])
-        distances = np.array([values[field] for values in part])
-        total = ((distances - distances.mean()) ** 2).sum()
-        if total > 0:
-            slope, intercept = np.polyfit(amounts, distances, 1)
-            fits.append(1 - ((distances - (slope * amounts + intercept)) ** 2).sum() / total)
-    return np.mean(fits) if fits else float("nan")
-
-
-def findings(results, targets, originals, classes):
-    """Lines that say, from the measurements, whether each of the paper's findings holds;
-    `originals` holds each photo's class probabilities before any transformation."""
-    def mean_over_photos(measure_rows, kind, field):
-        measured = [measure_rows([values for values in rows if values["transformation"] == kind], field)
-                    for rows in results.values()]
-        measured = [value for value in measured if not np.isnan(value)]
-        # Too few amounts on a side leave nothing to fit: nan, printed as such.
-        return np.mean(measured) if measured else float("nan")
-
-    shares = {(kind, layer): mean_over_photos(small_step_share, kind, f"layer{layer}_distance")
-              for kind in TRANSFORMATIONS for layer in LAYERS}
-    holds = [kind for kind in TRANSFORMATIONS if shares[kind, 1] > shares[kind, 7]]
-    detail = "; ".join(f"{kind} {shares[kind, 1]:.0%} vs {shares[kind, 7]:.0%}" for kind in TRANSFORMATIONS)
-    verdict = ("as in the paper, small transformations change layer 1 a lot and layer 7 much less"
-               if len(holds) == len(TRANSFORMATIONS) else f"as in the paper only for {', '.join(holds) or 'none'}")
-    lines = [f"Small transformations: the step nearest the original gives layer 1 this share of its largest "
-             f"change over the range, layer 7 that share ({detail}; mean over photos): {verdict}."]
-
-    fits = {(kind, layer): mean_over_photos(line_fit, kind, f"layer{layer}_distance")
-            for kind in ("translation", "scale") for layer in LAYERS}
-    linear = [kind for kind in ("translation", "scale") if fits[kind, 7] >= LINEAR_R2]
-    detail = "; ".join(f"{kind} R2 = {fits[kind, 7]:.2f} (layer 1: {fits[kind, 1]:.2f})"
-                       for kind in ("translation", "scale"))
-    verdict = {2: "roughly linear in both, as in the paper", 1: f"roughly linear only in {''.join(linear)}",
-               0: "not roughly linear in either, unlike the paper"}[len(linear)]
-    lines.append(f"Linearity: a straight line through each side of the layer-7 distance curve explains {detail}, "
-                 f"mean over photos: layer 7 is {verdict} (R2 >= {LINEAR_R2} counts as roughly linear).")
-
-    judged = {"invariant": [], "not invariant": [], "misclassified even unrotated": []}
-    for label, rows in results.items():
-        name, target = classes[targets[label]], targets[label]
-        turned = [values for values in rows
-                  if values["transformation"] == "rotation" and closeness("rotation", values["amount"]) > 0]
-        probabilities = [values["true_class_probability"] for values in turned]
-        kept = sum(values["predicted_class"] == target for values in turned)
-        lines.append(f"Rotation, {label}: P({name}) {originals[label][target]:.2f} unrotated, "
-                     f"{min(probabilities):.2f} to {max(probabilities):.2f} turned; {name} is the most probable "
-                     f"class at {kept} of {len(turned)} angles.")
-        if int(originals[label].argmax()) != target:
-            judged["misclassified even unrotated"].append(label)
-        elif kept >= INVARIANT_SHARE * len(turned):
-            judged["invariant"].append(label)
-        else:
-            judged["not invariant"].append(label)
-    lines.append(f"Rotation invariance (the true class stays the most probable at >= {INVARIANT_SHARE:.0%} of the "
-                 f"angles): " + "; ".join(f"{verdict}: {', '.join(labels) or 'none'}"
-                                         for verdict, labels in judged.items()) + ".")
-    return lines
-
-
-def write_csv(results, targets, classes, path):
-    text = io.StringIO()
-    fields = ["photo", "true_class", "transformation", "amount", "layer1_distance", "layer7_distance",
-              "true_class_probability", "predicted_class"]
-    writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for label, rows in results.items():
-        for values in rows:
-            writer.writerow({**values, "photo": label, "true_class": classes[targets[label]],
-                             "predicted_class": classes[values["predicted_class"]]})
-    atomic_write_text(path, text.getvalue())
+    parser.add_argument("--scale", type=scale_steps, default="0.6:1.4:0.1", metavar="START:STOP:STEP",
+                        help="scale factors about the centre, above 0 (default: %(default)s)")
+    parser.add_argument("--rotate", type=steps, default="0:360:10", metavar="START:STOP:STEP",
+                        help="anticlockwise rotations about the centre in degrees (default: %(default)s)")
+    add_out(parser)
+    add_batch_size(parser)
+    args = parser.parse_args(argv)
+    args.ranges = {"translation": args.translate, "scale": args.scale, "rotation": args.rotate}
+    for kind, amounts in args.ranges.items():
+        if all(closeness(kind, amount) == 0 for amount in amounts):
+            raise UserError(f"{RANGE_FLAGS[kind]} needs at least one step that changes the photo")
+    return args
 
 
 def main(argv=None):
-    arguments = get_parser().parse_args(argv)
-    if arguments.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
-    ranges = {"translation": arguments.translate, "scale": arguments.scale, "rotation": arguments.rotate}
-    for (kind, amounts), flag in zip(ranges.items(), ("--translate", "--scale", "--rotate")):
-        if all(closeness(kind, amount) == 0 for amount in amounts):
-            raise UserError(f"{flag} needs at least one step that changes the photo")
-    model, checkpoint = load_network(arguments)
+    args = parse_args(argv)
+    model, checkpoint = load_network(args)
     classes, preprocess = checkpoint["classes"], checkpoint["preprocess"]
-    require_layers(model, LAYERS, arguments.checkpoint)
-    if arguments.class_name is not None:
-        class_index(arguments.class_name, classes)
-    photos = arguments.photos or default_photos(arguments.val, classes)
-    names = short_names(photos)
+    require_layers(model, LAYERS, args.checkpoint)
+    if args.class_name is not None:
+        class_index(args.class_name, classes)
+    check_translation(args.translate, preprocess["input_size"])
+    photos = args.photos or default_photos(args.images, classes)
+    labels = short_names(photos)
+    # Every photo is read, and every output path checked, before the long passes start, so
+    # that a bad photo (missing, truncated, too large to decode) or a bad --out fails at once.
     inputs = {path: load_input(path, preprocess) for path in photos}
-    device = next(model.parameters()).device
+    out = OutputFolder.claim(out_folder(args, "invariance"), inputs=[*photos, args.checkpoint], own_names=OUTPUTS)
+    figure, table, summary_path = (out.path(name) for name in OUTPUTS)
+    results, targets, originals = measure_photos(model, inputs, labels, classes, args.class_name, args.ranges,
+                                                 args.batch_size)
 
-    results, targets, originals = {}, {}, {}
-    for path, x in tqdm(inputs.items(), desc="photos", unit="photo"):
-        with torch.inference_mode():
-            probabilities = model(x[None].to(device)).softmax(1)[0].cpu()
-        label = names[path]
-        originals[label] = probabilities
-        targets[label] = judged_class(path, classes, arguments.class_name, probabilities)
-        results[label] = measure(model, x, ranges, targets[label], arguments.batch_size)
-
-    plot(results, targets, classes, os.path.join(arguments.out, "invariance.png"))
-    write_csv(results, targets, classes, os.path.join(arguments.out, "invariance.csv"))
+    plot(results, targets, classes, figure)
+    atomic_write_text(table, csv_text(table_rows(results, targets, classes)))
     summary = "\n".join(findings(results, targets, originals, classes)) + "\n"
-    atomic_write_text(os.path.join(arguments.out, "summary.txt"), summary)
-    print(summary + f"figure, values and summary in {arguments.out}/")
+    atomic_write_text(summary_path, summary)
+    print(summary + f"figure, values and summary in {out.folder}/")
 
 
 if __name__ == "__main__":

@@ -22,129 +22,73 @@ Writes, per photo, OUT/<name>.png (the photo; map (a); that feature map's strong
 activation on the unoccluded photo projected to pixels by the deconvnet, inside its
 receptive field; map (b); map (c)) and OUT/<name>.npz
 (the maps as arrays `feature`, `probability`, `prediction`, one cell per position, with
-the positions `tops` and `lefts` of the square and what was measured).
+the positions `tops` and `lefts` of the square and what was measured). OUT is occlusion/
+beside the checkpoint unless --out names another folder: a new or empty one, or one that
+holds zfnet's outputs only (never a folder of photos). Every photo is decoded before the
+work starts: one that cannot be (missing, truncated, too large to decode safely) stops the
+run at once, in one line naming it.
 """
-import argparse
-import os
+import functools
 
 import numpy as np
-import torch
-from matplotlib import colors
-from matplotlib.patches import Rectangle
 from tqdm import tqdm
 
-from zfnet.errors import UserError, run_main
-from zfnet.deconv import paste, project, receptive_fields
-from zfnet.experiments import add_network_arguments, class_index, judged_class, load_network, short_names
-from zfnet.figures import plt, save_figure, show_input, show_projection
+from zfnet.arguments import add_checkpoint, add_device, add_out, out_folder, positive_int, script_parser
+from zfnet.errors import run_main
+from zfnet.experiments import class_index, load_network, short_names
 from zfnet.files import atomic_write
 from zfnet.images import load_input
-from zfnet.occlusion import FEATURE_LAYER, occlusion_maps, square_positions, strongest_activation
+from zfnet.occlusion import draw, lowest_position, output_paths, own_names, photo_result, square_positions
+from zfnet.outputs import OutputFolder
 
 
-def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    parser = script_parser(__doc__)
     parser.add_argument("photos", nargs="+", help="photo files")
-    add_network_arguments(parser)
-    parser.add_argument("--size", type=int, default=50,
+    add_checkpoint(parser)
+    add_device(parser)
+    parser.add_argument("--size", type=positive_int, default=50,
                         help="side of the grey square, in pixels of the 224-pixel input (default: %(default)s)")
-    parser.add_argument("--stride", type=int, default=8,
+    parser.add_argument("--stride", type=positive_int, default=8,
                         help="step between square positions, in pixels (default: %(default)s)")
     parser.add_argument("--class", dest="class_name", metavar="NAME",
                         help="class whose probability map (b) shows (default: the photo's folder "
                              "when it is a class name, else the predicted class)")
-    parser.add_argument("--out", default="runs/occlusion",
-                        help="folder for the figures and arrays (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=64,
+    add_out(parser)
+    # Not photos, as the shared --batch-size counts: one photo is occluded at a time.
+    parser.add_argument("--batch-size", type=positive_int, default=64,
                         help="square positions per forward pass (default: %(default)s)")
-    return parser
-
-
-def strongest_projection(model, x, channel, row, column):
-    """The deconvnet projection of activation (row, column) of `channel` of layer 5 on input
-    `x`, in pixel space (3, H, W), and the box of its receptive field."""
-    box = receptive_fields(model)[FEATURE_LAYER].box(row, column)
-    return paste(project(model, x[None], [(0, FEATURE_LAYER, channel, row, column)])[0], box, x.shape[-1]), box
-
-
-def draw(path, photo, x, preprocess, result, projection, lowest):
-    """The paper's figure 7 for one photo from its `result` (what the .npz holds): the photo
-    with the square at `lowest`, where the class's probability is lowest; map (a); the
-    projection inside its receptive field; maps (b) and (c), over the photo's coordinates."""
-    offsets, size, stride = result["tops"], result["size"], result["stride"]
-    classes, target, channel = result["classes"], result["target"], result["channel"]
-    # Each cell is drawn centred on the middle of its square, one stride wide.
-    low, high = offsets[0] + size / 2 - stride / 2, offsets[-1] + size / 2 + stride / 2
-    extent = (low, high, high, low)
-    side = x.shape[-1]
-    figure, axes = plt.subplots(1, 5, figsize=(21, 4.2), layout="constrained")
-
-    show_input(axes[0], x, preprocess)
-    axes[0].add_patch(Rectangle((offsets[lowest[1]] - 0.5, offsets[lowest[0]] - 0.5), size, size,
-                                facecolor=(0.5, 0.5, 0.5, 0.8), edgecolor="black"))
-    axes[0].set_title(f"{os.path.basename(photo)}\nsquare where P({classes[target]}) is lowest")
-
-    pixels, (top, left, bottom, right) = projection
-    show_projection(axes[2], pixels)
-    axes[2].add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, edgecolor="black"))
-    axes[2].set_title(f"feature map {channel}'s strongest activation,\nprojected by the deconvnet")
-
-    panels = [
-        (axes[1], result["feature"], f"(a) layer {FEATURE_LAYER}, feature map {channel}:\ntotal activation",
-         "viridis", {}),
-        (axes[3], result["probability"], f"(b) probability of {classes[target]}", "magma", {"vmin": 0, "vmax": 1}),
-    ]
-    for axis, values, title, colormap, limits in panels:
-        image = axis.imshow(values, extent=extent, cmap=colormap, **limits)
-        figure.colorbar(image, ax=axis, shrink=0.8)
-        axis.set_title(title)
-
-    palette = colors.ListedColormap(plt.get_cmap("tab10").colors[:len(classes)])
-    image = axes[4].imshow(result["prediction"], extent=extent, cmap=palette, vmin=-0.5,
-                           vmax=len(classes) - 0.5, interpolation="nearest")
-    legend = figure.colorbar(image, ax=axes[4], shrink=0.8, ticks=range(len(classes)))
-    legend.ax.set_yticklabels(classes)
-    axes[4].set_title("(c) most probable class")
-    for axis in (axes[1], axes[3], axes[4]):
-        axis.set(xlim=(-0.5, side - 0.5), ylim=(side - 0.5, -0.5), xlabel="square centre x (pixels)")
-    axes[1].set_ylabel("square centre y (pixels)")
-    save_figure(figure, path, dpi=100)
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
-    arguments = get_parser().parse_args(argv)
-    if arguments.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
-    model, checkpoint = load_network(arguments)
+    args = parse_args(argv)
+    model, checkpoint = load_network(args)
     classes, preprocess = checkpoint["classes"], checkpoint["preprocess"]
-    if arguments.class_name is not None:
-        class_index(arguments.class_name, classes)
-    # The input is square, so the square takes the same offsets down as across.
-    offsets = square_positions(preprocess["input_size"], arguments.size, arguments.stride)
-    names = short_names(arguments.photos)
+    if args.class_name is not None:
+        class_index(args.class_name, classes)
+    offsets = square_positions(preprocess["input_size"], args.size, args.stride)
+    names = short_names(args.photos)
+    # Every photo is read, and every output path checked, before the long passes start, so
+    # that a bad photo (missing, truncated, too large to decode) or a bad --out fails at once.
+    inputs = {path: load_input(path, preprocess) for path in args.photos}
+    folder = out_folder(args, "occlusion")
+    out = OutputFolder.claim(folder, inputs=[*args.photos, args.checkpoint], own_names=own_names(folder))
+    paths = output_paths(out, names)
     device = next(model.parameters()).device
-    # Every photo is read before the long passes start, so a bad one fails at once.
-    inputs = {path: load_input(path, preprocess) for path in arguments.photos}
 
     for path, x in tqdm(inputs.items(), desc="photos", unit="photo", disable=len(inputs) == 1):
         x = x.to(device)
-        with torch.inference_mode():
-            probabilities = model(x[None]).softmax(1)[0].cpu()
-        target = judged_class(path, classes, arguments.class_name, probabilities)
-        channel, row, column = strongest_activation(model, x, FEATURE_LAYER)
-        maps = occlusion_maps(model, x, arguments.size, arguments.stride, target, FEATURE_LAYER, channel,
-                              arguments.batch_size, progress=True)
-        result = {**{name: values.numpy() for name, values in maps.items()},
-                  "tops": np.array(offsets), "lefts": np.array(offsets), "size": arguments.size,
-                  "stride": arguments.stride, "layer": FEATURE_LAYER, "channel": channel, "target": target,
-                  "classes": np.array(classes), "unoccluded_probability": probabilities.numpy()}
-        stem = os.path.join(arguments.out, os.path.splitext(names[path])[0])
-        atomic_write(stem + ".npz", lambda file: np.savez(file, **result))
-        lowest = np.unravel_index(result["probability"].argmin(), result["probability"].shape)
-        draw(stem + ".png", path, x, preprocess, result, strongest_projection(model, x, channel, row, column), lowest)
-        print(f"{path}: P({classes[target]}) {probabilities[target]:.3f} unoccluded, "
+        result, strongest = photo_result(model, x, path, classes, args.class_name, args.size, args.stride,
+                                         args.batch_size)
+        figure, maps = paths[path]
+        atomic_write(maps, functools.partial(np.savez, **result))
+        draw(figure, names[path], model, x, preprocess, result, strongest)
+        lowest = lowest_position(result)
+        target = result["target"]
+        print(f"{path}: P({classes[target]}) {result['unoccluded_probability'][target]:.3f} unoccluded, "
               f"{result['probability'][lowest]:.3f} at its lowest (square at y={offsets[lowest[0]]}, "
-              f"x={offsets[lowest[1]]}); {stem}.png, {stem}.npz")
+              f"x={offsets[lowest[1]]}); {figure}, {maps}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Occlusion speed: occlusion.py's maps against Captum's Occlusion, on real photos, in one run.
 
-    python bench/occlusion_speed.py                        # 3 photos of ../shared/flower_photos
+    python bench/occlusion_speed.py                        # 3 photos of flower_data/val
     python bench/occlusion_speed.py --photos 6 --checkpoint runs/zfnet/best.pth --device cuda
+    python bench/occlusion_speed.py --quick                # a check that it runs, in seconds
 
 Both slide a grey square (--size, --stride) over each photo's 224-pixel input and evaluate
 the network once per position: Captum with its defaults (one occluded input per forward
@@ -11,9 +12,9 @@ spreads each position's effect over the pixels its square covers; to compare the
 cell by cell, the bench records the probability that Captum's own forward passes return
 for each occluded input. Each method runs once on the first photo to warm up, then is
 timed on every photo. Without --checkpoint the network is a randomly initialised half-width
-ZFNet (the time does not depend on the weights).
+ZFNet (the time does not depend on the weights). --quick times 2 photos of the bundled
+sample with a large square and a coarse stride: every step runs, in seconds.
 """
-import argparse
 import os
 import sys
 import time
@@ -21,45 +22,59 @@ import time
 import torch
 from captum.attr import Occlusion
 
-# Run from anywhere: the project's modules are one folder up.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # the project's modules, wherever the bench is started from
 from model import ZFNet  # noqa: E402
-from train import PREPROCESS  # noqa: E402
+from zfnet.arguments import add_device, add_images, positive_int, script_parser  # noqa: E402
 from zfnet.checkpoint import load_checkpoint  # noqa: E402
+from zfnet.data import scan_classes  # noqa: E402
 from zfnet.errors import UserError, run_main  # noqa: E402
-from zfnet.images import IMAGE_SUFFIXES, load_input  # noqa: E402
+from zfnet.images import load_input  # noqa: E402
 from zfnet.occlusion import FEATURE_LAYER, occlusion_maps, square_positions, strongest_activation  # noqa: E402
 from zfnet.runtime import pick_device  # noqa: E402
+from zfnet.training import PREPROCESS  # noqa: E402
+
+# --quick: 2 photos (two classes), 4 x 4 positions of a 100-pixel square (the last ones cut off
+# by the edge), batches of ours that do not divide the positions evenly.
+QUICK = {"images": os.path.join(ROOT, "samples", "flower_photos"), "photos": 2, "size": 100, "stride": 60,
+         "batch_size": 5}
 
 
-def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="../shared/flower_photos",
-                        help="folder with one sub-folder of photos per class (default: %(default)s)")
-    parser.add_argument("--photos", type=int, default=3,
+def parse_args(argv=None):
+    parser = script_parser(__doc__)
+    add_images(parser, help="folder with one sub-folder of photos per class")
+    parser.add_argument("--photos", type=positive_int, default=3,
                         help="photos to time, taken in turn from each class (default: %(default)s)")
-    parser.add_argument("--checkpoint", help="checkpoint to time (default: a randomly initialised ZFNet)")
-    parser.add_argument("--size", type=int, default=50, help="side of the grey square in pixels (default: %(default)s)")
-    parser.add_argument("--stride", type=int, default=8, help="step between positions in pixels (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=64, help="positions per pass for ours (default: %(default)s)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
-    return parser
+    parser.add_argument("--checkpoint", metavar="PTH",
+                        help="checkpoint to time (default: a randomly initialised ZFNet)")
+    parser.add_argument("--size", type=positive_int, default=50,
+                        help="side of the grey square in pixels (default: %(default)s)")
+    parser.add_argument("--stride", type=positive_int, default=8,
+                        help="step between positions in pixels (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=64,
+                        help="positions per pass for ours (default: %(default)s)")
+    add_device(parser)
+    parser.set_defaults(device="cpu")  # the README's measurements are on the CPU
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a quick check on the bundled sample: --photos {QUICK['photos']}, --size "
+                             f"{QUICK['size']}, --stride {QUICK['stride']}, --batch-size {QUICK['batch_size']} "
+                             f"(these and --images are ignored)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        vars(args).update(QUICK)
+    return args
 
 
-def pick_photos(root, count):
+def pick_photos(folder, count):
     """`count` photos with their class folders' names, taken in turn from each class."""
-    if not os.path.isdir(root):
-        raise UserError(f"photo folder not found: {root}")
-    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
-    listed = {name: sorted(entry.path for entry in os.scandir(os.path.join(root, name))
-                           if entry.name.lower().endswith(IMAGE_SUFFIXES)) for name in classes}
+    listed = scan_classes(folder)
+    classes = list(listed)
     chosen = []
     for index in range(count):
-        name = classes[index % len(classes)] if classes else None
-        if name is None or index // len(classes) >= len(listed[name]):
-            raise UserError(f"{root} holds too few photos in class folders for --photos {count}")
-        chosen.append((listed[name][index // len(classes)], name))
+        name, rank = classes[index % len(classes)], index // len(classes)
+        if rank >= len(listed[name]):
+            raise UserError(f"{folder} holds too few photos in class folders for --photos {count}")
+        chosen.append((listed[name][rank], name))
     return chosen
 
 
@@ -89,26 +104,24 @@ def captum(model, x, size, stride, target):
 
 
 def main(argv=None):
-    arguments = get_parser().parse_args(argv)
-    if arguments.photos < 1:
-        raise UserError("--photos must be at least 1")
-    device = pick_device(arguments.device)
-    photos = pick_photos(arguments.data, arguments.photos)
-    if arguments.checkpoint:
-        model, checkpoint = load_checkpoint(arguments.checkpoint, device)
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    photos = pick_photos(args.images, args.photos)
+    if args.checkpoint:
+        model, checkpoint = load_checkpoint(args.checkpoint, device)
         classes, preprocess = checkpoint["classes"], checkpoint["preprocess"]
     else:
         torch.manual_seed(0)
         classes, preprocess = sorted({name for _, name in photos}), PREPROCESS
         model = ZFNet(num_classes=len(classes)).to(device).eval()
-    square_positions(preprocess["input_size"], arguments.size, arguments.stride)
+    square_positions(preprocess["input_size"], args.size, args.stride)
     inputs = [(load_input(path, preprocess).to(device), classes.index(name) if name in classes else 0)
               for path, name in photos]
 
     methods = {
-        "Captum Occlusion (defaults)": lambda x, target: captum(model, x, arguments.size, arguments.stride, target),
-        "ours (windowed, batched)": lambda x, target: ours(model, x, arguments.size, arguments.stride, target,
-                                                           arguments.batch_size),
+        "Captum Occlusion (defaults)": lambda x, target: captum(model, x, args.size, args.stride, target),
+        "ours (windowed, batched)": lambda x, target: ours(model, x, args.size, args.stride, target,
+                                                           args.batch_size),
     }
     seconds, maps = {}, {}
     for name, method in methods.items():
@@ -126,9 +139,9 @@ def main(argv=None):
 
     reference = "Captum Occlusion (defaults)"
     evaluations = maps[reference][0].numel()
-    print(f"{len(inputs)} photos of {arguments.data}, {arguments.size}-pixel square, stride {arguments.stride}, "
+    print(f"{len(inputs)} photos of {os.path.relpath(args.images)}, {args.size}-pixel square, stride {args.stride}, "
           f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{'weights of ' + arguments.checkpoint if arguments.checkpoint else 'random weights'}")
+          f"{'weights of ' + args.checkpoint if args.checkpoint else 'random weights'}")
     print("| method | forward evaluations | seconds per photo | speed-up | max abs difference of map (b) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name in methods:

@@ -1,44 +1,31 @@
+"""correspondence.py, run as a user runs it: Delta from its definition, the seed of the
+random boxes, and bad parts files."""
 import csv
+import errno
 import json
 import os
 from itertools import combinations
 
 import pytest
 import torch
-from tests.helpers import ROOT, assert_one_line_error, run_script, tiny_network, write_checkpoint, write_photo
 from PIL import Image
 
-import correspondence
-from zfnet.errors import UserError
+import zfnet.correspondence
+from tests.helpers import (
+    assert_one_line_error,
+    call_script,
+    flags_without_defaults,
+    folder_contents,
+    record_figure_texts,
+    run_script,
+    tiny_network,
+    write_bomb,
+    write_checkpoint,
+    write_photo,
+    write_truncated_photo,
+)
+from zfnet.correspondence import input_box
 from zfnet.images import load_input
-
-
-def test_delta_counts_sign_disagreements_over_pairs():
-    changes = torch.tensor([[0.5, -2.0, 0.0], [3.0, 1.0, 0.0], [-1.0, -0.1, 7.0]])
-    # signs (+ - 0), (+ + 0), (- - +): pairs differ in 1, 2 and 3 places.
-    assert correspondence.delta(changes) == 1 + 2 + 3
-
-
-def test_delta_is_zero_for_identical_changes():
-    change = torch.randn(50, generator=torch.Generator().manual_seed(0))
-    assert correspondence.delta(change.expand(5, -1)) == 0
-    # Only the signs count: scaling a change does not make it different.
-    assert correspondence.delta(torch.stack([change, 3 * change, 0.1 * change])) == 0
-
-
-def test_input_box_follows_the_stretch_to_the_input():
-    assert correspondence.input_box((0, 0, 240, 120), (240, 120), 224) == (0, 0, 224, 224)
-    # Rows are stretched 224/120, columns 224/240; rounded outwards.
-    assert correspondence.input_box((60, 30, 120, 90), (240, 120), 224) == (56, 56, 112, 56)
-    assert correspondence.input_box((1, 1, 2, 2), (240, 120), 224) == (1, 0, 3, 2)
-    with pytest.raises(ValueError, match="outside the 240 x 120 photo"):
-        correspondence.input_box((200, 0, 241, 10), (240, 120), 224)
-
-
-def test_masked_paints_only_the_box_grey():
-    x = torch.ones(3, 8, 8)
-    painted = correspondence.masked(x, (2, 3, 4, 2))
-    assert painted[:, 2:6, 3:5].eq(0).all() and painted.sum() == 3 * (64 - 8) and x.eq(1).all()
 
 
 @pytest.fixture
@@ -54,10 +41,13 @@ def parts_file(tmp_path):
     return path
 
 
-def test_part_deltas_match_the_definition(parts_file, tmp_path, capsys):
+def test_part_deltas_match_the_definition(parts_file, tmp_path, monkeypatch):
     checkpoint = write_checkpoint(tmp_path / "tiny.pth", input_size=64)
-    out = tmp_path / "out"
-    correspondence.main([str(parts_file), "--checkpoint", checkpoint, "--draws", "3", "--out", str(out)])
+    texts = record_figure_texts(monkeypatch)
+    result = call_script("correspondence.py", parts_file, "--checkpoint", checkpoint, "--draws", "3")
+    assert result.returncode == 0, result.stderr
+    # Without --out, beside the checkpoint.
+    out = tmp_path / "correspondence"
     with open(out / "correspondence.csv") as file:
         rows = {(row["part"], row["masks"]): row for row in csv.DictReader(file)}
     assert sorted(rows) == [("side", "part"), ("side", "random"), ("top", "part"), ("top", "random")]
@@ -71,9 +61,9 @@ def test_part_deltas_match_the_definition(parts_file, tmp_path, capsys):
     for entry in entries:
         path = os.path.join(tmp_path, entry["photo"])
         x = load_input(path, preprocess)
-        top, left, height, width = correspondence.input_box(entry["parts"]["top"], Image.open(path).size, 64)
+        left, top, right, bottom = input_box(entry["parts"]["top"], Image.open(path).size, 64)
         grey = x.clone()
-        grey[:, top:top + height, left:left + width] = 0
+        grey[:, top:bottom, left:right] = 0
         with torch.inference_mode():
             both = model.activations(torch.stack([x, grey]), [5, 7])
         for layer in (5, 7):
@@ -83,17 +73,20 @@ def test_part_deltas_match_the_definition(parts_file, tmp_path, capsys):
         assert float(rows["top", "part"][f"layer{layer}_delta"]) == expected
         features = changes[layer][0].numel()
         assert float(rows["top", "part"][f"layer{layer}_share"]) == pytest.approx(expected / (3 * features), rel=1e-5)
-    printed = capsys.readouterr().out
+    printed = result.stdout
     assert "random (top size)" in printed and "3 pairs of 3 photos" in printed
     assert (out / "correspondence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The figure names the photos by file name, never by where they lie.
+    assert "p0.jpg" in texts and not any(str(tmp_path) in text for text in texts)
 
 
 def test_random_boxes_are_reproducible_with_the_seed(parts_file, tmp_path):
     checkpoint = write_checkpoint(tmp_path / "tiny.pth", input_size=64)
     tables = []
     for seed, folder in ((4, "a"), (4, "b"), (5, "c")):
-        correspondence.main([str(parts_file), "--checkpoint", checkpoint, "--draws", "2", "--seed", str(seed),
-                             "--out", str(tmp_path / folder)])
+        result = call_script("correspondence.py", parts_file, "--checkpoint", checkpoint, "--draws", "2", "--seed",
+                             seed, "--out", tmp_path / folder)
+        assert result.returncode == 0, result.stderr
         tables.append((tmp_path / folder / "correspondence.csv").read_text())
     assert tables[0] == tables[1] != tables[2]
 
@@ -115,21 +108,8 @@ def rewrite(parts_file, change):
 def test_bad_parts_files_are_user_errors(parts_file, tmp_path, change, message):
     checkpoint = write_checkpoint(tmp_path / "tiny.pth", input_size=64)
     rewrite(parts_file, change)
-    with pytest.raises(UserError, match=message.replace("[", r"\[")):
-        correspondence.main([str(parts_file), "--checkpoint", checkpoint, "--out", str(tmp_path / "out")])
-
-
-def test_the_shipped_example_has_five_sunflowers_with_both_parts():
-    path = os.path.join(ROOT, "samples", "correspondence.json")
-    entries = correspondence.read_parts(path)
-    assert len(entries) == 5
-    for photo, parts in entries:
-        assert "/sunflowers/" in photo and sorted(parts) == ["disc", "petals"]
-        size = Image.open(photo).size
-        boxes = {name: correspondence.input_box(box, size, 224) for name, box in parts.items()}
-        # The petal patch sits left of the disc, not on it (rounding outwards may touch it).
-        _, petals_left, _, petals_width = boxes["petals"]
-        assert petals_left + petals_width <= boxes["disc"][1] + 1
+    result = call_script("correspondence.py", parts_file, "--checkpoint", checkpoint, "--out", tmp_path / "out")
+    assert_one_line_error(result, message)
 
 
 def test_empty_box_exits_2_with_one_line(parts_file, tmp_path):
@@ -143,3 +123,138 @@ def test_malformed_parts_file_exits_2_with_one_line(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     assert_one_line_error(run_script("correspondence.py", broken), "not a parts file")
+
+
+def test_help_shows_every_default():
+    result = call_script("correspondence.py", "--help")
+    assert result.returncode == 0
+    assert flags_without_defaults(result.stdout) == []
+
+
+# Hardening: outputs never over inputs or the user's files, photos the decoder refuses,
+# filesystem trouble, and parts files whose numbers make no sense.
+
+def test_out_in_the_photos_own_folder_is_refused_and_leaves_them_alone(parts_file, tmp_path):
+    checkpoint = write_checkpoint(tmp_path / "tiny.pth", input_size=64)
+    # The photos' folder, and the parts file's (which holds the checkpoint too).
+    for folder in (tmp_path / "photos", tmp_path):
+        before = folder_contents(folder)
+        process = call_script("correspondence.py", parts_file, "--checkpoint", checkpoint, "--draws", "1",
+                              "--out", folder)
+        assert_one_line_error(process, "already holds files that zfnet did not write")
+        assert folder_contents(folder) == before
+
+
+def test_an_output_that_would_replace_an_input_is_refused(parts_file, tmp_path):
+    checkpoint = write_checkpoint(tmp_path / "tiny.pth", input_size=64)
+    out = tmp_path / "out"
+    arguments = ["--checkpoint", checkpoint, "--draws", "1", "--out", out]
+    assert call_script("correspondence.py", parts_file, *arguments).returncode == 0
+    # The parts file moved into zfnet's own output folder, under the name of the table.
+    moved = out / "correspondence.csv"
+    moved.write_text(parts_file.read_text().replace('"photos/', '"../photos/'))
+    before = folder_contents(out)
+    assert_one_line_error(call_script("correspondence.py", moved, *arguments), "would replace one of the inputs")
+    assert folder_contents(out) == before
+
+
+def test_a_folder_of_the_users_files_is_refused_and_untouched(parts_file, tmp_path):
+    checkpoint = write_checkpoint(tmp_path / "tiny.pth", input_size=64)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "correspondence.png").write_bytes(b"my own figure")
+    (folder / "thesis.txt").write_text("chapter 1")
+    before = folder_contents(folder)
+    process = call_script("correspondence.py", parts_file, "--checkpoint", checkpoint, "--out", folder)
+    assert_one_line_error(process, "already holds files that zfnet did not write")
+    assert folder_contents(folder) == before
+
+
+@pytest.mark.parametrize("write, message", [(write_bomb, "image too large to decode safely"),
+                                            (write_truncated_photo, "truncated or corrupt image"),
+                                            (lambda path: os.symlink("gone.jpg", path) or str(path), "")])
+def test_a_bad_photo_stops_the_run_before_any_work(parts_file, tmp_path, write, message):
+    checkpoint = write_checkpoint(tmp_path / "tiny.pth", input_size=64)
+    bad = tmp_path / "photos" / "p1.jpg"
+    bad.unlink()
+    write(bad)
+    process = run_script("correspondence.py", parts_file, "--checkpoint", checkpoint, "--out", tmp_path / "out")
+    assert_one_line_error(process, f"{bad}: {message}")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("writer", ["matplotlib.figure.Figure.savefig", "os.fsync"])
+def test_a_full_disk_is_one_line_and_leaves_the_earlier_outputs(parts_file, tmp_path, monkeypatch, writer):
+    checkpoint = write_checkpoint(tmp_path / "tiny.pth", input_size=64)
+    out = tmp_path / "out"
+    arguments = [parts_file, "--checkpoint", checkpoint, "--draws", "2", "--out", out]
+    assert call_script("correspondence.py", *arguments).returncode == 0
+    before = folder_contents(out)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(writer, full)
+    monkeypatch.setattr(zfnet.correspondence, "tqdm", lambda iterable, **kwargs: iterable)  # its bar shares stderr
+    process = call_script("correspondence.py", *arguments)
+    assert_one_line_error(process, "No space left on device; what was there before is unchanged")
+    # The same seed gives the same table, so the one written before the figure failed is as it was.
+    assert folder_contents(out) == before
+
+
+def test_out_that_is_a_file_is_refused(parts_file, tmp_path):
+    checkpoint = write_checkpoint(tmp_path / "tiny.pth", input_size=64)
+    (tmp_path / "figures").write_text("a file")
+    process = run_script("correspondence.py", parts_file, "--checkpoint", checkpoint, "--out", tmp_path / "figures")
+    assert_one_line_error(process, "is a file, not a folder")
+    assert (tmp_path / "figures").read_text() == "a file"
+
+
+def set_box(index, part, box):
+    return lambda photos: photos[index]["parts"].update({part: box})
+
+
+@pytest.mark.parametrize("change, message", [
+    (set_box(0, "top", [True, 5, 40, 25]), "photo 1 (photos/p0.jpg), part top: a box is [left, top, right, bottom] "
+                                           "in whole pixels, not [true, 5, 40, 25]"),
+    (set_box(1, "side", [50, 20, 70, False]), "photo 2 (photos/p1.jpg), part side: a box is"),
+    (set_box(2, "top", ["10", 5, 40, 25]), "photo 3 (photos/p2.jpg), part top: a box is"),
+    (set_box(0, "top", [10.5, 5, 40, 25]), "photo 1 (photos/p0.jpg), part top: a box is"),
+    (set_box(0, "top", [10, None, 40, 25]), "photo 1 (photos/p0.jpg), part top: a box is"),
+    (set_box(0, "top", {"left": 10}), "photo 1 (photos/p0.jpg), part top: a box is"),
+    (set_box(1, "top", [-5, 5, 40, 25]), "photo 2 (photos/p1.jpg), part top: box [-5, 5, 40, 25] has a negative "
+                                         "coordinate"),
+    (set_box(1, "top", [10, -1, 40, 25]), "photo 2 (photos/p1.jpg), part top: box [10, -1, 40, 25] has a negative "
+                                          "coordinate"),
+    (set_box(2, "side", [70, 20, 50, 50]), "photo 3 (photos/p2.jpg), part side: reversed box [70, 20, 50, 50]"),
+    (set_box(2, "side", [50, 50, 70, 20]), "photo 3 (photos/p2.jpg), part side: reversed box [50, 50, 70, 20]"),
+    (set_box(0, "side", [50, 20, 81, 50]), "photo 1 (photos/p0.jpg), part side: box [50, 20, 81, 50] reaches "
+                                           "outside the 80 x 60 photo"),
+    (set_box(2, "top", [10, 5, 40, 61]), "photo 3 (photos/p2.jpg), part top: box [10, 5, 40, 61] reaches outside "
+                                         "the 100 x 60 photo"),
+    (lambda photos: photos[1].update(photo=5), "photo 2: an entry is"),
+    (lambda photos: photos[1].pop("photo"), "photo 2: an entry is"),
+    (lambda photos: photos.__setitem__(2, ["photos/p2.jpg"]), "photo 3: an entry is"),
+    (lambda photos: photos[0].update(parts=[[10, 5, 40, 25]]), 'photo 1 (photos/p0.jpg): "parts" must name'),
+    (lambda photos: photos[0].update(parts={}), 'photo 1 (photos/p0.jpg): "parts" must name'),
+])
+def test_parts_files_whose_numbers_make_no_sense_are_refused_naming_the_entry(parts_file, tmp_path, change,
+                                                                                message):
+    checkpoint = write_checkpoint(tmp_path / "tiny.pth", input_size=64)
+    rewrite(parts_file, change)
+    result = call_script("correspondence.py", parts_file, "--checkpoint", checkpoint, "--out", tmp_path / "out")
+    assert_one_line_error(result, f"{parts_file}: {message}")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content", ['{"photos": {"photo": "a.jpg"}}', "[1, 2]", '{"pictures": []}', "null",
+                                     "[" * 100000 + "]" * 100000], ids=["dict", "list", "no photos", "null", "deep"])
+def test_a_file_without_a_list_of_photos_is_not_a_parts_file(tmp_path, content):
+    parts = tmp_path / "parts.json"
+    parts.write_text(content)
+    assert_one_line_error(call_script("correspondence.py", parts), f"{parts}: not a parts file")
+
+
+@pytest.mark.parametrize("draws", ["0", "-3", "two"])
+def test_a_count_of_draws_that_makes_no_sense_is_refused(parts_file, draws):
+    assert_one_line_error(call_script("correspondence.py", parts_file, "--draws", draws), "--draws")

@@ -1,119 +1,29 @@
-import argparse
+"""invariance.py, run as a user runs it: the figure, table and findings it writes, its
+options, and its errors."""
 import csv
+import errno
+import os
+import re
+import shutil
 
-import numpy as np
 import pytest
-import torch
-from tests.helpers import CLASSES, assert_one_line_error, run_script, tiny_network, write_checkpoint, write_photo
 
-import invariance
-from zfnet.errors import UserError
-
-
-def test_steps_include_both_ends():
-    assert invariance.steps("-60:60:10") == list(range(-60, 61, 10))
-    assert invariance.steps("0.6:1.4:0.1") == [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4]
-    assert invariance.steps("0:360:90") == [0, 90, 180, 270, 360]
-    for bad in ("1:2", "a:b:c", "0:10:0", "10:0:1"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            invariance.steps(bad)
-
-
-@pytest.fixture
-def x():
-    return torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(0))
-
-
-@pytest.mark.parametrize("kind, amount", [("translation", 0), ("scale", 1), ("rotation", 0), ("rotation", 360)])
-def test_the_identity_leaves_the_input_alone(x, kind, amount):
-    torch.testing.assert_close(invariance.transform(x, kind, [amount])[0], x, atol=1e-5, rtol=0)
-
-
-def test_translation_moves_down_and_fills_with_the_mean(x):
-    moved = invariance.transform(x, "translation", [5, -3])
-    torch.testing.assert_close(moved[0, :, 5:], x[:, :-5], atol=1e-5, rtol=0)
-    assert (moved[0, :, :5] == 0).all()
-    torch.testing.assert_close(moved[1, :, :-3], x[:, 3:], atol=1e-5, rtol=0)
-    assert (moved[1, :, -3:] == 0).all()
-
-
-def test_scaling_shrinks_about_the_centre_with_a_grey_border(x):
-    shrunk = invariance.transform(torch.ones(3, 32, 32), "scale", [0.5])[0]
-    assert (shrunk[:, :7] == 0).all() and (shrunk[:, :, -7:] == 0).all()
-    assert (shrunk[:, 9:23, 9:23] == 1).all()
-
-
-def test_rotation_turns_anticlockwise():
-    marked = torch.zeros(3, 32, 32)
-    marked[:, 2:6, 14:18] = 1  # a spot at the top middle
-    turned = invariance.transform(marked, "rotation", [90])[0]
-    # A quarter turn anticlockwise takes the top middle to the left middle.
-    torch.testing.assert_close(turned[:, 14:18, 2:6], torch.ones(3, 4, 4), atol=1e-4, rtol=0)
-    assert turned[:, :, 16:].abs().max() < 1e-4
-
-
-def test_measure_reports_zero_distance_for_the_identity():
-    model = tiny_network(64)
-    x = torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(1))
-    ranges = {"translation": [-8, 0, 8], "scale": [0.8, 1.0, 1.25], "rotation": [0, 90, 360]}
-    rows = invariance.measure(model, x, ranges, 0, batch_size=4)
-    assert [(row["transformation"], row["amount"]) for row in rows] == [
-        (kind, amount) for kind in invariance.TRANSFORMATIONS for amount in ranges[kind]]
-    for row in rows:
-        still = invariance.closeness(row["transformation"], row["amount"]) == 0
-        assert (row["layer1_distance"] < 1e-3) == still and (row["layer7_distance"] < 1e-4) == still
-    with torch.inference_mode():
-        expected = model(x[None]).softmax(1)[0, 0].item()
-    assert rows[1]["true_class_probability"] == pytest.approx(expected, abs=1e-5)
-
-
-def made_up(layer1, layer7, predicted, amounts):
-    """Rows as `measure` gives them, from functions of (transformation, amount)."""
-    return [{"transformation": kind, "amount": amount, "layer1_distance": layer1(kind, amount),
-             "layer7_distance": layer7(kind, amount), "true_class_probability": 0.5,
-             "predicted_class": predicted(kind, amount)}
-            for kind in invariance.TRANSFORMATIONS for amount in amounts[kind]]
-
-
-AMOUNTS = {"translation": [-20, -10, 0, 10, 20], "scale": [0.8, 0.9, 1.0, 1.1, 1.2], "rotation": [0, 90, 180, 270, 360]}
-
-
-def test_findings_recognise_the_papers_behaviour():
-    def jump(kind, amount):  # layer 1: full change at the smallest step
-        return 0.0 if invariance.closeness(kind, amount) == 0 else 10.0
-
-    def linear(kind, amount):  # layer 7: grows in proportion
-        return invariance.closeness(kind, amount)
-
-    results = {"a.jpg": made_up(jump, linear, lambda kind, amount: 0, AMOUNTS),
-               "b.jpg": made_up(jump, linear, lambda kind, amount: 1 if amount == 180 else 0, AMOUNTS)}
-    originals = {"a.jpg": torch.tensor([0.9, 0.05, 0.05]), "b.jpg": torch.tensor([0.6, 0.3, 0.1])}
-    lines = invariance.findings(results, {"a.jpg": 0, "b.jpg": 0}, originals, CLASSES)
-    assert "translation 100% vs 50%" in lines[0] and "layer 1 a lot and layer 7 much less" in lines[0]
-    assert "translation R2 = 1.00" in lines[1] and "roughly linear in both" in lines[1]
-    assert lines[2] == ("Rotation, a.jpg: P(daisy) 0.90 unrotated, 0.50 to 0.50 turned; daisy is the most probable "
-                        "class at 3 of 3 angles.")
-    assert "b.jpg: P(daisy) 0.60 unrotated" in lines[3] and "at 2 of 3 angles" in lines[3]
-    assert lines[4].endswith("invariant: a.jpg; not invariant: b.jpg; misclassified even unrotated: none.")
-
-
-def test_findings_say_when_the_paper_does_not_hold():
-    def linear(kind, amount):
-        return invariance.closeness(kind, amount)
-
-    def wobbly(kind, amount):  # the full change at the smallest step, then back down: not linear
-        distance = invariance.closeness(kind, amount)
-        smallest = {"translation": 10, "scale": 0.1, "rotation": 90}[kind]
-        return 0.0 if distance == 0 else 10.0 if distance == smallest else 1.0
-
-    results = {"a.jpg": made_up(linear, wobbly, lambda kind, amount: 2, AMOUNTS),
-               "b.jpg": made_up(linear, wobbly, lambda kind, amount: 2, AMOUNTS)}
-    originals = {"a.jpg": torch.tensor([0.2, 0.1, 0.7]), "b.jpg": torch.tensor([0.5, 0.1, 0.4])}
-    lines = invariance.findings(results, {"a.jpg": 0, "b.jpg": 0}, originals, CLASSES)
-    assert "as in the paper only for none" in lines[0]
-    assert "not roughly linear in either" in lines[1]
-    assert lines[-1] == ("Rotation invariance (the true class stays the most probable at >= 90% of the angles): "
-                         "invariant: none; not invariant: b.jpg; misclassified even unrotated: a.jpg.")
+import zfnet.invariance
+from tests.helpers import (
+    CLASSES,
+    assert_one_line_error,
+    call_script,
+    flags_without_defaults,
+    folder_contents,
+    record_figure_texts,
+    run_script,
+    write_bomb,
+    write_checkpoint,
+    write_photo,
+    write_truncated_photo,
+)
+from zfnet.invariance import steps
+from zfnet.outputs import MARKER
 
 
 @pytest.fixture
@@ -129,10 +39,13 @@ def setup(tmp_path):
 RANGES = ["--translate=-8:8:4", "--scale", "0.8:1.2:0.2", "--rotate", "0:360:90"]
 
 
-def test_script_writes_figure_csv_and_summary(setup, tmp_path, capsys):
+def test_script_writes_figure_csv_and_summary(setup, tmp_path, monkeypatch):
     checkpoint, val = setup
-    out = tmp_path / "out"
-    invariance.main(["--checkpoint", checkpoint, "--val", str(val), "--out", str(out), *RANGES])
+    texts = record_figure_texts(monkeypatch)
+    result = call_script("invariance.py", "--checkpoint", checkpoint, "--images", val, *RANGES)
+    assert result.returncode == 0, result.stderr
+    # Without --out, beside the checkpoint.
+    out = tmp_path / "invariance"
     with open(out / "invariance.csv") as file:
         rows = list(csv.DictReader(file))
     # The default photos: the first of each class, judged against their folders' classes.
@@ -145,42 +58,52 @@ def test_script_writes_figure_csv_and_summary(setup, tmp_path, capsys):
     assert all(float(row["layer1_distance"]) < 1e-3 for row in identity)
     assert all(0 <= float(row["true_class_probability"]) <= 1 and row["predicted_class"] in CLASSES for row in rows)
     summary = (out / "summary.txt").read_text()
-    assert summary.startswith("Small transformations") and summary in capsys.readouterr().out
+    assert summary.startswith("Small transformations") and summary in result.stdout
     assert len(summary.splitlines()) == 2 + len(CLASSES) + 1
     assert (out / "invariance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The figure names the photos by file name, never by where they lie.
+    assert "daisy0.jpg (daisy)" in texts and not any(str(tmp_path) in text for text in texts)
 
 
 def test_photos_given_use_class_option(setup, tmp_path):
     checkpoint, val = setup
     loose = write_photo(tmp_path / "loose.jpg", seed=99)
     out = tmp_path / "out"
-    invariance.main([loose, "--checkpoint", checkpoint, "--class", "roses", "--out", str(out), *RANGES])
+    result = call_script("invariance.py", loose, "--checkpoint", checkpoint, "--class", "roses", "--out", out, *RANGES)
+    assert result.returncode == 0, result.stderr
     with open(out / "invariance.csv") as file:
         assert {row["true_class"] for row in csv.DictReader(file)} == {"roses"}
 
 
 @pytest.mark.parametrize("arguments, message", [
     (["--class", "tulips"], "unknown class 'tulips'"),
-    (["--val", "nowhere"], "no photos in nowhere"),
+    (["--images", "nowhere"], "folder not found: nowhere"),
     (["--batch-size", "0"], "--batch-size"),
     (["--rotate", "0:360:360"], "--rotate needs at least one step that changes the photo"),
 ])
 def test_bad_input_is_a_user_error(setup, arguments, message):
     checkpoint, val = setup
-    with pytest.raises(UserError, match=message):
-        invariance.main(["--checkpoint", checkpoint, "--val", str(val), *arguments])
+    assert_one_line_error(call_script("invariance.py", "--checkpoint", checkpoint, "--images", val, *arguments),
+                          message)
+
+
+def test_images_without_a_class_is_a_user_error(setup):
+    checkpoint, val = setup
+    shutil.rmtree(val / "roses")
+    process = call_script("invariance.py", "--checkpoint", checkpoint, "--images", val)
+    assert_one_line_error(process, f"no photos in {val / 'roses'}")
 
 
 def test_a_network_without_layer_7_is_a_user_error(setup, tmp_path):
     _, val = setup
     checkpoint = write_checkpoint(tmp_path / "no7.pth", input_size=64, fc_features=(32, 0))
-    with pytest.raises(UserError, match="has no layer 7"):
-        invariance.main(["--checkpoint", checkpoint, "--val", str(val)])
+    assert_one_line_error(call_script("invariance.py", "--checkpoint", checkpoint, "--images", val),
+                          "has no layer 7")
 
 
 def test_bad_range_exits_2_with_one_line(setup):
     checkpoint, val = setup
-    process = run_script("invariance.py", "--checkpoint", checkpoint, "--val", val, "--rotate", "0:360")
+    process = run_script("invariance.py", "--checkpoint", checkpoint, "--images", val, "--rotate", "0:360")
     assert_one_line_error(process, "expected START:STOP:STEP")
 
 
@@ -190,10 +113,168 @@ def test_missing_photo_exits_2_with_one_line(setup, tmp_path):
     assert_one_line_error(process, "gone.jpg: no such file")
 
 
-def test_identical_curves_have_no_spread():
-    rows = made_up(lambda kind, amount: invariance.closeness(kind, amount),
-                   lambda kind, amount: invariance.closeness(kind, amount), lambda kind, amount: 0, AMOUNTS)
-    translation = [row for row in rows if row["transformation"] == "translation"]
-    assert invariance.line_fit(translation, "layer7_distance") == pytest.approx(1.0)
-    assert invariance.small_step_share(translation, "layer7_distance") == pytest.approx(0.5)
-    assert np.isnan(invariance.line_fit(translation[:2], "layer7_distance"))
+def test_help_states_the_defaults_a_run_uses(setup, tmp_path):
+    checkpoint, _ = setup
+    result = call_script("invariance.py", "--help")
+    assert result.returncode == 0
+    assert flags_without_defaults(result.stdout) == []
+    help_text = " ".join(result.stdout.split())
+    stated = {flag: re.search(rf"--{flag} START:STOP:STEP [^(]*\(default: ([-\d.:]+)", help_text).group(1)
+              for flag in ("translate", "scale", "rotate")}
+    assert stated == {"translate": "-60:60:10", "scale": "0.6:1.4:0.1", "rotate": "0:360:10"}
+    loose = write_photo(tmp_path / "loose.jpg", seed=7)
+    result = call_script("invariance.py", loose, "--checkpoint", checkpoint, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "out" / "invariance.csv") as file:
+        rows = list(csv.DictReader(file))
+    for flag, kind in (("translate", "translation"), ("scale", "scale"), ("rotate", "rotation")):
+        assert [float(row["amount"]) for row in rows if row["transformation"] == kind] == steps(stated[flag])
+
+
+# Hardening: outputs never over inputs or the user's files, photos the decoder refuses,
+# filesystem trouble, and ranges checked before any work.
+
+def test_out_in_the_photos_own_folder_is_refused_and_leaves_them_alone(setup, tmp_path):
+    checkpoint, val = setup
+    loose = write_photo(tmp_path / "desk" / "flower.png", seed=3)
+    for photos, folder in (([loose], tmp_path / "desk"), ([], val / "roses"), ([], val)):
+        before = folder_contents(folder)
+        process = call_script("invariance.py", *photos, "--checkpoint", checkpoint, "--images", val, *RANGES,
+                              "--out", folder)
+        assert_one_line_error(process, "already holds files that zfnet did not write")
+        assert folder_contents(folder) == before
+
+
+def test_an_output_that_would_replace_an_input_is_refused(setup, tmp_path):
+    checkpoint, val = setup
+    out = tmp_path / "out"
+    loose = write_photo(tmp_path / "loose.jpg", seed=4)
+    assert call_script("invariance.py", loose, "--checkpoint", checkpoint, *RANGES, "--out", out).returncode == 0
+    # A photo copied into zfnet's own output folder, under the name of the figure.
+    photo = write_photo(out / "invariance.png", seed=5)
+    before = folder_contents(out)
+    process = call_script("invariance.py", photo, "--checkpoint", checkpoint, *RANGES, "--out", out)
+    assert_one_line_error(process, "would replace one of the inputs")
+    assert folder_contents(out) == before
+
+
+@pytest.mark.parametrize("users_files", [{"thesis.txt": b"chapter 1"},
+                                         {"invariance.csv": b"my own table", "notes.txt": b"mine"}])
+def test_a_folder_of_the_users_files_is_refused_and_untouched(setup, tmp_path, users_files):
+    checkpoint, val = setup
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for name, data in users_files.items():
+        (folder / name).write_bytes(data)
+    process = call_script("invariance.py", "--checkpoint", checkpoint, "--images", val, *RANGES, "--out", folder)
+    assert_one_line_error(process, "already holds files that zfnet did not write")
+    assert folder_contents(folder) == users_files
+
+
+def test_a_folder_of_invariance_outputs_from_before_the_marker_is_taken_back(setup, tmp_path):
+    checkpoint, val = setup
+    out = tmp_path / "out"
+    assert call_script("invariance.py", "--checkpoint", checkpoint, "--images", val, *RANGES,
+                       "--out", out).returncode == 0
+    (out / MARKER).unlink()
+    result = call_script("invariance.py", "--checkpoint", checkpoint, "--images", val, *RANGES, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(out)) == sorted([MARKER, "invariance.png", "invariance.csv", "summary.txt"])
+
+
+@pytest.mark.parametrize("write, name, message", [
+    (write_bomb, "bomb.png", "image too large to decode safely"),
+    (write_truncated_photo, "cut.jpg", "truncated or corrupt image"),
+    (lambda path: os.symlink("gone.jpg", path) or str(path), "dangling.jpg", ""),
+])
+def test_a_bad_photo_stops_the_run_before_any_work(setup, tmp_path, write, name, message):
+    checkpoint, val = setup
+    good = write_photo(tmp_path / "good.jpg", seed=6)
+    bad = write(tmp_path / name)
+    process = run_script("invariance.py", good, bad, "--checkpoint", checkpoint, *RANGES, "--out", tmp_path / "out")
+    assert_one_line_error(process, f"{bad}: {message}")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("write, message", [(write_bomb, "image too large to decode safely"),
+                                            (write_truncated_photo, "truncated or corrupt image")])
+def test_a_bad_default_photo_stops_the_run_before_any_work(setup, tmp_path, write, message):
+    checkpoint, val = setup
+    # Sorted first in its class folder: the photo the run would take for the class.
+    bad = write(val / "roses" / "a_first.png")
+    process = call_script("invariance.py", "--checkpoint", checkpoint, "--images", val, *RANGES,
+                          "--out", tmp_path / "out")
+    assert_one_line_error(process, f"{bad}: {message}")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("target", [
+    "gone.jpg",
+    "a_first.jpg",
+], ids=["dangling", "loop"])
+def test_a_broken_link_in_a_class_folder_is_passed_over(setup, tmp_path, target):
+    checkpoint, val = setup
+    os.symlink(target, val / "roses" / "a_first.jpg")
+    result = call_script("invariance.py", "--checkpoint", checkpoint, "--images", val, *RANGES,
+                         "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "out" / "invariance.csv") as file:
+        assert "roses0.jpg" in {row["photo"] for row in csv.DictReader(file)}
+
+
+@pytest.mark.parametrize("writer", ["matplotlib.figure.Figure.savefig", "os.fsync"])
+def test_a_full_disk_is_one_line_and_leaves_the_earlier_outputs(setup, tmp_path, monkeypatch, writer):
+    checkpoint, val = setup
+    out = tmp_path / "out"
+    arguments = ["--checkpoint", checkpoint, "--images", val, *RANGES, "--out", out]
+    assert call_script("invariance.py", *arguments).returncode == 0
+    before = folder_contents(out)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(writer, full)
+    monkeypatch.setattr(zfnet.invariance, "tqdm", lambda iterable, **kwargs: iterable)  # its bar would share stderr
+    process = call_script("invariance.py", *arguments)
+    assert_one_line_error(process, "No space left on device; what was there before is unchanged")
+    assert folder_contents(out) == before
+
+
+def test_out_that_is_a_file_is_refused(setup, tmp_path):
+    checkpoint, val = setup
+    (tmp_path / "figures").write_text("a file")
+    process = run_script("invariance.py", "--checkpoint", checkpoint, "--images", val, *RANGES,
+                         "--out", tmp_path / "figures")
+    assert_one_line_error(process, "is a file, not a folder")
+    assert (tmp_path / "figures").read_text() == "a file"
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--scale", "0:1.4:0.2"], "scale factors must be above 0, this range starts at 0"),
+    (["--scale=-0.5:1.5:0.5"], "scale factors must be above 0"),
+    (["--scale", "1.4:0.6:0.1"], "STOP is below START"),
+    (["--translate=10:-10:5"], "STOP is below START"),
+    (["--rotate", "90:0:10"], "STOP is below START"),
+    (["--rotate", "0:360:0"], "STEP must be above 0"),
+    (["--translate=-8:8:-4"], "STEP must be above 0"),
+    (["--rotate", "0:inf:10"], "must be finite numbers"),
+    (["--scale", "nan:1:0.1"], "must be finite numbers"),
+    (["--rotate", "0:360:0.01"], "more than 1000 steps"),
+    (["--translate", ""], "expected START:STOP:STEP"),
+    (["--translate", "0:0:1"], "--translate needs at least one step that changes the photo"),
+    (["--scale", "1:1:0.1"], "--scale needs at least one step that changes the photo"),
+    # The tests' network sees 64 x 64 pixels: a shift of 64 leaves it nothing of the photo.
+    (["--translate=-64:64:32"], "--translate reaches 64 pixels: the photo would leave this network's 64-pixel input"),
+])
+def test_ranges_that_make_no_sense_are_refused_before_any_work(setup, tmp_path, arguments, message):
+    checkpoint, val = setup
+    process = call_script("invariance.py", "--checkpoint", checkpoint, "--images", val, *arguments,
+                          "--out", tmp_path / "out")
+    assert_one_line_error(process, message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_scale_range_reaching_zero_exits_2_with_one_line(setup):
+    checkpoint, val = setup
+    process = run_script("invariance.py", "--checkpoint", checkpoint, "--images", val, "--scale", "0:1.4:0.1")
+    assert_one_line_error(process, "scale factors must be above 0")

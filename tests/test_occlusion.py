@@ -1,88 +1,30 @@
+"""occlusion.py, run as a user runs it: the maps and figures it writes, its options, and
+its errors."""
+import errno
+import os
+
+import matplotlib.figure
 import numpy as np
 import pytest
-import torch
-from tests.helpers import CLASSES, assert_one_line_error, run_script, tiny_network, write_checkpoint, write_photo
 
-import occlusion
-from zfnet.errors import UserError
-from zfnet.occlusion import occlusion_maps, square_positions, strongest_activation
+import zfnet.occlusion
+from tests.helpers import (
+    CLASSES,
+    assert_one_line_error,
+    call_script,
+    flags_without_defaults,
+    folder_contents,
+    record_figure_texts,
+    run_script,
+    write_bomb,
+    write_checkpoint,
+    write_photo,
+    write_truncated_photo,
+)
+from zfnet.occlusion import square_positions
+from zfnet.outputs import MARKER
 
-
-def plain_loop(model, x, size, stride, target, layer, channel):
-    """The definition: a copy of the photo per position with the square painted on it, each
-    run through the whole network (in batches, which does not change any copy's result)."""
-    offsets = square_positions(x.shape[1], size, stride)
-    copies = []
-    for top in offsets:
-        for left in offsets:
-            occluded = x.clone()
-            occluded[:, top:top + size, left:left + size] = 0
-            copies.append(occluded)
-    feature, probabilities = [], []
-    with torch.inference_mode():
-        for batch in torch.stack(copies).split(64):
-            feature.append(model.activations(batch, [layer])[layer][:, channel].sum((1, 2)))
-            probabilities.append(model(batch).softmax(1))
-    shape = (len(offsets), len(offsets))
-    probabilities = torch.cat(probabilities)
-    return (torch.cat(feature).view(shape).numpy(), probabilities[:, target].view(shape).numpy(),
-            probabilities.argmax(1).view(shape).numpy())
-
-
-@pytest.mark.parametrize("network, input_size, size, stride, batch_size", [
-    ({}, 224, 50, 16, 64),                                                   # ZFNet; squares cut off at the edge
-    ({"arch": "alexnet"}, 224, 37, 23, 5),                                   # an 11x11 stride-4 first layer
-    ({"conv_channels": (8, 16, 0, 0, 16), "fc_features": (32, 0)}, 224, 60, 41, 7),  # layers 3, 4, 7 removed
-    ({}, 64, 3, 3, 16),                                                      # a tiny square
-    ({}, 64, 64, 1, 1),                                                      # the square covers everything
-])
-def test_fast_maps_equal_the_plain_loop(network, input_size, size, stride, batch_size):
-    model = tiny_network(input_size, **network).double()
-    torch.manual_seed(1)
-    x = torch.randn(3, input_size, input_size, dtype=torch.float64)
-    channel, _, _ = strongest_activation(model, x, 5)
-    fast = occlusion_maps(model, x, size, stride, 1, 5, channel, batch_size)
-    feature, probability, prediction = plain_loop(model, x, size, stride, 1, 5, channel)
-    assert fast["feature"].shape == feature.shape == (len(square_positions(input_size, size, stride)),) * 2
-    np.testing.assert_allclose(fast["feature"].numpy(), feature, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(fast["probability"].numpy(), probability, rtol=1e-10, atol=1e-12)
-    np.testing.assert_array_equal(fast["prediction"].numpy(), prediction)
-    # The square must change the answers, or equal maps would prove nothing.
-    with torch.inference_mode():
-        unoccluded = model(x[None]).softmax(1)[0, 1].item()
-    assert np.abs(probability - unoccluded).max() > 1e-4
-
-
-def test_float32_maps_match_the_plain_loop_to_rounding():
-    """The defaults (50-pixel square, stride 8) in the precision the script runs in."""
-    model = tiny_network(224)
-    x = torch.randn(3, 224, 224, generator=torch.Generator().manual_seed(2))
-    channel, _, _ = strongest_activation(model, x, 5)
-    fast = occlusion_maps(model, x, 50, 8, 0, 5, channel)
-    feature, probability, _ = plain_loop(model, x, 50, 8, 0, 5, channel)
-    np.testing.assert_allclose(fast["feature"].numpy(), feature, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(fast["probability"].numpy(), probability, atol=1e-6)
-
-
-def test_square_positions_cover_the_input_as_captum_does():
-    # 0 to 168 keep the square whole; at 176 it is cut off by the edge, so nothing stays uncovered.
-    assert square_positions(224, 50, 8) == list(range(0, 177, 8))
-    assert square_positions(224, 24, 8) == list(range(0, 201, 8))
-    assert square_positions(224, 224, 8) == square_positions(224, 224, 300) == [0]
-    with pytest.raises(UserError, match="larger than the 224-pixel input"):
-        square_positions(224, 225, 8)
-    with pytest.raises(UserError, match="at least 1"):
-        square_positions(224, 50, 0)
-    with pytest.raises(UserError, match="gaps"):
-        square_positions(224, 50, 51)
-
-
-def test_strongest_activation_is_the_largest_of_layer_5():
-    model = tiny_network(64)
-    x = torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(3))
-    channel, row, column = strongest_activation(model, x, 5)
-    maps = model.activations(x[None], [5])[5][0]
-    assert maps[channel, row, column] == maps.max()
+QUICK = ["--size", "32", "--stride", "16"]
 
 
 @pytest.fixture
@@ -93,11 +35,13 @@ def setup(tmp_path):
     return checkpoint, in_class, loose
 
 
-def test_script_writes_maps_and_figures(setup, tmp_path, capsys):
+def test_script_writes_maps_and_figures(setup, tmp_path, monkeypatch):
     checkpoint, in_class, loose = setup
     out = tmp_path / "out"
-    occlusion.main([in_class, loose, "--checkpoint", checkpoint, "--size", "16", "--stride", "6", "--out", str(out),
-                    "--device", "cpu"])
+    texts = record_figure_texts(monkeypatch)
+    result = call_script("occlusion.py", in_class, loose, "--checkpoint", checkpoint, "--size", "16", "--stride", "6",
+                         "--out", out, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
     positions = len(square_positions(64, 16, 6))
     for name in ("a", "b"):
         saved = np.load(out / f"{name}.npz")
@@ -111,14 +55,24 @@ def test_script_writes_maps_and_figures(setup, tmp_path, capsys):
     assert np.load(out / "a.npz")["target"] == CLASSES.index("roses")
     loose_saved = np.load(out / "b.npz")
     assert loose_saved["target"] == loose_saved["unoccluded_probability"].argmax()
-    assert "P(roses)" in capsys.readouterr().out
+    assert "P(roses)" in result.stdout
+    # The figures name the photos by file name, never by where they lie.
+    assert "a.jpg\nsquare where P(roses) is lowest" in texts and not any(str(tmp_path) in text for text in texts)
 
 
 def test_class_option_picks_the_class_of_map_b(setup, tmp_path):
     checkpoint, in_class, _ = setup
-    occlusion.main([in_class, "--checkpoint", checkpoint, "--size", "32", "--stride", "16", "--class", "daisy",
-                    "--out", str(tmp_path / "out")])
+    result = call_script("occlusion.py", in_class, "--checkpoint", checkpoint, "--size", "32", "--stride", "16",
+                         "--class", "daisy", "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
     assert np.load(tmp_path / "out" / "a.npz")["target"] == CLASSES.index("daisy")
+
+
+def test_outputs_go_beside_the_checkpoint_by_default(setup, tmp_path):
+    checkpoint, in_class, _ = setup
+    result = call_script("occlusion.py", in_class, "--checkpoint", checkpoint, "--size", "32", "--stride", "16")
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in (tmp_path / "occlusion").iterdir()) == sorted([MARKER, "a.npz", "a.png"])
 
 
 @pytest.mark.parametrize("arguments, message", [
@@ -129,15 +83,13 @@ def test_class_option_picks_the_class_of_map_b(setup, tmp_path):
 ])
 def test_bad_options_are_user_errors(setup, arguments, message):
     checkpoint, in_class, _ = setup
-    with pytest.raises(UserError, match=message):
-        occlusion.main([in_class, "--checkpoint", checkpoint, *arguments])
+    assert_one_line_error(call_script("occlusion.py", in_class, "--checkpoint", checkpoint, *arguments), message)
 
 
 def test_same_file_name_twice_is_a_user_error(setup, tmp_path):
     checkpoint, in_class, _ = setup
     twin = write_photo(tmp_path / "elsewhere" / "a.jpg", seed=5)
-    with pytest.raises(UserError, match="same file name"):
-        occlusion.main([in_class, twin, "--checkpoint", checkpoint])
+    assert_one_line_error(call_script("occlusion.py", in_class, twin, "--checkpoint", checkpoint), "same file name")
 
 
 def test_missing_photo_exits_2_with_one_line(setup, tmp_path):
@@ -150,3 +102,126 @@ def test_square_larger_than_the_input_exits_2_with_one_line(setup):
     checkpoint, in_class, _ = setup
     process = run_script("occlusion.py", in_class, "--checkpoint", checkpoint, "--size", "300")
     assert_one_line_error(process, "300-pixel square is larger than the 64-pixel input")
+
+
+def test_help_shows_every_default():
+    result = call_script("occlusion.py", "--help")
+    assert result.returncode == 0
+    assert flags_without_defaults(result.stdout) == []
+
+
+def test_out_in_the_photos_own_folder_is_refused_and_leaves_them_alone(setup, tmp_path):
+    checkpoint, in_class, _ = setup
+    # The issue's example: a PNG photo whose figure would have been written over it.
+    flower = write_photo(tmp_path / "garden" / "flower.png", seed=3)
+    for photo in (flower, in_class):
+        folder = os.path.dirname(photo)
+        before = folder_contents(folder)
+        process = call_script("occlusion.py", photo, "--checkpoint", checkpoint, *QUICK, "--out", folder)
+        assert_one_line_error(process, "already holds files that zfnet did not write")
+        assert folder_contents(folder) == before
+
+
+def test_an_output_that_would_replace_an_input_is_refused(setup, tmp_path):
+    checkpoint, in_class, _ = setup
+    out = tmp_path / "out"
+    assert call_script("occlusion.py", in_class, "--checkpoint", checkpoint, *QUICK, "--out", out).returncode == 0
+    # A photo copied into zfnet's own output folder, under the name its figure would take.
+    photo = write_photo(out / "b.png", seed=4)
+    before = folder_contents(out)
+    process = call_script("occlusion.py", photo, "--checkpoint", checkpoint, *QUICK, "--out", out)
+    assert_one_line_error(process, "would replace one of the inputs")
+    assert folder_contents(out) == before
+    # Two photos whose outputs would take the same names.
+    twin = write_photo(tmp_path / "twin" / "a.png", seed=6)
+    assert_one_line_error(call_script("occlusion.py", in_class, twin, "--checkpoint", checkpoint, *QUICK, "--out", out),
+                          "would both write a.png and a.npz")
+    assert folder_contents(out) == before
+
+
+@pytest.mark.parametrize("users_files", [{"thesis.txt": b"chapter 1"}, {"holiday.png": b"\x89PNG\r\n\x1a\n..."},
+                                         {"a.npz": b"maps", "notes.txt": b"mine"}])
+def test_a_folder_of_the_users_files_is_refused_and_untouched(setup, tmp_path, users_files):
+    checkpoint, in_class, _ = setup
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for name, data in users_files.items():
+        (folder / name).write_bytes(data)
+    process = call_script("occlusion.py", in_class, "--checkpoint", checkpoint, *QUICK, "--out", folder)
+    assert_one_line_error(process, "already holds files that zfnet did not write")
+    assert folder_contents(folder) == users_files
+
+
+def test_a_folder_of_occlusion_outputs_from_before_the_marker_is_taken_back(setup, tmp_path):
+    checkpoint, in_class, _ = setup
+    out = tmp_path / "out"
+    assert call_script("occlusion.py", in_class, "--checkpoint", checkpoint, *QUICK, "--out", out).returncode == 0
+    (out / MARKER).unlink()
+    os.replace(out / "a.png", out / "old.png")
+    os.replace(out / "a.npz", out / "old.npz")
+    result = call_script("occlusion.py", in_class, "--checkpoint", checkpoint, *QUICK, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(out)) == sorted([MARKER, "a.npz", "a.png", "old.npz", "old.png"])
+
+
+def not_a_photo(path):
+    path.write_text("notes, not a photo")
+    return str(path)
+
+
+@pytest.mark.parametrize("write, name, message", [
+    (write_bomb, "bomb.png", "image too large to decode safely"),
+    (write_truncated_photo, "cut.jpg", "truncated or corrupt image"),
+    (not_a_photo, "notes.jpg", "not an image"),
+    # Links to nowhere: to themselves, and to a file that is gone.
+    (lambda path: os.symlink(path.name, path) or str(path), "loop.jpg", ""),
+    (lambda path: os.symlink("gone.jpg", path) or str(path), "dangling.jpg", ""),
+])
+def test_a_bad_photo_stops_the_run_before_any_work(setup, tmp_path, write, name, message):
+    checkpoint, in_class, loose = setup
+    bad = write(tmp_path / name)
+    process = run_script("occlusion.py", in_class, bad, loose, "--checkpoint", checkpoint, *QUICK,
+                         "--out", tmp_path / "out")
+    assert_one_line_error(process, f"{bad}: {message}")
+    # Not even the good photo before it was worked on.
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("writer", ["numpy.savez", "matplotlib.figure.Figure.savefig"])
+def test_a_full_disk_is_one_line_and_leaves_the_earlier_outputs(setup, tmp_path, monkeypatch, writer):
+    checkpoint, in_class, _ = setup
+    out = tmp_path / "out"
+    assert call_script("occlusion.py", in_class, "--checkpoint", checkpoint, *QUICK, "--out", out).returncode == 0
+    before = folder_contents(out)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    module, name = writer.rsplit(".", 1)
+    monkeypatch.setattr(np if module == "numpy" else matplotlib.figure.Figure, name, full)
+    monkeypatch.setattr(zfnet.occlusion, "tqdm", lambda iterable, **kwargs: iterable)  # its bar would share stderr
+    process = call_script("occlusion.py", in_class, "--checkpoint", checkpoint, *QUICK, "--out", out)
+    assert_one_line_error(process, "No space left on device; what was there before is unchanged")
+    assert folder_contents(out) == before
+
+
+def test_out_that_is_a_file_is_refused(setup, tmp_path):
+    checkpoint, in_class, _ = setup
+    (tmp_path / "figures").write_text("a file")
+    process = run_script("occlusion.py", in_class, "--checkpoint", checkpoint, *QUICK, "--out", tmp_path / "figures")
+    assert_one_line_error(process, "is a file, not a folder")
+    assert (tmp_path / "figures").read_text() == "a file"
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--size", "-5"], "--size: must be at least 1"),
+    (["--stride", "2.5"], "--stride: expected a whole number"),
+    (["--batch-size", "-1"], "--batch-size: must be at least 1"),
+    (["--size", "10", "--stride", "11"], "would leave gaps"),
+])
+def test_sizes_strides_and_counts_that_make_no_sense_are_refused_before_any_work(setup, tmp_path, arguments,
+                                                                                   message):
+    checkpoint, in_class, _ = setup
+    process = call_script("occlusion.py", in_class, "--checkpoint", checkpoint, *arguments, "--out", tmp_path / "out")
+    assert_one_line_error(process, message)
+    assert not (tmp_path / "out").exists()

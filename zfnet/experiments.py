@@ -1,5 +1,6 @@
-"""What the experiment scripts (occlusion.py, invariance.py, correspondence.py) share: the
-network options, the class a photo is judged against, and layer features in batches."""
+"""What the experiments (occlusion, invariance, correspondence) share: the network their
+--checkpoint and --device name, the layers they need, the class a photo is judged against,
+and layer features in batches."""
 import os
 
 import torch
@@ -10,18 +11,13 @@ from zfnet.errors import UserError
 from zfnet.runtime import pick_device
 
 
-def add_network_arguments(parser):
-    parser.add_argument("--checkpoint", default="runs/zfnet/best.pth",
-                        help="checkpoint written by train.py (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
-
-
-def load_network(arguments):
-    """`(model, checkpoint)` from the --checkpoint and --device options, on that device."""
-    return load_checkpoint(arguments.checkpoint, pick_device(arguments.device))
+def load_network(args):
+    """`(model, checkpoint)` from the --checkpoint and --device flags, on that device."""
+    return load_checkpoint(args.checkpoint, pick_device(args.device))
 
 
 def require_layers(model, layers, checkpoint_path):
+    """UserError naming the checkpoint unless its network has every one of `layers`."""
     missing = [n for n in layers if n not in model.conv_layers + model.fc_layers]
     if missing:
         raise UserError(f"{checkpoint_path}: this network has no layer {', '.join(map(str, missing))} "

@@ -15,15 +15,27 @@ it has covered the whole input, as Captum's Occlusion places it. When (input - s
 a multiple of the stride, the last row and column of positions hang over the edge and the
 square is cut off there: with the default 50-pixel square and stride 8 on a 224-pixel
 input, 23 x 23 positions from 0 to 176, the last ones covering 48 pixels.
-"""
-import math
 
+occlusion.py is the command line over `photo_result` (the maps of one photo and what they
+were measured against) and `draw` (the paper's figure 7 from them), written where
+`output_paths` says in a folder claimed with `own_names`.
+"""
+import glob
+import math
+import os
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib import colors
+from matplotlib.patches import Rectangle
 from torch import nn
 from tqdm import tqdm
 
+from zfnet.deconv import paste, project, receptive_fields
 from zfnet.errors import UserError
+from zfnet.experiments import judged_class
+from zfnet.figures import plt, save_figure, show_input, show_projection
 
 FEATURE_LAYER = 5  # the paper's figure 7 follows the strongest feature map of layer 5
 
@@ -77,6 +89,105 @@ def occlusion_maps(model, x, size, stride, target, layer, channel, batch_size=64
             results["prediction"].append(probabilities.argmax(1))
     return {name: torch.cat(parts).view(len(tops), len(lefts)).cpu() for name, parts in results.items()}
 
+
+def photo_result(model, x, path, classes, class_name, size, stride, batch_size):
+    """Everything occlusion.py saves for the photo at `path`, input `x` (3, S, S) on the
+    model's device, as numpy arrays and numbers: the maps `feature`, `probability` and
+    `prediction` (see `occlusion_maps`) of layer 5's strongest feature map `channel` and of
+    class `target` (`class_name`, else as `judged_class` finds it), the square's `tops` and
+    `lefts`, `size` and `stride`, the `layer`, the `classes`, the unoccluded probabilities;
+    and the (row, column) of the strongest activation, for `draw`."""
+    with torch.inference_mode():
+        probabilities = model(x[None]).softmax(1)[0].cpu()
+    target = judged_class(path, classes, class_name, probabilities)
+    channel, row, column = strongest_activation(model, x, FEATURE_LAYER)
+    maps = occlusion_maps(model, x, size, stride, target, FEATURE_LAYER, channel, batch_size, progress=True)
+    # The input is square, so the square takes the same offsets down as across.
+    offsets = np.array(square_positions(x.shape[-1], size, stride))
+    result = {**{name: values.numpy() for name, values in maps.items()}, "tops": offsets, "lefts": offsets,
+              "size": size, "stride": stride, "layer": FEATURE_LAYER, "channel": channel, "target": target,
+              "classes": np.array(classes), "unoccluded_probability": probabilities.numpy()}
+    return result, (row, column)
+
+
+def own_names(folder):
+    """The patterns of the names occlusion.py writes, as found in `folder` (see
+    zfnet.outputs): NAME.npz, and NAME.png only beside its NAME.npz, since a PNG alone may
+    well be one of the user's photos."""
+    maps = glob.glob(os.path.join(glob.escape(folder), "*.npz"))
+    return ("*.npz", *(glob.escape(os.path.basename(path)[:-len(".npz")]) + ".png" for path in maps))
+
+
+def output_paths(out, names):
+    """`{photo: (figure path, maps path)}` in the claimed folder `out` for photos named as in
+    `names` ({path: file name}): NAME.png and NAME.npz for a photo NAME.EXT. UserError, before
+    any work, when two photos would write the same files or one would replace an input."""
+    photos = {}
+    for path, name in names.items():
+        stem = os.path.splitext(name)[0]
+        if stem in photos:
+            raise UserError(f"{photos[stem]} and {path} would both write {stem}.png and {stem}.npz; "
+                            f"rename one or run them separately")
+        photos[stem] = path
+    return {path: (out.path(stem + ".png"), out.path(stem + ".npz")) for stem, path in photos.items()}
+
+
+def lowest_position(result):
+    """(row, column) of the square position where the class's probability is lowest."""
+    return np.unravel_index(result["probability"].argmin(), result["probability"].shape)
+
+
+def strongest_projection(model, x, channel, row, column):
+    """The deconvnet projection of activation (row, column) of `channel` of layer 5 on input
+    `x`, in pixel space (3, H, W), and the box of its receptive field."""
+    box = receptive_fields(model)[FEATURE_LAYER].box(row, column)
+    return paste(project(model, x[None], [(0, FEATURE_LAYER, channel, row, column)])[0], box, x.shape[-1]), box
+
+
+def draw(path, title, model, x, preprocess, result, strongest):
+    """The paper's figure 7 for one photo from its `result` and the (row, column) of its
+    strongest activation, as `photo_result` gives them: the photo titled `title`, with the
+    square where the class's probability is lowest; map (a); the projection of the strongest
+    activation inside its receptive field; maps (b) and (c), over the photo's coordinates."""
+    offsets, size, stride = result["tops"], result["size"], result["stride"]
+    classes, target, channel = result["classes"], result["target"], result["channel"]
+    # Each cell is drawn centred on the middle of its square, one stride wide.
+    low, high = offsets[0] + size / 2 - stride / 2, offsets[-1] + size / 2 + stride / 2
+    extent = (low, high, high, low)
+    side = x.shape[-1]
+    figure, axes = plt.subplots(1, 5, figsize=(21, 4.2), layout="constrained")
+
+    lowest = lowest_position(result)
+    show_input(axes[0], x, preprocess)
+    axes[0].add_patch(Rectangle((offsets[lowest[1]] - 0.5, offsets[lowest[0]] - 0.5), size, size,
+                                facecolor=(0.5, 0.5, 0.5, 0.8), edgecolor="black"))
+    axes[0].set_title(f"{title}\nsquare where P({classes[target]}) is lowest")
+
+    pixels, (top, left, bottom, right) = strongest_projection(model, x, channel, *strongest)
+    show_projection(axes[2], pixels)
+    axes[2].add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, edgecolor="black"))
+    axes[2].set_title(f"feature map {channel}'s strongest activation,\nprojected by the deconvnet")
+
+    panels = [
+        (axes[1], result["feature"], f"(a) layer {FEATURE_LAYER}, feature map {channel}:\ntotal activation",
+         "viridis", {}),
+        (axes[3], result["probability"], f"(b) probability of {classes[target]}", "magma", {"vmin": 0, "vmax": 1}),
+    ]
+    for axis, values, panel_title, colormap, limits in panels:
+        image = axis.imshow(values, extent=extent, cmap=colormap, **limits)
+        figure.colorbar(image, ax=axis, shrink=0.8)
+        axis.set_title(panel_title)
+
+    palette = colors.ListedColormap(plt.get_cmap("tab10").colors[:len(classes)])
+    image = axes[4].imshow(result["prediction"], extent=extent, cmap=palette, vmin=-0.5,
+                           vmax=len(classes) - 0.5, interpolation="nearest")
+    legend = figure.colorbar(image, ax=axes[4], shrink=0.8, ticks=range(len(classes)))
+    legend.ax.set_yticklabels(classes)
+    axes[4].set_title("(c) most probable class")
+    for axis in (axes[1], axes[3], axes[4]):
+        axis.set(xlim=(-0.5, side - 0.5), ylim=(side - 0.5, -0.5), xlabel="square centre x (pixels)")
+    axes[1].set_ylabel("square centre y (pixels)")
+    save_figure(figure, path, dpi=100)
 
 # Maps are kept channels-last, (H, W, C) or (B, H, W, C), from here on: a window is then
 # gathered as whole rows of C values, and the convolutions get the memory layout they

@@ -1,0 +1,113 @@
+"""zfnet/occlusion.py: the windowed maps against the plain loop they replace, and where the
+square goes, and where the outputs go."""
+import fnmatch
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import tiny_network
+from zfnet.errors import UserError
+from zfnet.occlusion import occlusion_maps, output_paths, own_names, square_positions, strongest_activation
+from zfnet.outputs import OutputFolder
+
+
+def plain_loop(model, x, size, stride, target, layer, channel):
+    """The definition: a copy of the photo per position with the square painted on it, each
+    run through the whole network (in batches, which does not change any copy's result)."""
+    offsets = square_positions(x.shape[1], size, stride)
+    copies = []
+    for top in offsets:
+        for left in offsets:
+            occluded = x.clone()
+            occluded[:, top:top + size, left:left + size] = 0
+            copies.append(occluded)
+    feature, probabilities = [], []
+    with torch.inference_mode():
+        for batch in torch.stack(copies).split(64):
+            feature.append(model.activations(batch, [layer])[layer][:, channel].sum((1, 2)))
+            probabilities.append(model(batch).softmax(1))
+    shape = (len(offsets), len(offsets))
+    probabilities = torch.cat(probabilities)
+    return (torch.cat(feature).view(shape).numpy(), probabilities[:, target].view(shape).numpy(),
+            probabilities.argmax(1).view(shape).numpy())
+
+
+@pytest.mark.parametrize("network, input_size, size, stride, batch_size", [
+    ({}, 224, 50, 16, 64),                                                   # ZFNet; squares cut off at the edge
+    ({"arch": "alexnet"}, 224, 37, 23, 5),                                   # an 11x11 stride-4 first layer
+    ({"conv_channels": (8, 16, 0, 0, 16), "fc_features": (32, 0)}, 224, 60, 41, 7),  # layers 3, 4, 7 removed
+    ({}, 64, 3, 3, 16),                                                      # a tiny square
+    ({}, 64, 64, 1, 1),                                                      # the square covers everything
+])
+def test_fast_maps_equal_the_plain_loop(network, input_size, size, stride, batch_size):
+    model = tiny_network(input_size, **network).double()
+    torch.manual_seed(1)
+    x = torch.randn(3, input_size, input_size, dtype=torch.float64)
+    channel, _, _ = strongest_activation(model, x, 5)
+    fast = occlusion_maps(model, x, size, stride, 1, 5, channel, batch_size)
+    feature, probability, prediction = plain_loop(model, x, size, stride, 1, 5, channel)
+    assert fast["feature"].shape == feature.shape == (len(square_positions(input_size, size, stride)),) * 2
+    np.testing.assert_allclose(fast["feature"].numpy(), feature, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(fast["probability"].numpy(), probability, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(fast["prediction"].numpy(), prediction)
+    # The square must change the answers, or equal maps would prove nothing.
+    with torch.inference_mode():
+        unoccluded = model(x[None]).softmax(1)[0, 1].item()
+    assert np.abs(probability - unoccluded).max() > 1e-4
+
+
+def test_float32_maps_match_the_plain_loop_to_rounding():
+    """The defaults (50-pixel square, stride 8) in the precision the script runs in."""
+    model = tiny_network(224)
+    x = torch.randn(3, 224, 224, generator=torch.Generator().manual_seed(2))
+    channel, _, _ = strongest_activation(model, x, 5)
+    fast = occlusion_maps(model, x, 50, 8, 0, 5, channel)
+    feature, probability, _ = plain_loop(model, x, 50, 8, 0, 5, channel)
+    np.testing.assert_allclose(fast["feature"].numpy(), feature, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fast["probability"].numpy(), probability, atol=1e-6)
+
+
+def test_square_positions_cover_the_input_as_captum_does():
+    # 0 to 168 keep the square whole; at 176 it is cut off by the edge, so nothing stays uncovered.
+    assert square_positions(224, 50, 8) == list(range(0, 177, 8))
+    assert square_positions(224, 24, 8) == list(range(0, 201, 8))
+    assert square_positions(224, 224, 8) == square_positions(224, 224, 300) == [0]
+    with pytest.raises(UserError, match="larger than the 224-pixel input"):
+        square_positions(224, 225, 8)
+    with pytest.raises(UserError, match="at least 1"):
+        square_positions(224, 50, 0)
+    with pytest.raises(UserError, match="gaps"):
+        square_positions(224, 50, 51)
+
+
+def test_strongest_activation_is_the_largest_of_layer_5():
+    model = tiny_network(64)
+    x = torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(3))
+    channel, row, column = strongest_activation(model, x, 5)
+    maps = model.activations(x[None], [5])[5][0]
+    assert maps[channel, row, column] == maps.max()
+
+
+def test_own_names_take_a_png_only_beside_its_maps(tmp_path):
+    for name in ("a.png", "a.npz", "b[1].png", "b[1].npz", "holiday.png"):
+        (tmp_path / name).write_bytes(b"x")
+    patterns = own_names(str(tmp_path))
+    assert all(any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
+               for name in ("a.png", "a.npz", "b[1].png", "b[1].npz"))
+    assert not any(fnmatch.fnmatch("holiday.png", pattern) for pattern in patterns)
+    # A folder yet to be made, or a file named as the folder, has no names of ours.
+    assert own_names(str(tmp_path / "new")) == own_names(str(tmp_path / "a.png")) == ("*.npz",)
+
+
+def test_output_paths_are_the_photos_names_in_the_claimed_folder(tmp_path):
+    out = OutputFolder.claim(str(tmp_path / "out"), inputs=[str(tmp_path / "out" / "c.npz")])
+    names = {"x/a.jpg": "a.jpg", "y/b.png": "b.png"}
+    assert output_paths(out, names) == {
+        "x/a.jpg": (os.path.join(out.folder, "a.png"), os.path.join(out.folder, "a.npz")),
+        "y/b.png": (os.path.join(out.folder, "b.png"), os.path.join(out.folder, "b.npz"))}
+    with pytest.raises(UserError, match="x/a.jpg and y/a.png would both write a.png and a.npz"):
+        output_paths(out, {"x/a.jpg": "a.jpg", "y/a.png": "a.png"})
+    with pytest.raises(UserError, match="would replace one of the inputs"):
+        output_paths(out, {"z/c.jpg": "c.jpg"})
