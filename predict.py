@@ -3,128 +3,74 @@
     python predict.py sunflower.jpg
     python predict.py a.jpg b.jpg photos/ --topk 3
     python predict.py photos/ --json > predictions.json
-    python predict.py sunflower.jpg --plot prediction.png
+    python predict.py sunflower.jpg --topk 5 --plot prediction.png
 
-Folders are searched recursively for photos. A photo that cannot be read is reported on
-stderr (and in --json output) and the others are still classified; the exit status is then 2.
+Folders are searched recursively for photos. A photo that cannot be used (not an image,
+truncated, too large to decode safely, a link to nowhere) is reported on stderr (and in --json
+output) and the others are still classified; the exit status is then 1. Anything that stops
+the whole run (a bad flag, checkpoint or --plot) is one line on stderr and exit status 2.
+--plot never replaces one of the inputs or a file that is not a PNG.
 """
-import argparse
 import json
-import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
-import torch
-
+from zfnet.arguments import add_batch_size, add_checkpoint, add_device, positive_int, script_parser
 from zfnet.checkpoint import load_checkpoint
-from zfnet.errors import UserError, report, run_main
-from zfnet.images import find_images, load_input
+from zfnet.errors import report, run_main
+from zfnet.predicting import MEMORY_FORMAT, check_figure_path, classify, find_photos, plot_predictions
 from zfnet.runtime import pick_device
 
 
-def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("photos", nargs="+", help="photo files and/or folders of photos")
-    parser.add_argument("--checkpoint", default="runs/zfnet/best.pth",
-                        help="checkpoint written by train.py (default: %(default)s)")
-    parser.add_argument("--topk", type=int, default=1, help="how many of the most probable classes to show (default: 1)")
-    parser.add_argument("--json", action="store_true", help="print one JSON list with an object per photo")
-    parser.add_argument("--plot", metavar="FILE", help="save a figure of each photo beside a bar chart of its top classes")
-    parser.add_argument("--batch-size", type=int, default=64, help="photos per forward pass (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
-    return parser
-
-
-def find_photos(arguments):
-    """Files as given, and the photos inside folders (recursively, sorted)."""
-    paths = []
-    for argument in arguments:
-        paths.extend(find_images(argument) if os.path.isdir(argument) else [argument])
-    return paths
-
-
-def decode(path, preprocess):
-    try:
-        return load_input(path, preprocess), None
-    except UserError as error:
-        return None, str(error)
-
-
-def classify(model, paths, preprocess, classes, device, batch_size, topk):
-    """Yield a result dict per path, in order. Photos are decoded in threads (Pillow releases
-    the GIL) one batch ahead, so decoding overlaps with the forward pass."""
-    batches = [paths[start:start + batch_size] for start in range(0, len(paths), batch_size)]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        pending = [pool.submit(decode, path, preprocess) for path in batches[0]] if batches else []
-        for index, batch in enumerate(batches):
-            decoded = [future.result() for future in pending]
-            following = batches[index + 1] if index + 1 < len(batches) else []
-            pending = [pool.submit(decode, path, preprocess) for path in following]
-            good = [tensor for tensor, _ in decoded if tensor is not None]
-            if good:
-                inputs = torch.stack(good).to(device).contiguous(memory_format=torch.channels_last)
-                with torch.inference_mode():
-                    probabilities = torch.softmax(model(inputs).float(), dim=1).cpu()
-                top_probabilities, top_indices = probabilities.topk(min(topk, len(classes)), dim=1)
-            row = 0
-            for path, (tensor, error) in zip(batch, decoded):
-                if tensor is None:
-                    yield {"path": path, "error": error}
-                    continue
-                top = [{"class": classes[i], "probability": round(p, 6)}
-                       for p, i in zip(top_probabilities[row].tolist(), top_indices[row].tolist())]
-                row += 1
-                yield {"path": path, "class": top[0]["class"], "probability": top[0]["probability"], "top": top}
-
-
-def plot_predictions(results, path, preprocess):
-    # Imported here: matplotlib adds about half a second to every start, and most runs draw nothing.
-    from zfnet.figures import plt, save_figure
-    from zfnet.images import open_rgb
-
-    figure, axes = plt.subplots(len(results), 2, figsize=(9, 3 * len(results)), squeeze=False,
-                                gridspec_kw={"width_ratios": [1, 1.3]}, layout="constrained")
-    for (photo_axis, bar_axis), result in zip(axes, results):
-        photo_axis.imshow(open_rgb(result["path"]))
-        photo_axis.set_title(os.path.basename(result["path"]), fontsize=9)
-        photo_axis.axis("off")
-        names = [entry["class"] for entry in result["top"]][::-1]
-        bar_axis.barh(names, [entry["probability"] for entry in result["top"]][::-1], color="tab:blue")
-        bar_axis.set(xlim=(0, 1), xlabel="probability")
-        bar_axis.set_title(f"{result['class']} ({result['probability']:.3f})", fontsize=10)
-    save_figure(figure, path)
+def parse_args(argv=None):
+    parser = script_parser(__doc__)
+    parser.add_argument("photos", nargs="+", help="photo files and/or folders of photos, searched recursively")
+    add_checkpoint(parser)
+    parser.add_argument("--topk", type=positive_int, default=1,
+                        help="how many of the most probable classes to show; more than the checkpoint has "
+                             "shows them all (default: %(default)s)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON list with an object per photo (default: a line per photo)")
+    parser.add_argument("--plot", metavar="PNG",
+                        help="save a figure of each photo beside a bar chart of its --topk classes "
+                             "(default: no figure)")
+    add_batch_size(parser)
+    add_device(parser)
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
-    args = get_parser().parse_args(argv)
-    if args.topk < 1 or args.batch_size < 1:
-        raise UserError("--topk and --batch-size must be at least 1")
+    args = parse_args(argv)
     paths = find_photos(args.photos)
+    if args.plot:
+        check_figure_path(args.plot, args.photos, [*paths, args.checkpoint])
     device = pick_device(args.device)
     model, checkpoint = load_checkpoint(args.checkpoint, device)
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=MEMORY_FORMAT)
     classes, preprocess = checkpoint["classes"], checkpoint["preprocess"]
-    # Plots show at least the five most probable classes, whatever --topk prints.
-    shown = max(args.topk, min(5, len(classes))) if args.plot else args.topk
+    if args.topk > len(classes):
+        print(f"note: --topk {args.topk} cut to the {len(classes)} classes that {args.checkpoint} knows",
+              file=sys.stderr)
+        args.topk = len(classes)
 
     results, failures = [], 0
-    for result in classify(model, paths, preprocess, classes, device, args.batch_size, shown):
+    for result in classify(model, paths, preprocess, classes, device, args.batch_size, args.topk):
         results.append(result)
         if "error" in result:
             failures += 1
             report(result["error"])
         elif not args.json:
-            ranked = " | ".join(f"{entry['class']} {entry['probability']:.3f}" for entry in result["top"][:args.topk])
+            ranked = " | ".join(f"{entry['class']} {entry['probability']:.3f}" for entry in result["top"])
             print(f"{result['path']}: {ranked}", flush=True)
     if args.json:
-        json.dump([{**result, "top": result["top"][:args.topk]} if "top" in result else result
-                   for result in results], sys.stdout, indent=2)
+        json.dump(results, sys.stdout, indent=2)
         print()
     classified = [result for result in results if "error" not in result]
     if args.plot and classified:
-        plot_predictions(classified, args.plot, preprocess)
+        plot_predictions(classified, args.plot)
+        # stdout stays one JSON document with --json
+        print(f"figure saved to {args.plot}", file=sys.stderr if args.json else sys.stdout)
     if failures:
-        sys.exit(2)
+        sys.exit(1)  # the others were classified: not the one-line failure of exit status 2
 
 
 if __name__ == "__main__":

@@ -2,18 +2,27 @@
 machine the real photos cannot travel to (bench/gpu.sh).
 
     python bench/make_photo_set.py --out /tmp/photo_set --photos 3094
+    python bench/make_photo_set.py --quick     # 10 photos into a temporary folder, then removed
 
 Five class folders split 90/10 into train/ and val/. Sizes follow flower_photos: the long
 side is 240, 320 or 500 pixels (21%, 42% and 37% of the photos), landscape or portrait at
-4:3. Content is smooth colour fields with fine grain, so that the files (about 60 KB on average, as the real ones)
-cost about what real photos cost to decode.
+4:3. Content is smooth colour fields with fine grain, so that the files (about 60 KB on
+average, as the real ones) cost about what real photos cost to decode.
 """
-import argparse
 import os
+import sys
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # the project's modules, wherever the bench is started from
+from zfnet.arguments import add_seed, positive_int, script_parser  # noqa: E402
+from zfnet.errors import UserError, run_main  # noqa: E402
+from zfnet.files import make_folder  # noqa: E402
+from zfnet.outputs import OutputFolder  # noqa: E402
 
 CLASSES = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 LONG_SIDES = (240, 320, 500)
@@ -31,23 +40,47 @@ def write_photo(job):
     Image.fromarray(pixels).save(path, quality=90)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="folder to write train/ and val/ into")
-    parser.add_argument("--photos", type=int, default=3094, help="photos in all (default: flower_photos' 3,094)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+def parse_args(argv=None):
+    parser = script_parser(__doc__)
+    parser.add_argument("--out", help="folder to write train/ and val/ into (default: none, required unless --quick)")
+    parser.add_argument("--photos", type=positive_int, default=3094,
+                        help="photos in all (default: flower_photos' %(default)s)")
+    add_seed(parser, "the photos' sizes and content")
+    parser.add_argument("--quick", action="store_true",
+                        help="10 photos into a temporary folder that is removed afterwards, to check that the "
+                             "script runs (default: off)")
+    args = parser.parse_args(argv)
+    if not args.out and not args.quick:
+        raise UserError("--out is required (or --quick)")
+    return args
+
+
+def write_photo_set(out, photos, seed):
+    """Write the photos into out/train and out/val (a folder of the user's is refused), and
+    say so."""
+    claimed = OutputFolder.claim(out, own_names=("train", "val"))
     jobs = []
-    for index in range(args.photos):
+    for index in range(photos):
         side = "val" if (index // len(CLASSES)) % 10 == 0 else "train"
-        folder = os.path.join(args.out, side, CLASSES[index % len(CLASSES)])
-        os.makedirs(folder, exist_ok=True)
-        jobs.append((os.path.join(folder, f"{index:05d}.jpg"), args.seed * 1_000_003 + index))
-    with ProcessPoolExecutor() as pool:
-        list(pool.map(write_photo, jobs, chunksize=64))
+        folder = claimed.path(side, CLASSES[index % len(CLASSES)])
+        make_folder(folder)
+        jobs.append((os.path.join(folder, f"{index:05d}.jpg"), seed * 1_000_003 + index))
+    try:
+        with ProcessPoolExecutor() as pool:
+            list(pool.map(write_photo, jobs, chunksize=64))
+    except OSError as error:  # a full disk
+        raise UserError(f"cannot write the photos into {out}: {error.strerror or error}") from None
     total = sum(os.path.getsize(path) for path, _ in jobs)
-    print(f"{args.photos} photos, {total / 2**20:.0f} MiB, in {args.out}/train and {args.out}/val")
+    print(f"{photos} photos, {total / 2**20:.1f} MiB, in {out}/train and {out}/val")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:  # --quick's photos, removed afterwards
+        if args.quick:
+            args.out, args.photos = folder, 10
+        write_photo_set(args.out, args.photos, args.seed)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

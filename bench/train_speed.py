@@ -1,12 +1,14 @@
-"""Training throughput on this machine: the seed's recipe, train.py's pipeline, and the
-ceiling of the same model on random tensors already in memory, on the same data in one run.
+"""Training throughput on this machine: the blog tutorial's recipe, train.py's pipeline, and
+the ceiling of the same model on random tensors already in memory, on the same data in one run.
 
     python bench/train_speed.py --data flower_data            # about 4 minutes on 2 CPU cores
     python bench/train_speed.py --data flower_data --steps 10 --no-full-epoch   # a quick look
+    python bench/train_speed.py --quick                       # the bundled sample, a few steps
     bench/gpu.sh                                              # the same on a CUDA GPU
 
-(a) seed: torchvision ImageFolder decoding JPEGs with PIL in the training process
-    (num_workers=0), RandomResizedCrop and flip per image, contiguous float32.
+(a) tutorial recipe: torchvision ImageFolder's work (zfnet.data.TutorialPhotos), decoding
+    JPEGs with PIL in the training process (num_workers=0), RandomResizedCrop and flip per
+    image, contiguous float32.
 (b) ours: train.py's own data path (the decoded uint8 cache, crops and flips on whole
     batches, on the GPU when there is one) and its own step, channels_last, in float32 and,
     where the hardware runs it natively, bfloat16.
@@ -14,8 +16,6 @@ ceiling of the same model on random tensors already in memory, on the same data 
 Then, unless --no-full-epoch, one real epoch of `train.py` in a child process, for its
 images per second and its peak resident memory on the whole training split.
 """
-import argparse
-import csv
 import os
 import resource
 import subprocess
@@ -24,14 +24,45 @@ import tempfile
 import time
 
 import torch
-from torchvision import datasets, transforms
+from torchvision import transforms
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the project's modules, wherever the bench is started from
-import train  # noqa: E402
 from model import ZFNet  # noqa: E402
-from zfnet.data import PhotoCache, scan_split, train_inputs  # noqa: E402
+from zfnet.arguments import (  # noqa: E402
+    add_batch_size,
+    add_data,
+    add_device,
+    non_negative_int,
+    positive_int,
+    script_parser,
+)
+from zfnet.checkpoint import read_checkpoint  # noqa: E402
+from zfnet.data import PhotoCache, TutorialPhotos, scan_split, train_inputs  # noqa: E402
+from zfnet.errors import run_main  # noqa: E402
 from zfnet.runtime import native_bfloat16, pick_device  # noqa: E402
+from zfnet.splitting import split_sample  # noqa: E402
+from zfnet.training import MEMORY_FORMAT, PREPROCESS, train_step  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = script_parser(__doc__)
+    add_data(parser)
+    add_batch_size(parser, default=32)
+    parser.add_argument("--steps", type=positive_int, default=30,
+                        help="timed steps per measurement (default: %(default)s)")
+    parser.add_argument("--warmup", type=positive_int, default=3, help="untimed steps first (default: %(default)s)")
+    parser.add_argument("--no-full-epoch", action="store_true",
+                        help="skip the real train.py epoch (default: train one after the timed steps)")
+    add_device(parser)
+    parser.add_argument("--workers", default=min(4, os.cpu_count() or 1), type=non_negative_int,
+                        help="processes that decode the photos into the cache, here and in train.py (default: "
+                             "%(default)s)")
+    parser.add_argument("--quick", action="store_true",
+                        help="the bundled sample split into a temporary folder, batches of 4, 1 timed step after "
+                             "1 warm-up step, no worker processes, the real epoch in float32 only, to check that the "
+                             "benchmark runs (default: off)")
+    return parser.parse_args(argv)
 
 
 def synchronize(device):
@@ -52,18 +83,18 @@ def timed_steps(make_batch, device, bfloat16, memory_format, steps, warmup):
             synchronize(device)
             started = time.perf_counter()
         inputs, labels = make_batch(step)
-        train.train_step(model, optimizer, scheduler, inputs.to(device).contiguous(memory_format=memory_format),
-                         labels.to(device), autocast, label_smoothing=0.0)
+        train_step(model, optimizer, scheduler, inputs.to(device).contiguous(memory_format=memory_format),
+                   labels.to(device), autocast, label_smoothing=0.0)
         if step >= warmup:
             images += len(labels)
     synchronize(device)
     return images / (time.perf_counter() - started)
 
 
-def seed_recipe(data, device, batch_size, steps, warmup):
+def tutorial_recipe(data, device, batch_size, steps, warmup):
     transform = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
                                     transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)])
-    dataset = datasets.ImageFolder(os.path.join(data, "train"), transform=transform)
+    dataset = TutorialPhotos(os.path.join(data, "train"), transform)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0)
 
     def forever():
@@ -80,9 +111,9 @@ def our_pipeline(cache, device, batch_size, steps, warmup, bfloat16):
 
     def batch(step):
         rows = order[(step * batch_size) % len(order):][:batch_size]
-        return train_inputs(cache, rows, generator, train.PREPROCESS), cache.labels[rows.to(cache.labels.device)]
+        return train_inputs(cache, rows, generator, PREPROCESS), cache.labels[rows.to(cache.labels.device)]
 
-    return timed_steps(batch, device, bfloat16, train.MEMORY_FORMAT, steps, warmup)
+    return timed_steps(batch, device, bfloat16, MEMORY_FORMAT, steps, warmup)
 
 
 def ceiling(device, batch_size, steps, warmup, bfloat16, memory_format):
@@ -91,45 +122,37 @@ def ceiling(device, batch_size, steps, warmup, bfloat16, memory_format):
     return timed_steps(lambda step: (inputs, labels), device, bfloat16, memory_format, steps, warmup)
 
 
-def full_epoch(data, device, precision):
+def full_epoch(data, device, precision, workers):
     """images/s of one real train.py epoch on the whole split, and the child's peak RSS in GiB."""
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, "train.py", "--data", data, "--out", out, "--epochs", "1",
-                   "--precision", precision, "--device", str(device)]
+                   "--precision", precision, "--device", str(device), "--workers", str(workers)]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        cwd=ROOT)
-        with open(os.path.join(out, "metrics.csv")) as file:
-            speed = float(next(csv.DictReader(file))["images_per_second"])
+        speed = read_checkpoint(os.path.join(out, "last.pth"))["history"][0]["images_per_second"]
     peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
     return speed, peak_gib
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="flower_data", help="split folder with train/ and val/")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: %(default)s)")
-    parser.add_argument("--no-full-epoch", action="store_true", help="skip the real train.py epoch")
-    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu or cuda")
-    args = parser.parse_args()
+def measure(args):
     device = pick_device(args.device)
+    data = os.path.abspath(args.data)  # train.py's child process runs in the project folder
     bf16 = native_bfloat16(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{where}; native bfloat16: {bf16}; batch {args.batch_size}, "
           f"{args.steps} timed steps after {args.warmup} warm-up steps each")
 
-    _, samples = scan_split(args.data)
+    _, samples = scan_split(data)
     started = time.perf_counter()
-    cache = PhotoCache.load_or_build(samples["train"], "train", 224, os.path.join(args.data, ".cache"),
-                                     workers=os.cpu_count() or 1)
+    cache = PhotoCache.load_or_build(samples["train"], "train", PREPROCESS["input_size"], os.path.join(data, ".cache"),
+                                     workers=args.workers)
     print(f"train cache ready in {time.perf_counter() - started:.1f} s ({len(cache)} photos; "
           f"built once per split, then memory-mapped)")
     cache = cache.to(device)
     timing = (args.batch_size, args.steps, args.warmup)
 
-    rows = [("seed recipe: ImageFolder + PIL, workers=0", "float32", "contiguous",
-             seed_recipe(args.data, device, *timing), "ceiling float32 contiguous")]
+    rows = [("tutorial recipe: ImageFolder + PIL, workers=0", "float32", "contiguous",
+             tutorial_recipe(data, device, *timing), "ceiling float32 contiguous")]
     rows.append(("ceiling float32 contiguous", "float32", "contiguous",
                  ceiling(device, *timing, False, torch.contiguous_format), None))
     for precision in (["float32", "bfloat16"] if bf16 else ["float32"]):
@@ -137,22 +160,32 @@ def main():
         rows.append(("train.py pipeline", precision, "channels_last",
                      our_pipeline(cache, device, *timing, use_bf16), f"ceiling {precision} channels_last"))
         rows.append((f"ceiling {precision} channels_last", precision, "channels_last",
-                     ceiling(device, *timing, use_bf16, train.MEMORY_FORMAT), None))
+                     ceiling(device, *timing, use_bf16, MEMORY_FORMAT), None))
 
     speeds = {name: speed for name, _, _, speed, _ in rows}
-    seed_speed = rows[0][3]
-    print(f"\n{'pipeline':44} {'precision':9} {'format':13} {'img/s':>7} {'x seed':>7} {'of ceiling':>10}")
+    tutorial_speed = rows[0][3]
+    print(f"\n{'pipeline':46} {'precision':9} {'format':13} {'img/s':>7} {'x tutorial':>10} {'of ceiling':>10}")
     for name, precision, memory_format, speed, ceiling_name in rows:
         share = f"{speed / speeds[ceiling_name]:10.0%}" if ceiling_name else f"{'':10}"
-        print(f"{name:44} {precision:9} {memory_format:13} {speed:7.1f} {speed / seed_speed:7.2f} {share}")
+        print(f"{name:46} {precision:9} {memory_format:13} {speed:7.1f} {speed / tutorial_speed:10.2f} {share}")
 
     if not args.no_full_epoch:
         print("\none real epoch of train.py on the whole training split (child process):")
-        for precision in (["fp32", "bf16"] if bf16 else ["fp32"]):
-            speed, peak = full_epoch(args.data, device, precision)
-            print(f"  --precision {precision}: {speed:.1f} img/s ({speed / seed_speed:.2f}x seed), "
+        # --quick checks that the child runs: one precision shows that, the other adds a whole epoch
+        for precision in (["fp32", "bf16"] if bf16 and not args.quick else ["fp32"]):
+            speed, peak = full_epoch(data, device, precision, args.workers)
+            print(f"  --precision {precision}: {speed:.1f} img/s ({speed / tutorial_speed:.2f}x the tutorial recipe), "
                   f"peak resident memory of the children so far {peak:.2f} GiB")
 
 
+def main(argv=None):
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:  # --quick's split, removed afterwards
+        if args.quick:
+            args.data = split_sample(os.path.join(folder, "data"))
+            args.batch_size, args.steps, args.warmup, args.workers = 4, 1, 1, 0
+        measure(args)
+
+
 if __name__ == "__main__":
-    main()
+    run_main(main)

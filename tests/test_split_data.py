@@ -6,22 +6,21 @@ import http.server
 import io
 import json
 import os
+import pathlib
 import random
+import re
+import shutil
 import socket
-import subprocess
-import sys
 import tarfile
 import tempfile
 import threading
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
-import split_data
-from zfnet.errors import UserError
+from tests.helpers import ROOT, call_script, folder_contents, run_script, write_bomb
+from zfnet import splitting
 
-ROOT = Path(split_data.__file__).resolve().parent
 SAMPLE_FALLBACK = "; using the bundled sample at samples/flower_photos (60 photos) instead"
 
 
@@ -43,10 +42,33 @@ def make_source(root, photos_per_class):
     return root
 
 
+def split_data(*arguments):
+    """Run split_data.py in this process; the finished run (returncode, stdout and stderr)."""
+    return call_script("split_data.py", *arguments)
+
+
+def split_run(source, dest, *options):
+    """Split source into dest with split_data.py; return the manifest it wrote and the run."""
+    result = split_data("--source", source, "--dest", dest, *options)
+    assert result.returncode == 0, result.stderr
+    return manifest_in(dest), result
+
+
 def split(source, dest, *options):
-    """Run split_data in-process on source; return the manifest it wrote."""
-    split_data.main(["--source", str(source), "--dest", str(dest), *options])
+    return split_run(source, dest, *options)[0]
+
+
+def manifest_in(dest):
     return json.loads((dest / "manifest.json").read_text())
+
+
+def assert_user_error(result, message):
+    """Exit status 2 and one `split_data.py: error: ...` line matching the regular expression,
+    last on stderr (a download's progress bar may come before it)."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count(": error: ") == 1, result.stderr
+    line = result.stderr.splitlines()[-1]
+    assert line.startswith("split_data.py: error: ") and re.search(message, line), line
 
 
 def files_under(folder):
@@ -61,7 +83,7 @@ def written(dest, side):
 
 
 def all_names(manifest):
-    return sorted(name for side in split_data.SIDES for names in manifest[side].values() for name in names)
+    return sorted(name for side in splitting.SIDES for names in manifest[side].values() for name in names)
 
 
 @pytest.fixture
@@ -69,13 +91,14 @@ def source(tmp_path):
     return make_source(tmp_path / "photos", {"daisy": 10, "roses": 7, "tulips": 2, "single": 1})
 
 
-def test_counts_per_class_and_no_photo_on_both_sides(source, tmp_path, capsys):
+def test_counts_per_class_and_no_photo_on_both_sides(source, tmp_path):
     dest = tmp_path / "fd"
-    manifest = split(source, dest, "--val-ratio", "0.2")
-    assert "warning: class single has only one distinct photo; val/single stays empty" in capsys.readouterr().err
+    manifest, result = split_run(source, dest, "--val-ratio", "0.2")
+    assert "warning: class single has only one distinct photo; val/single stays empty" in result.stderr
     # 0.2 * 2 rounds to 0, yet a class of two still gets one val photo; a class of one cannot.
-    assert {c: len(names) for c, names in manifest["val"].items()} == {"daisy": 2, "roses": 1, "single": 0, "tulips": 1}
-    assert {c: len(names) for c, names in manifest["train"].items()} == {"daisy": 8, "roses": 6, "single": 1, "tulips": 1}
+    sizes = {side: {c: len(names) for c, names in manifest[side].items()} for side in splitting.SIDES}
+    assert sizes["val"] == {"daisy": 2, "roses": 1, "single": 0, "tulips": 1}
+    assert sizes["train"] == {"daisy": 8, "roses": 6, "single": 1, "tulips": 1}
     assert written(dest, "train") == manifest["train"]
     assert written(dest, "val") == manifest["val"]
     for class_name in manifest["classes"]:
@@ -87,17 +110,19 @@ def test_counts_per_class_and_no_photo_on_both_sides(source, tmp_path, capsys):
                 assert (dest / side / class_name / name).read_bytes() == (source / class_name / name).read_bytes()
     assert manifest["classes"] == ["daisy", "roses", "single", "tulips"]
     assert manifest["source"] == str(source.resolve())
-    assert (manifest["dataset"], manifest["seed"], manifest["val_ratio"], manifest["link"]) == ("user folder", 0, 0.2, False)
+    assert (manifest["dataset"], manifest["seed"], manifest["val_ratio"], manifest["link"]) == (
+        "user folder", 0, 0.2, False)
 
 
 def test_the_split_ignores_the_order_the_file_system_lists_files_in(source, tmp_path, monkeypatch):
     expected = split(source, tmp_path / "as listed", "--seed", "3")
     real_listdir = os.listdir
-    orders = {"reversed": lambda names: names[::-1], "shuffled": lambda names: random.Random(1).sample(names, len(names))}
+    orders = {"reversed": lambda names: names[::-1],
+              "shuffled": lambda names: random.Random(1).sample(names, len(names))}
     for order_name, reorder in orders.items():
         listed = []
 
-        def listdir(path="."):
+        def listdir(path=".", listed=listed, reorder=reorder):
             listed.append(path)
             return reorder(sorted(real_listdir(path)))
 
@@ -124,7 +149,7 @@ def test_identical_photos_land_on_the_same_side(tmp_path):
     assert sides_seen == {True, False}, "the twins never reached one of the sides, so this test proved little"
 
 
-def test_bad_files_are_skipped_listed_and_never_copied(tmp_path, capsys):
+def test_bad_files_are_skipped_listed_and_never_copied(tmp_path):
     source = make_source(tmp_path / "photos", {"daisy": 4, "roses": 4})
     (source / "daisy" / "empty.jpg").write_bytes(b"")
     whole = photo_bytes("big", size=(64, 64))
@@ -135,7 +160,7 @@ def test_bad_files_are_skipped_listed_and_never_copied(tmp_path, capsys):
     (source / ".thumbnails" / "x.jpg").write_bytes(photo_bytes("hidden"))
     dest = tmp_path / "fd"
 
-    manifest = split(source, dest)
+    manifest, result = split_run(source, dest)
 
     assert manifest["skipped"] == [
         {"file": "LICENSE.txt", "reason": "not an image"},
@@ -145,8 +170,9 @@ def test_bad_files_are_skipped_listed_and_never_copied(tmp_path, capsys):
     ]
     assert manifest["classes"] == ["daisy", "roses"]
     copied = {*files_under(dest / "train"), *files_under(dest / "val")}
-    assert {path.split("/", 1)[1] for path in copied} == {f"{c}_{i:02d}.jpg" for c in ("daisy", "roses") for i in range(4)}
-    out = capsys.readouterr().out
+    assert {path.split("/", 1)[1] for path in copied} == {f"{c}_{i:02d}.jpg" for c in ("daisy", "roses")
+                                                          for i in range(4)}
+    out = result.stdout
     rows = [line.split() for line in out.splitlines()]
     assert ["daisy", "3", "1", "2"] in rows
     assert ["roses", "3", "1", "1"] in rows
@@ -158,7 +184,8 @@ def test_bad_files_are_skipped_listed_and_never_copied(tmp_path, capsys):
 def test_grayscale_cmyk_palette_and_rgba_photos_are_kept(tmp_path):
     source = tmp_path / "photos"
     (source / "odd").mkdir(parents=True)
-    kinds = {"gray.jpg": ("L", "JPEG"), "cmyk.jpg": ("CMYK", "JPEG"), "palette.png": ("P", "PNG"), "rgba.png": ("RGBA", "PNG")}
+    kinds = {"gray.jpg": ("L", "JPEG"), "cmyk.jpg": ("CMYK", "JPEG"), "palette.png": ("P", "PNG"),
+             "rgba.png": ("RGBA", "PNG")}
     for name, (mode, image_format) in kinds.items():
         (source / "odd" / name).write_bytes(photo_bytes(name, mode, image_format))
         assert Image.open(source / "odd" / name).mode == mode
@@ -169,7 +196,8 @@ def test_grayscale_cmyk_palette_and_rgba_photos_are_kept(tmp_path):
 
 def test_the_source_is_left_untouched(source, tmp_path):
     def state():
-        return {path.relative_to(source).as_posix(): (path.read_bytes() if path.is_file() else None, path.stat().st_mtime_ns)
+        return {path.relative_to(source).as_posix(): (path.read_bytes() if path.is_file() else None,
+                                                      path.stat().st_mtime_ns)
                 for path in sorted(source.rglob("*"))}
     before = state()
     split(source, tmp_path / "copies")
@@ -205,39 +233,38 @@ def test_link_hard_links_the_source_photos(source, tmp_path):
     dest = tmp_path / "fd"
     manifest = split(source, dest, "--link")
     assert manifest["link"] is True
-    for side in split_data.SIDES:
+    for side in splitting.SIDES:
         for class_name, names in manifest[side].items():
             for name in names:
                 assert (dest / side / class_name / name).stat().st_ino == (source / class_name / name).stat().st_ino
 
 
-def test_link_copies_where_hard_links_are_impossible(source, tmp_path, monkeypatch, capsys):
+def test_link_copies_where_hard_links_are_impossible(source, tmp_path, monkeypatch):
     def cross_device(source_path, target_path):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
     monkeypatch.setattr(os, "link", cross_device)
     dest = tmp_path / "fd"
-    manifest = split(source, dest, "--link")
-    for side in split_data.SIDES:
+    manifest, result = split_run(source, dest, "--link")
+    for side in splitting.SIDES:
         for class_name, names in manifest[side].items():
             for name in names:
                 photo, target = source / class_name / name, dest / side / class_name / name
                 assert target.read_bytes() == photo.read_bytes()
                 assert target.stat().st_ino != photo.stat().st_ino
-    assert "20 copied where hard links are impossible" in capsys.readouterr().out
+    assert "20 copied where hard links are impossible" in result.stdout
 
 
-def test_a_class_without_usable_photos_is_reported_and_left_out(tmp_path, capsys):
+def test_a_class_without_usable_photos_is_reported_and_left_out(tmp_path):
     source = make_source(tmp_path / "photos", {"daisy": 3})
     (source / "broken").mkdir()
     (source / "broken" / "a.jpg").write_bytes(b"")
     dest = tmp_path / "fd"
-    manifest = split(source, dest)
+    manifest, captured = split_run(source, dest)
     assert manifest["classes"] == ["daisy"]
     assert not (dest / "train" / "broken").exists() and not (dest / "val" / "broken").exists()
     assert {"file": "broken/a.jpg", "reason": "empty file"} in manifest["skipped"]
-    captured = capsys.readouterr()
-    assert "class broken has no usable photos" in captured.err
-    assert ["broken", "0", "0", "1"] in [line.split() for line in captured.out.splitlines()]
+    assert "class broken has no usable photos" in captured.stderr
+    assert ["broken", "0", "0", "1"] in [line.split() for line in captured.stdout.splitlines()]
 
 
 BAD_ARGUMENTS = {
@@ -248,9 +275,12 @@ BAD_ARGUMENTS = {
     "ratio 1": (lambda source, tmp: ["--source", source, "--val-ratio", "1"], "--val-ratio"),
     "ratio above 1": (lambda source, tmp: ["--source", source, "--val-ratio", "1.5"], "--val-ratio"),
     "negative ratio": (lambda source, tmp: ["--source", source, "--val-ratio", "-0.1"], "--val-ratio"),
+    "ratio nan": (lambda source, tmp: ["--source", source, "--val-ratio", "nan"], "--val-ratio"),
+    "ratio inf": (lambda source, tmp: ["--source", source, "--val-ratio", "inf"], "--val-ratio"),
     "dest inside source": (lambda source, tmp: ["--source", source, "--dest", source / "split"], "inside the source"),
     "source is dest": (lambda source, tmp: ["--source", source, "--dest", source], "inside the source"),
-    "dest is a file": (lambda source, tmp: ["--source", source, "--dest", source / "LICENSE.txt"], "--dest .* is not a folder"),
+    "dest is a file": (lambda source, tmp: ["--source", source, "--dest", source / "LICENSE.txt"],
+                       "--dest .* is not a folder"),
     "not a URL": (lambda source, tmp: ["--url", "flower_photos.tgz"], "cannot download --url flower_photos.tgz"),
 }
 
@@ -258,10 +288,8 @@ BAD_ARGUMENTS = {
 @pytest.mark.parametrize("case", BAD_ARGUMENTS)
 def test_bad_input_is_a_user_error_and_writes_nothing(case, source, tmp_path):
     make_arguments, message = BAD_ARGUMENTS[case]
-    arguments = [str(argument) for argument in ["--dest", tmp_path / "fd", *make_arguments(source, tmp_path)]]
     before = files_under(tmp_path)
-    with pytest.raises(UserError, match=message):
-        split_data.main(arguments)
+    assert_user_error(split_data("--dest", tmp_path / "fd", *make_arguments(source, tmp_path)), message)
     assert files_under(tmp_path) == before
     assert not (tmp_path / "fd").exists() and not (source / "split").exists()
 
@@ -269,20 +297,14 @@ def test_bad_input_is_a_user_error_and_writes_nothing(case, source, tmp_path):
 def test_a_source_inside_the_split_it_would_rebuild_is_refused(tmp_path):
     dest = tmp_path / "fd"
     make_source(dest / "train", {"daisy": 2})
-    with pytest.raises(UserError, match="inside .*train"):
-        split_data.main(["--source", str(dest / "train"), "--dest", str(dest)])
+    assert_user_error(split_data("--source", dest / "train", "--dest", dest), "inside .*train")
     assert sorted(os.listdir(dest / "train" / "daisy")) == ["daisy_00.jpg", "daisy_01.jpg"]
-
-
-def run_script(*arguments, cwd):
-    return subprocess.run([sys.executable, str(ROOT / "split_data.py"), *map(str, arguments)],
-                          capture_output=True, text=True, cwd=cwd)
 
 
 @pytest.mark.parametrize("case", ["missing source", "ratio above 1", "dest inside source"])
 def test_bad_input_exits_2_with_one_line_on_stderr(case, source, tmp_path):
     make_arguments, message = BAD_ARGUMENTS[case]
-    result = run_script("--dest", tmp_path / "fd", *make_arguments(source, tmp_path), cwd=tmp_path)
+    result = run_script("split_data.py", "--dest", tmp_path / "fd", *make_arguments(source, tmp_path), cwd=tmp_path)
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stderr.startswith("split_data.py: error: ") and message in result.stderr
@@ -292,8 +314,8 @@ def test_bad_input_exits_2_with_one_line_on_stderr(case, source, tmp_path):
 def test_without_source_a_downloaded_flower_photos_in_dest_is_used(tmp_path):
     dest = tmp_path / "fd"
     make_source(dest / "flower_photos", {"daisy": 3, "roses": 3})
-    split_data.main(["--dest", str(dest), "--url", closed_port_url()])
-    manifest = json.loads((dest / "manifest.json").read_text())
+    assert split_data("--dest", dest, "--url", closed_port_url()).returncode == 0
+    manifest = manifest_in(dest)
     assert (manifest["dataset"], manifest["source"]) == ("flower_photos", str((dest / "flower_photos").resolve()))
     assert manifest["classes"] == ["daisy", "roses"]
 
@@ -359,44 +381,46 @@ def make_archive(tmp_path, extra_members=()):
 
 
 def expect(archive, monkeypatch):
-    monkeypatch.setattr(split_data, "FLOWER_PHOTOS_SIZE", len(archive))
-    monkeypatch.setattr(split_data, "FLOWER_PHOTOS_SHA256", hashlib.sha256(archive).hexdigest())
+    monkeypatch.setattr(splitting, "FLOWER_PHOTOS_SIZE", len(archive))
+    monkeypatch.setattr(splitting, "FLOWER_PHOTOS_SHA256", hashlib.sha256(archive).hexdigest())
 
 
-def test_a_good_download_is_extracted_once_and_split(tmp_path, serve, temp_dir, monkeypatch, capsys):
+def test_a_good_download_is_extracted_once_and_split(tmp_path, serve, temp_dir, monkeypatch):
     archive = make_archive(tmp_path)
     expect(archive, monkeypatch)
     dest = tmp_path / "fd"
     url = serve(archive)
 
-    split_data.main(["--dest", str(dest), "--url", url])
+    result = split_data("--dest", dest, "--url", url)
 
+    assert result.returncode == 0, result.stderr
     assert files_under(dest / "flower_photos") == files_under(tmp_path / "archived" / "flower_photos")
-    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest = manifest_in(dest)
     assert (manifest["dataset"], manifest["source"]) == ("flower_photos", str((dest / "flower_photos").resolve()))
     assert len(all_names(manifest)) == 6
     assert sorted(os.listdir(dest)) == ["flower_photos", "manifest.json", "train", "val"]
     assert list(temp_dir.iterdir()) == []
-    assert f"— downloaded from {url}" in capsys.readouterr().out
+    assert f"— downloaded from {url}" in result.stdout
     # The next run finds the extracted set instead of downloading again.
-    split_data.main(["--dest", str(dest), "--url", closed_port_url()])
-    assert json.loads((dest / "manifest.json").read_text()) == manifest
+    assert split_data("--dest", dest, "--url", closed_port_url()).returncode == 0
+    assert manifest_in(dest) == manifest
 
 
-def test_a_download_with_the_wrong_checksum_is_an_error_and_nothing_is_extracted(tmp_path, serve, temp_dir, monkeypatch):
+def test_a_download_with_the_wrong_checksum_is_an_error_and_nothing_is_extracted(tmp_path, serve, temp_dir,
+                                                                                  monkeypatch):
     archive = make_archive(tmp_path)
     expect(archive, monkeypatch)
-    monkeypatch.setattr(split_data, "FLOWER_PHOTOS_SHA256", "0" * 64)
+    monkeypatch.setattr(splitting, "FLOWER_PHOTOS_SHA256", "0" * 64)
     dest = tmp_path / "fd"
-    with pytest.raises(UserError, match=f"sha256 {hashlib.sha256(archive).hexdigest()}, expected .*nothing was extracted"):
-        split_data.main(["--dest", str(dest), "--url", serve(archive)])
+    assert_user_error(split_data("--dest", dest, "--url", serve(archive)),
+                      f"sha256 {hashlib.sha256(archive).hexdigest()}, expected .*nothing was extracted")
     assert not dest.exists()
     assert list(temp_dir.iterdir()) == []
 
 
 def test_a_download_of_the_wrong_size_exits_2_as_a_real_process(tmp_path, serve):
     url = serve(b"not the archive")
-    result = run_script("--dest", tmp_path / "fd", "--url", url, cwd=tmp_path)
+    result = run_script("split_data.py", "--dest", tmp_path / "fd", "--url", url, cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1].startswith(
@@ -409,14 +433,14 @@ def test_a_tar_member_outside_the_archive_is_refused_and_nothing_is_extracted(tm
     archive = make_archive(tmp_path, [("../evil", b"gotcha")])
     expect(archive, monkeypatch)
     dest = tmp_path / "out" / "fd"
-    with pytest.raises(UserError, match="could not safely extract .*evil.*nothing was extracted"):
-        split_data.main(["--dest", str(dest), "--url", serve(archive)])
+    assert_user_error(split_data("--dest", dest, "--url", serve(archive)),
+                      "could not safely extract .*evil.*nothing was extracted")
     assert list(tmp_path.rglob("evil")) == []
     assert os.listdir(tmp_path / "out") == ["fd"] and os.listdir(dest) == []
     assert list(temp_dir.iterdir()) == []
 
 
-def test_an_interrupted_download_falls_back_to_the_bundled_sample(tmp_path, serve, monkeypatch, capsys):
+def test_an_interrupted_download_falls_back_to_the_bundled_sample(tmp_path, serve, monkeypatch):
     archive = make_archive(tmp_path)
     expect(archive, monkeypatch)
     half = len(archive) // 2
@@ -424,27 +448,145 @@ def test_an_interrupted_download_falls_back_to_the_bundled_sample(tmp_path, serv
     monkeypatch.chdir(ROOT)
     dest = tmp_path / "fd"
 
-    split_data.main(["--dest", str(dest), "--url", url])
+    captured = split_data("--dest", dest, "--url", url)
 
-    captured = capsys.readouterr()
-    assert f"could not download {url} (transfer cut short after {half:,} of {len(archive):,} bytes){SAMPLE_FALLBACK}" in captured.err
-    assert "data set: bundled sample (samples/flower_photos, 60 photos) — offline fallback" in captured.out
-    manifest = json.loads((dest / "manifest.json").read_text())
-    assert (manifest["dataset"], manifest["source"]) == ("bundled sample", str(split_data.SAMPLE_DIR))
+    assert captured.returncode == 0, captured.stderr
+    cut_short = f"transfer cut short after {half:,} of {len(archive):,} bytes"
+    assert f"could not download {url} ({cut_short}){SAMPLE_FALLBACK}" in captured.stderr
+    assert "data set: bundled sample (samples/flower_photos, 60 photos) — offline fallback" in captured.stdout
+    manifest = manifest_in(dest)
+    assert (manifest["dataset"], manifest["source"]) == ("bundled sample", str(splitting.SAMPLE_DIR))
     assert len(all_names(manifest)) == 60
     assert {c: len(manifest["val"][c]) for c in manifest["classes"]} == dict.fromkeys(
         ["daisy", "dandelion", "roses", "sunflowers", "tulips"], 1)
     assert manifest["skipped"] == [{"file": "LICENSE.txt", "reason": "not an image"}]
     assert not (dest / "flower_photos").exists()
 
-    with pytest.raises(UserError, match="cut short.*--no-fallback"):
-        split_data.main(["--dest", str(tmp_path / "strict"), "--url", url, "--no-fallback"])
+    assert_user_error(split_data("--dest", tmp_path / "strict", "--url", url, "--no-fallback"),
+                      "cut short.*--no-fallback")
     assert not (tmp_path / "strict").exists()
 
 
-def test_an_unreachable_server_falls_back_to_the_bundled_sample(tmp_path, monkeypatch, capsys):
+def test_an_unreachable_server_falls_back_to_the_bundled_sample(tmp_path, monkeypatch):
     url = closed_port_url()
     monkeypatch.chdir(ROOT)
-    split_data.main(["--dest", str(tmp_path / "fd"), "--url", url])
-    assert f"could not download {url} ([Errno {errno.ECONNREFUSED}] Connection refused){SAMPLE_FALLBACK}" in capsys.readouterr().err
-    assert json.loads((tmp_path / "fd" / "manifest.json").read_text())["dataset"] == "bundled sample"
+    result = split_data("--dest", tmp_path / "fd", "--url", url)
+    refused = f"[Errno {errno.ECONNREFUSED}] Connection refused"
+    assert f"could not download {url} ({refused}){SAMPLE_FALLBACK}" in result.stderr
+    assert manifest_in(tmp_path / "fd")["dataset"] == "bundled sample"
+
+
+# What split_data must never harm, and what it leaves behind.
+
+def test_photos_too_large_to_decode_are_skipped_and_named_so(tmp_path):
+    source = make_source(tmp_path / "photos", {"daisy": 3, "roses": 3})
+    write_bomb(source / "daisy" / "huge.png")  # above PIL's limit
+    write_bomb(source / "roses" / "large.png", side=11000)  # between its warning and its limit
+    manifest, result = split_run(source, tmp_path / "fd")
+    reasons = {entry["file"]: entry["reason"] for entry in manifest["skipped"]}
+    assert reasons["daisy/huge.png"].startswith("image too large to decode safely (")
+    assert reasons["roses/large.png"].startswith("image too large to decode safely (")
+    assert "skipped daisy/huge.png: image too large to decode safely" in result.stdout
+    assert all_names(manifest) == sorted(f"{c}_{i:02d}.jpg" for c in ("daisy", "roses") for i in range(3))
+
+
+def test_links_to_nowhere_are_skipped_and_listed(tmp_path):
+    source = make_source(tmp_path / "photos", {"daisy": 3, "roses": 3})
+    os.symlink("loop.jpg", source / "daisy" / "loop.jpg")
+    os.symlink("gone.jpg", source / "roses" / "dangling.jpg")
+    os.symlink("tulips", source / "tulips")  # a class folder that is a link to itself
+    manifest, _ = split_run(source, tmp_path / "fd")
+    reasons = {entry["file"]: entry["reason"] for entry in manifest["skipped"]}
+    assert reasons == {"LICENSE.txt": "not an image", "daisy/loop.jpg": "a symbolic link that leads to no file",
+                       "roses/dangling.jpg": "a symbolic link that leads to no file",
+                       "tulips": "a symbolic link that leads to no file"}
+    assert manifest["classes"] == ["daisy", "roses"] and len(all_names(manifest)) == 6
+
+
+FOREIGN_SIDES = {  # what the user has in DEST, whether an earlier split's manifest is there, the reason
+    "a class of the user's, no manifest": ("train/mine/thesis.txt", False, "no manifest.json of split_data.py"),
+    "a loose file, no manifest": ("val/notes.txt", False, "no manifest.json of split_data.py"),
+    "a folder the manifest does not list": ("train/mine/thesis.txt", True, "its manifest.json does not list mine"),
+    "a file the manifest does not list": ("val/notes.txt", True, "its manifest.json does not list notes.txt"),
+}
+
+
+@pytest.mark.parametrize("case", FOREIGN_SIDES)
+def test_a_train_or_val_that_split_data_did_not_write_is_refused_and_kept(source, tmp_path, case):
+    dest = tmp_path / "fd"
+    mine, earlier_split, reason = FOREIGN_SIDES[case]
+    if earlier_split:
+        split(source, dest)
+    (dest / mine).parent.mkdir(parents=True, exist_ok=True)
+    (dest / mine).write_text("chapter 1")
+    before = files_under(dest)
+    side = mine.split("/")[0]
+    result = split_data("--source", source, "--dest", dest, "--seed", "1")
+    assert_user_error(result, f"--dest {re.escape(str(dest))} holds a {side}/ that split_data.py did not write "
+                              f"\\({reason}.*choose another --dest or move {re.escape(str(dest / side))} away")
+    assert files_under(dest) == before
+
+
+def test_a_foreign_train_is_refused_before_any_download(tmp_path):
+    dest = tmp_path / "fd"
+    dest.mkdir()
+    (dest / "train").write_text("a file where the split goes")
+    result = run_script("split_data.py", "--dest", dest, "--url", closed_port_url(), cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "holds a train/ that split_data.py did not write" in result.stderr
+    assert os.listdir(dest) == ["train"]
+
+
+def test_scratch_folders_of_killed_runs_are_cleared_and_nothing_else(source, tmp_path):
+    dest = tmp_path / "fd"
+    split(source, dest)
+    killed = [dest / ".split_data-k1l2" / "old-train" / "daisy", dest / ".split_data-x9" / "val"]
+    for folder in killed:
+        folder.mkdir(parents=True)
+        (folder / "photo.jpg").write_bytes(photo_bytes("left over"))
+    kept = [dest / ".split_data_notes" / "a.txt", dest / "split_data-mine" / "b.txt", dest / ".cache" / "c.npy"]
+    for path in kept:
+        path.parent.mkdir(parents=True)
+        path.write_text("not split_data's scratch")
+    split(source, dest, "--seed", "2")
+    assert sorted(os.listdir(dest)) == [".cache", ".split_data_notes", "manifest.json", "split_data-mine", "train",
+                                        "val"]
+    assert all(path.read_text() == "not split_data's scratch" for path in kept)
+
+
+# The photos fail after two were copied; the manifest, written once, at once.
+@pytest.mark.parametrize("writer, written", [("shutil.copy2", 2), ("pathlib.Path.write_text", 0)])
+def test_a_full_disk_is_one_line_and_keeps_the_earlier_split(source, tmp_path, monkeypatch, writer, written):
+    dest = tmp_path / "fd"
+    split(source, dest)
+    before = folder_contents(dest)
+    calls = []
+    real = {"shutil.copy2": shutil.copy2, "pathlib.Path.write_text": pathlib.Path.write_text}[writer]
+
+    def full_after_some(*args, **kwargs):
+        calls.append(args)
+        if len(calls) > written:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(writer, full_after_some)
+    result = split_data("--source", source, "--dest", dest, "--seed", "3")
+    assert len(calls) == written + 1
+    assert_user_error(result, f"cannot write the split into {re.escape(str(dest))}: No space left on device; "
+                              f"{re.escape(str(dest))} is as it was")
+    assert folder_contents(dest) == before  # and no scratch folder is left
+
+
+def test_a_dest_below_a_file_is_one_line(source, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert_user_error(split_data("--source", source, "--dest", tmp_path / "notes.txt" / "fd"),
+                      "cannot create the folder .*notes.txt/fd: Not a directory")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_file_where_the_download_goes_is_refused_and_kept(tmp_path):
+    dest = tmp_path / "fd"
+    dest.mkdir()
+    (dest / "flower_photos").write_text("my notes on flowers")
+    assert_user_error(split_data("--dest", dest, "--url", closed_port_url()), "flower_photos is in the way")
+    assert files_under(dest) == {"flower_photos": b"my notes on flowers"}

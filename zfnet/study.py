@@ -1,11 +1,13 @@
 """What the studies (ablation.py, transfer.py) share: their command lines, which pass train.py's
-flags on to every run; runs of the package's training function that a rerun skips when
-finished and continues when interrupted; and split folders made of links."""
+flags on to every run; the output folder they claim; runs of the package's training function
+that a rerun skips when finished and continues when interrupted; and split folders made of
+links."""
 import os
 
 from zfnet.arguments import script_parser
 from zfnet.checkpoint import read_checkpoint
 from zfnet.errors import UserError
+from zfnet.outputs import OutputFolder, require_outside
 from zfnet.training import RUN_DEFINING, STUDY_SET, parse_args, saved_settings, train
 
 RUN_FLAGS = tuple("--" + name.replace("_", "-") for name in STUDY_SET)
@@ -20,14 +22,28 @@ def study_parser(description):
 
 
 def parse_study_args(parser, argv, also_set_by_study=()):
-    """The study's own arguments, the train.py flags to pass on, and the training config those
-    flags make (checked once, before anything trains)."""
+    """The study's own arguments, with `train_flags`, the train.py flags to pass on to every
+    run, and `training`, the training config those flags make (checked once, before anything
+    trains)."""
     args, train_flags = parser.parse_known_args(argv)
     for flag in train_flags:
         name = flag.split("=")[0]
         if name in RUN_FLAGS + tuple(also_set_by_study):
             raise UserError(f"{name} is set by the study for each of its runs (see {parser.prog} --help)")
-    return args, train_flags, parse_args(train_flags)
+    args.train_flags, args.training = train_flags, parse_args(train_flags)
+    return args
+
+
+def claim_study_folder(out, inputs, own_names):
+    """Claim a study's --out for its tables, figure and run folders (OutputFolder.claim), once
+    it and the study's inputs (`{flag: path}`) lie apart: the study rewrites what lies under
+    --out, and what it wrote inside --data would be read as data."""
+    for flag, path in inputs.items():
+        if os.path.commonpath([os.path.realpath(path), os.path.realpath(out)]) == os.path.realpath(out):
+            raise UserError(f"{flag} {path} lies inside --out {out}, which the study rewrites; choose another --out")
+        if os.path.isdir(path):
+            require_outside(out, path, flag)
+    return OutputFolder.claim(out, inputs=list(inputs.values()), own_names=own_names)
 
 
 def train_run(train_argv, out, epochs):

@@ -1,0 +1,62 @@
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from tests.helpers import save_network, tiny_network
+from zfnet import transfer_study
+from zfnet.data import scan_classes, scan_split
+from zfnet.errors import UserError
+
+PRETRAINED_CLASSES = ["cats", "dogs"]
+
+
+@pytest.fixture
+def pretrained(tmp_path):
+    """An untrained two-class network's checkpoint: transfer cares about its layers, not their quality."""
+    network = tiny_network(classes=PRETRAINED_CLASSES, fc_features=(64, 64))
+    return save_network(tmp_path / "pretrained.pth", network, PRETRAINED_CLASSES)
+
+
+def test_frozen_layers_stay_bit_identical_and_see_without_dropout(pretrained, colour_split):
+    layers, checkpoint = transfer_study.frozen_layers(pretrained, "cpu")
+    assert not layers.training and not any(parameter.requires_grad for parameter in layers.parameters())
+    photos = scan_classes(colour_split / "train")
+    paths = [path for name in photos for path in photos[name][:4]]
+    labels = torch.arange(3).repeat_interleave(4)
+
+    features = transfer_study.softmax_inputs(layers, paths, checkpoint["preprocess"], "cpu")
+    softmax = transfer_study.fit_softmax(features, labels, 3)
+
+    assert features.shape == (12, 64) and softmax.weight.shape == (3, 64)
+    assert transfer_study.accuracy(softmax(features), labels) == 1.0  # it learned the photos it saw
+    state = layers.state_dict()
+    assert set(state) == {name for name in checkpoint["model"] if not name.startswith("classifier.")}
+    assert all(torch.equal(state[name], checkpoint["model"][name]) for name in state)
+    again = transfer_study.softmax_inputs(layers, paths, checkpoint["preprocess"], "cpu")
+    assert torch.equal(again, features)  # no dropout: the same photo gives the same features
+
+
+def test_draws_are_seeded_nested_and_keep_test_photos_apart(colour_split):
+    classes, samples = scan_split(colour_split)
+    photos, test = (transfer_study.by_class(classes, samples[side]) for side in ("train", "val"))
+    assert photos == scan_classes(colour_split / "train") and test == scan_classes(colour_split / "val")
+    args = SimpleNamespace(per_class=[2, 5], draws=2, seed=0, data="data")
+    draws = transfer_study.draw_photos(photos, args)
+    assert draws == transfer_study.draw_photos(photos, args)
+    assert draws != transfer_study.draw_photos(photos, SimpleNamespace(**{**vars(args), "seed": 1}))
+    train_0, train_1 = draws
+    assert train_0 != train_1
+    for name in photos:
+        assert len(train_0[name]) == 5 and len(test[name]) == 4
+        assert set(train_0[name]) <= set(photos[name])
+        assert not set(train_0[name]) & set(test[name])
+    with pytest.raises(UserError, match="class blue has 12 photos in data/train, fewer than --per-class 13"):
+        transfer_study.draw_photos(photos, SimpleNamespace(**{**vars(args), "per_class": [13]}))
+    transfer_study.draw_photos(photos, SimpleNamespace(**{**vars(args), "per_class": [12]}))  # all of them
+
+
+def test_network_flags_rebuild_the_checkpoints_network(pretrained):
+    _, checkpoint = transfer_study.frozen_layers(pretrained, "cpu")
+    flags = transfer_study.network_flags(checkpoint["model_config"])
+    assert flags == ["--arch", "zfnet", "--width", "half", "--conv-channels", "8,16,16,16,16", "--fc-features", "64,64"]
