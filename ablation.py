@@ -10,6 +10,7 @@ Writes OUT/ablation.csv, OUT/ablation.md and OUT/ablation.png. OUT is a new or e
 one the study wrote before, outside --data and not holding it: anything else is refused before
 any run trains.
 """
+
 from zfnet.ablation_study import VARIANTS, ablation_study
 from zfnet.arguments import add_data, add_out, positive_int
 from zfnet.errors import UserError, run_main
@@ -20,11 +21,15 @@ def parse_args(argv=None):
     parser = study_parser(__doc__)
     add_data(parser)
     add_out(parser, default="runs/ablation")
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help=f"comma-separated variants to train, of: {', '.join(VARIANTS)} (default: all)")
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated variants to train, of: {', '.join(VARIANTS)} (default: all)",
+    )
     parser.add_argument("--epochs", default=10, type=positive_int, help="epochs per run (default: %(default)s)")
-    parser.add_argument("--seeds", default=1, type=positive_int,
-                        help="runs per variant, with seeds 0, 1, ... (default: %(default)s)")
+    parser.add_argument(
+        "--seeds", default=1, type=positive_int, help="runs per variant, with seeds 0, 1, ... (default: %(default)s)"
+    )
     args = parse_study_args(parser, argv)
     args.variants = [name.strip() for name in args.variants.split(",") if name.strip()]
     unknown = [name for name in args.variants if name not in VARIANTS]

@@ -23,6 +23,7 @@ Writes OUT/compare.md (the table and what it shows), OUT/compare.csv and OUT/com
 OUT defaults to compare_arch/ beside the first checkpoint. It must be a new or empty folder,
 or one compare_arch.py wrote, outside DATA.
 """
+
 import math
 import os
 
@@ -63,13 +64,21 @@ OWN_NAMES = ("compare.md", "compare.csv", "compare.png")
 
 def parse_args(argv=None):
     parser = script_parser(__doc__)
-    add_checkpoint(parser, nargs=2, help="the two networks, AlexNet's and ZFNet's",
-                   default=[ALEXNET_CHECKPOINT, DEFAULT_CHECKPOINT])
+    add_checkpoint(
+        parser,
+        nargs=2,
+        help="the two networks, AlexNet's and ZFNet's",
+        default=[ALEXNET_CHECKPOINT, DEFAULT_CHECKPOINT],
+    )
     add_data(parser)
     add_max_images(parser, default=64)
     add_batch_size(parser)
-    parser.add_argument("--workers", default=min(4, os.cpu_count() or 1), type=non_negative_int,
-                        help="processes that decode the photos into the cache, once (default: %(default)s)")
+    parser.add_argument(
+        "--workers",
+        default=min(4, os.cpu_count() or 1),
+        type=non_negative_int,
+        help="processes that decode the photos into the cache, once (default: %(default)s)",
+    )
     add_device(parser)
     add_out(parser, beside="the first checkpoint")
     return parser.parse_args(argv)
@@ -78,8 +87,9 @@ def parse_args(argv=None):
 def layer2_projections(model, images, batch_size):
     """Deconvnet projections (one per layer-2 map that fires at all) of each map's strongest
     activation over `images`."""
-    found = strongest_activations(model, tensor_batches(images, batch_size, "searching layer 2"), [2],
-                                  images.device, k=1)
+    found = strongest_activations(
+        model, tensor_batches(images, batch_size, "searching layer 2"), [2], images.device, k=1
+    )
     values, image, ys, xs = (column[:, 0] for column in found[2])
     requests = [(image[m].item(), 2, m, ys[m].item(), xs[m].item()) for m in range(len(values)) if values[m] > 0]
     return torch.stack(project(model, images, requests)).cpu()
@@ -88,16 +98,19 @@ def layer2_projections(model, images, batch_size):
 def require_comparable(path, model, checkpoint, classes, data):
     """UserError unless the network was trained on the classes of `data` and has a layer 2."""
     if checkpoint["classes"] != classes:
-        raise UserError(f"{path} was trained on the classes {checkpoint['classes']}, but {data} "
-                        f"holds {classes}; compare networks on the data they were trained for")
+        raise UserError(
+            f"{path} was trained on the classes {checkpoint['classes']}, but {data} "
+            f"holds {classes}; compare networks on the data they were trained for"
+        )
     require_layers(model, [2], path)
 
 
 def measure(path, model, checkpoint, val_samples, args, device):
     """Everything the report says about one loaded checkpoint."""
     preprocess = checkpoint["preprocess"]
-    cache = PhotoCache.load_or_build(val_samples, "val", preprocess["input_size"],
-                                     os.path.join(args.data, ".cache"), args.workers)
+    cache = PhotoCache.load_or_build(
+        val_samples, "val", preprocess["input_size"], os.path.join(args.data, ".cache"), args.workers
+    )
 
     correct, peak = 0, None  # peak: each layer-1 filter's strongest response on any photo
     with torch.no_grad():
@@ -122,25 +135,40 @@ def measure(path, model, checkpoint, val_samples, args, device):
     spectra = power_spectra(projections, fft_size)
     spectrum = (spectra / spectra.sum((1, 2), keepdim=True).clamp_min(1e-30)).mean(0)  # each weighs the same
     arch = model.config["arch"]
-    return {"name": f"{arch} ({os.path.relpath(path)})", "arch": arch, "kernel": kernel, "stride": stride,
-            "filters": len(weights),
-            "accuracy": correct / len(cache), "val_photos": len(cache), "faded": int(faded.sum()),
-            "silent": int(silent.sum()), "dead": int((faded | silent).sum()), "dead_mask": faded | silent,
-            "bands": band_shares(weights), "weights": weights, "projections": projections,
-            "spectrum": spectrum, "aliasing": grid_contrast(spectrum, stride, math.ceil(fft_size / field))}
+    return {
+        "name": f"{arch} ({os.path.relpath(path)})",
+        "arch": arch,
+        "kernel": kernel,
+        "stride": stride,
+        "filters": len(weights),
+        "accuracy": correct / len(cache),
+        "val_photos": len(cache),
+        "faded": int(faded.sum()),
+        "silent": int(silent.sum()),
+        "dead": int((faded | silent).sum()),
+        "dead_mask": faded | silent,
+        "bands": band_shares(weights),
+        "weights": weights,
+        "projections": projections,
+        "spectrum": spectrum,
+        "aliasing": grid_contrast(spectrum, stride, math.ceil(fft_size / field)),
+    }
 
 
 def report_rows(nets):
     """(measure, value per network) rows shared by the CSV and the Markdown table."""
-    rows = [("layer 1", [f"{n['filters']} filters {n['kernel']}x{n['kernel']}, stride {n['stride']}" for n in nets]),
-            ("validation accuracy", [round(n["accuracy"], 4) for n in nets]),
-            ("dead layer-1 filters", [n["dead"] for n in nets]),
-            (f"dead: weights under {DEAD_NORM} x median norm", [n["faded"] for n in nets]),
-            ("dead: never active on val", [n["silent"] for n in nets])]
+    rows = [
+        ("layer 1", [f"{n['filters']} filters {n['kernel']}x{n['kernel']}, stride {n['stride']}" for n in nets]),
+        ("validation accuracy", [round(n["accuracy"], 4) for n in nets]),
+        ("dead layer-1 filters", [n["dead"] for n in nets]),
+        (f"dead: weights under {DEAD_NORM} x median norm", [n["faded"] for n in nets]),
+        ("dead: never active on val", [n["silent"] for n in nets]),
+    ]
     for band, (low, high) in BANDS.items():
         span = f"{low:g}-{high:g}" if high < math.inf else f"over {low:g}"
-        rows.append((f"layer-1 energy, {band} frequencies ({span} cycles/px)",
-                     [round(n["bands"][band], 4) for n in nets]))
+        rows.append(
+            (f"layer-1 energy, {band} frequencies ({span} cycles/px)", [round(n["bands"][band], 4) for n in nets])
+        )
     rows.append(("layer-2 projections: stride-grid contrast", [round(n["aliasing"], 2) for n in nets]))
     return rows
 
@@ -150,8 +178,10 @@ def findings(nets):
     coarser first layer."""
     coarse, fine = sorted(nets, key=lambda n: (n["stride"], n["kernel"]), reverse=True)
     if (coarse["stride"], coarse["kernel"]) == (fine["stride"], fine["kernel"]):
-        return ["Both networks have the same first layer; the paper's claims compare different ones, "
-                "so the numbers above are the whole finding."]
+        return [
+            "Both networks have the same first layer; the paper's claims compare different ones, "
+            "so the numbers above are the whole finding."
+        ]
     a, b = (f"the {n['kernel']}x{n['kernel']}/{n['stride']} network ({n['arch']})" for n in (coarse, fine))
     return [
         f"Dead filters: {a} has {coarse['dead']} of {coarse['filters']}, {b} {fine['dead']} of "
@@ -189,8 +219,11 @@ def plot(nets, path):
     figure, axes = plt.subplots(2, 3, figsize=(15, 9.5))
     for column, net in enumerate(nets):
         axes[0, column].imshow(signed_grid(net["weights"], net["dead_mask"]), interpolation="nearest")
-        axes[0, column].set_title(f"{net['name']}: layer-1 filters {net['kernel']}x{net['kernel']}, stride "
-                                  f"{net['stride']}\n({net['dead']} dead, framed red)", fontsize=10)
+        axes[0, column].set_title(
+            f"{net['name']}: layer-1 filters {net['kernel']}x{net['kernel']}, stride "
+            f"{net['stride']}\n({net['dead']} dead, framed red)",
+            fontsize=10,
+        )
         strongest = net["projections"].flatten(1).norm(dim=1).argsort(descending=True)[:16]
         axes[1, column].imshow(signed_grid(net["projections"][strongest]), interpolation="nearest")
         axes[1, column].set_title(f"{net['name']}: layer-2 projections (16 strongest maps)", fontsize=10)
@@ -201,8 +234,9 @@ def plot(nets, path):
     centres = [(low + high) / 2 for low, high in zip(edges[:-1], edges[1:])]
     for net in nets:
         share = energy_shares(net["weights"], zip(edges[:-1], edges[1:]))
-        axes[0, 2].plot(centres, share, "-o", markersize=3,
-                        label=f"{net['name']}, {net['kernel']}x{net['kernel']}/{net['stride']}")
+        axes[0, 2].plot(
+            centres, share, "-o", markersize=3, label=f"{net['name']}, {net['kernel']}x{net['kernel']}/{net['stride']}"
+        )
         # Summed over vertical frequency, relative to the mean: comparable across FFT sizes.
         horizontal = net["spectrum"].sum(0) * len(net["spectrum"])
         frequencies = torch.fft.fftfreq(len(horizontal))
@@ -210,14 +244,20 @@ def plot(nets, path):
         axes[1, 2].semilogy(frequencies[order], horizontal[order], label=f"{net['name']}, stride {net['stride']}")
     for low, high, shade in ((1 / 8, 1 / 4, 0.12), (1 / 4, 0.5 * math.sqrt(2), 0.05)):
         axes[0, 2].axvspan(low, high, color="grey", alpha=shade)
-    axes[0, 2].set(xlabel="spatial frequency (cycles per pixel); shaded: middle, high",
-                   ylabel="share of layer-1 filter energy", title="layer-1 filter energy by frequency")
+    axes[0, 2].set(
+        xlabel="spatial frequency (cycles per pixel); shaded: middle, high",
+        ylabel="share of layer-1 filter energy",
+        title="layer-1 filter energy by frequency",
+    )
     for stride in sorted({net["stride"] for net in nets}):
         for k in range(1, stride // 2 + 1):
             axes[1, 2].axvline(k / stride, color="grey", linestyle=":")
             axes[1, 2].axvline(-k / stride, color="grey", linestyle=":")
-    axes[1, 2].set(xlabel="horizontal frequency (cycles per pixel); dotted: k / first-layer stride",
-                   ylabel="power relative to the mean", title="layer-2 projections by frequency")
+    axes[1, 2].set(
+        xlabel="horizontal frequency (cycles per pixel); dotted: k / first-layer stride",
+        ylabel="power relative to the mean",
+        title="layer-2 projections by frequency",
+    )
     for axis in axes[:, 2]:
         axis.grid(alpha=0.3)
         axis.legend()
@@ -248,11 +288,13 @@ def main(argv=None):
     atomic_write_text(paths["compare.csv"], csv_text(table))
     lines = "\n".join(f"- {line}" for line in findings(nets))
     reference = ", ".join(f"{share:.1%} {band}" for band, share in band_areas().items())
-    atomic_write_text(paths["compare.md"],
-                      f"# First layers compared on {os.path.relpath(os.path.join(args.data, 'val'))} "
-                      f"({nets[0]['val_photos']} photos)\n\n"
-                      f"{markdown_table(table)}\nFor reference, random (white-noise) filters spread their energy "
-                      f"{reference}.\n\n## What these two networks show\n\n{lines}\n")
+    atomic_write_text(
+        paths["compare.md"],
+        f"# First layers compared on {os.path.relpath(os.path.join(args.data, 'val'))} "
+        f"({nets[0]['val_photos']} photos)\n\n"
+        f"{markdown_table(table)}\nFor reference, random (white-noise) filters spread their energy "
+        f"{reference}.\n\n## What these two networks show\n\n{lines}\n",
+    )
     plot(nets, paths["compare.png"])
     print(lines)
     print(f"report in {paths['compare.md']}, compare.csv and compare.png")

@@ -28,6 +28,7 @@ with their boxes, and Delta per part against random boxes); OUT is correspondenc
 checkpoint unless --out names another folder: a new or empty one, or one that holds zfnet's
 outputs only.
 """
+
 import torch
 
 from zfnet.arguments import (
@@ -52,12 +53,17 @@ OUTPUTS = ("correspondence.csv", "correspondence.png")
 
 def parse_args(argv=None):
     parser = script_parser(__doc__)
-    parser.add_argument("parts", nargs="?", default="samples/correspondence.json",
-                        help="JSON file of photos and part boxes (default: %(default)s)")
+    parser.add_argument(
+        "parts",
+        nargs="?",
+        default="samples/correspondence.json",
+        help="JSON file of photos and part boxes (default: %(default)s)",
+    )
     add_checkpoint(parser)
     add_device(parser)
-    parser.add_argument("--draws", type=positive_int, default=10,
-                        help="random-box draws to average (default: %(default)s)")
+    parser.add_argument(
+        "--draws", type=positive_int, default=10, help="random-box draws to average (default: %(default)s)"
+    )
     add_seed(parser, "the random boxes")
     add_out(parser)
     add_batch_size(parser)
@@ -73,8 +79,9 @@ def main(argv=None):
     photos = [photo for photo, _ in entries]
     labels = short_names(photos)
     inputs, boxes = load_photos(entries, preprocess, args.parts)
-    out = OutputFolder.claim(out_folder(args, "correspondence"), inputs=[args.parts, args.checkpoint, *photos],
-                             own_names=OUTPUTS)
+    out = OutputFolder.claim(
+        out_folder(args, "correspondence"), inputs=[args.parts, args.checkpoint, *photos], own_names=OUTPUTS
+    )
     table_path, figure = (out.path(name) for name in OUTPUTS)
 
     generator = torch.Generator().manual_seed(args.seed)

@@ -24,6 +24,7 @@ the checkpoint unless --out names another folder: a new or empty one, or one tha
 zfnet's outputs only. Every photo is decoded before the work starts: one that cannot be
 (missing, truncated, too large to decode safely) stops the run at once, in one line naming it.
 """
+
 from zfnet.arguments import add_batch_size, add_checkpoint, add_device, add_images, add_out, out_folder, script_parser
 from zfnet.errors import UserError, run_main
 from zfnet.experiments import class_index, load_network, require_layers, short_names
@@ -54,17 +55,36 @@ def parse_args(argv=None):
     add_checkpoint(parser)
     add_device(parser)
     add_images(parser, help="folder with one sub-folder of photos per class, that the default photos come from")
-    parser.add_argument("--class", dest="class_name", metavar="NAME",
-                        help="true class of every photo (default: the photo's folder when it is a class name, "
-                             "else the class predicted for the original)")
+    parser.add_argument(
+        "--class",
+        dest="class_name",
+        metavar="NAME",
+        help="true class of every photo (default: the photo's folder when it is a class name, "
+        "else the class predicted for the original)",
+    )
     # String defaults go through `steps` as given ones do, so the help shows the real ones.
-    parser.add_argument("--translate", type=steps, default="-60:60:10", metavar="START:STOP:STEP",
-                        help="vertical shifts in pixels, positive moves down (default: %(default)s; write "
-                             "--translate=-40:40:5 when START is negative)")
-    parser.add_argument("--scale", type=scale_steps, default="0.6:1.4:0.1", metavar="START:STOP:STEP",
-                        help="scale factors about the centre, above 0 (default: %(default)s)")
-    parser.add_argument("--rotate", type=steps, default="0:360:10", metavar="START:STOP:STEP",
-                        help="anticlockwise rotations about the centre in degrees (default: %(default)s)")
+    parser.add_argument(
+        "--translate",
+        type=steps,
+        default="-60:60:10",
+        metavar="START:STOP:STEP",
+        help="vertical shifts in pixels, positive moves down (default: %(default)s; write "
+        "--translate=-40:40:5 when START is negative)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=scale_steps,
+        default="0.6:1.4:0.1",
+        metavar="START:STOP:STEP",
+        help="scale factors about the centre, above 0 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rotate",
+        type=steps,
+        default="0:360:10",
+        metavar="START:STOP:STEP",
+        help="anticlockwise rotations about the centre in degrees (default: %(default)s)",
+    )
     add_out(parser)
     add_batch_size(parser)
     args = parser.parse_args(argv)
@@ -90,8 +110,9 @@ def main(argv=None):
     inputs = {path: load_input(path, preprocess) for path in photos}
     out = OutputFolder.claim(out_folder(args, "invariance"), inputs=[*photos, args.checkpoint], own_names=OUTPUTS)
     figure, table, summary_path = (out.path(name) for name in OUTPUTS)
-    results, targets, originals = measure_photos(model, inputs, labels, classes, args.class_name, args.ranges,
-                                                 args.batch_size)
+    results, targets, originals = measure_photos(
+        model, inputs, labels, classes, args.class_name, args.ranges, args.batch_size
+    )
 
     plot(results, targets, classes, figure)
     atomic_write_text(table, csv_text(table_rows(results, targets, classes)))

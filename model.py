@@ -7,6 +7,7 @@ connected, then `classifier`. Tools address "layer 5", never `features[10]`.
 For a 224x224 input the half-width ZFNet's maps are 110 (conv1), 55 (pool1), 26 (conv2),
 13 (pool2, conv3, conv4, conv5) and 6 (pool5) pixels wide, as in the seed.
 """
+
 from collections import OrderedDict
 
 import torch
@@ -45,8 +46,16 @@ class ZFNet(nn.Module):
     `fc_features=(2048, 0)` drops layer 7). `ZFNet(**model.config)` rebuilds the same network.
     """
 
-    def __init__(self, num_classes=5, width="half", arch="zfnet", conv_channels=None,
-                 fc_features=None, input_size=224, init_weights=True):
+    def __init__(
+        self,
+        num_classes=5,
+        width="half",
+        arch="zfnet",
+        conv_channels=None,
+        fc_features=None,
+        input_size=224,
+        init_weights=True,
+    ):
         super().__init__()
         if width not in WIDTHS:
             raise ValueError(f"width must be one of {sorted(WIDTHS)}, not {width!r}")
@@ -56,16 +65,25 @@ class ZFNet(nn.Module):
         fc_features = tuple(fc_features or WIDTHS[width]["fc_features"])
         if len(conv_channels) != 5 or len(fc_features) != 2 or conv_channels[0] == 0 or conv_channels[4] == 0:
             raise ValueError("conv_channels needs 5 widths (layers 1 and 5 kept), fc_features 2")
-        numbers = {"num_classes": [num_classes], "input_size": [input_size], "conv_channels": conv_channels,
-                   "fc_features": fc_features}
+        numbers = {
+            "num_classes": [num_classes],
+            "input_size": [input_size],
+            "conv_channels": conv_channels,
+            "fc_features": fc_features,
+        }
         for name, values in numbers.items():
             if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
                 raise ValueError(f"{name} must be whole numbers, none negative, not {list(values)}")
         if num_classes < 1:
             raise ValueError("num_classes must be at least 1")
-        self.config = {"num_classes": num_classes, "width": width, "arch": arch,
-                       "conv_channels": list(conv_channels), "fc_features": list(fc_features),
-                       "input_size": input_size}
+        self.config = {
+            "num_classes": num_classes,
+            "width": width,
+            "arch": arch,
+            "conv_channels": list(conv_channels),
+            "fc_features": list(fc_features),
+            "input_size": input_size,
+        }
 
         self.conv_layers = [n for n in CONV_LAYERS if conv_channels[n - 1]]
         self.fc_layers = [n for n in FC_LAYERS if fc_features[n - 6]]
@@ -73,8 +91,10 @@ class ZFNet(nn.Module):
         channels = 3
         for n in self.conv_layers:
             kernel, stride, padding = geometry["conv"][n - 1]
-            parts = [("conv", nn.Conv2d(channels, conv_channels[n - 1], kernel, stride, padding)),
-                     ("relu", nn.ReLU(inplace=True))]
+            parts = [
+                ("conv", nn.Conv2d(channels, conv_channels[n - 1], kernel, stride, padding)),
+                ("relu", nn.ReLU(inplace=True)),
+            ]
             if n in geometry["pool"]:
                 parts.append(("pool", nn.MaxPool2d(*geometry["pool"][n])))
             setattr(self, f"layer{n}", nn.Sequential(OrderedDict(parts)))
@@ -84,14 +104,24 @@ class ZFNet(nn.Module):
         sizes = [features, *(fc_features[n - 6] for n in self.fc_layers), num_classes]
         parameters = sum(a * b for a, b in zip(sizes, sizes[1:]))
         if parameters > MAX_PARAMETERS:
-            raise ValueError(f"input_size {input_size} with these widths needs {parameters * 4 / 2**30:.1f} GiB of "
-                             f"fully connected weights (the most allowed is {MAX_PARAMETERS * 4 / 2**30:.0f} GiB)")
+            raise ValueError(
+                f"input_size {input_size} with these widths needs {parameters * 4 / 2**30:.1f} GiB of "
+                f"fully connected weights (the most allowed is {MAX_PARAMETERS * 4 / 2**30:.0f} GiB)"
+            )
         for n in self.fc_layers:
-            setattr(self, f"layer{n}", nn.Sequential(OrderedDict([
-                ("dropout", nn.Dropout(p=0.5)),
-                ("linear", nn.Linear(features, fc_features[n - 6])),
-                ("relu", nn.ReLU(inplace=True)),
-            ])))
+            setattr(
+                self,
+                f"layer{n}",
+                nn.Sequential(
+                    OrderedDict(
+                        [
+                            ("dropout", nn.Dropout(p=0.5)),
+                            ("linear", nn.Linear(features, fc_features[n - 6])),
+                            ("relu", nn.ReLU(inplace=True)),
+                        ]
+                    )
+                ),
+            )
             features = fc_features[n - 6]
         self.classifier = nn.Linear(features, num_classes)
         if init_weights:
@@ -102,8 +132,7 @@ class ZFNet(nn.Module):
         for n in self.conv_layers:
             for module in self.stage(n):
                 if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
-                    k, s, p = (_pair_first(module.kernel_size), _pair_first(module.stride),
-                               _pair_first(module.padding))
+                    k, s, p = (_pair_first(module.kernel_size), _pair_first(module.stride), _pair_first(module.padding))
                     size = (size + 2 * p - k) // s + 1
         if size < 1:
             raise ValueError(f"input_size {input_size} is too small for this network")
@@ -157,8 +186,13 @@ class ZFNet(nn.Module):
                     # CPU pooling with indices runs faster channels-last and keeps the same
                     # switches (the first maximum of a window in reading order); the next
                     # layer gets the usual layout, so its output is the plain pass's.
-                    x, switches = F.max_pool2d(maps.contiguous(memory_format=torch.channels_last), pool.kernel_size,
-                                               pool.stride, pool.padding, return_indices=True)
+                    x, switches = F.max_pool2d(
+                        maps.contiguous(memory_format=torch.channels_last),
+                        pool.kernel_size,
+                        pool.stride,
+                        pool.padding,
+                        return_indices=True,
+                    )
                     x = x.contiguous()
                 else:
                     x = pool(maps)

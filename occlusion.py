@@ -28,6 +28,7 @@ holds zfnet's outputs only (never a folder of photos). Every photo is decoded be
 work starts: one that cannot be (missing, truncated, too large to decode safely) stops the
 run at once, in one line naming it.
 """
+
 import functools
 
 import numpy as np
@@ -47,17 +48,27 @@ def parse_args(argv=None):
     parser.add_argument("photos", nargs="+", help="photo files")
     add_checkpoint(parser)
     add_device(parser)
-    parser.add_argument("--size", type=positive_int, default=50,
-                        help="side of the grey square, in pixels of the 224-pixel input (default: %(default)s)")
-    parser.add_argument("--stride", type=positive_int, default=8,
-                        help="step between square positions, in pixels (default: %(default)s)")
-    parser.add_argument("--class", dest="class_name", metavar="NAME",
-                        help="class whose probability map (b) shows (default: the photo's folder "
-                             "when it is a class name, else the predicted class)")
+    parser.add_argument(
+        "--size",
+        type=positive_int,
+        default=50,
+        help="side of the grey square, in pixels of the 224-pixel input (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--stride", type=positive_int, default=8, help="step between square positions, in pixels (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--class",
+        dest="class_name",
+        metavar="NAME",
+        help="class whose probability map (b) shows (default: the photo's folder "
+        "when it is a class name, else the predicted class)",
+    )
     add_out(parser)
     # Not photos, as the shared --batch-size counts: one photo is occluded at a time.
-    parser.add_argument("--batch-size", type=positive_int, default=64,
-                        help="square positions per forward pass (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=64, help="square positions per forward pass (default: %(default)s)"
+    )
     return parser.parse_args(argv)
 
 
@@ -79,16 +90,19 @@ def main(argv=None):
 
     for path, x in tqdm(inputs.items(), desc="photos", unit="photo", disable=len(inputs) == 1):
         x = x.to(device)
-        result, strongest = photo_result(model, x, path, classes, args.class_name, args.size, args.stride,
-                                         args.batch_size)
+        result, strongest = photo_result(
+            model, x, path, classes, args.class_name, args.size, args.stride, args.batch_size
+        )
         figure, maps = paths[path]
         atomic_write(maps, functools.partial(np.savez, **result))
         draw(figure, names[path], model, x, preprocess, result, strongest)
         lowest = lowest_position(result)
         target = result["target"]
-        print(f"{path}: P({classes[target]}) {result['unoccluded_probability'][target]:.3f} unoccluded, "
-              f"{result['probability'][lowest]:.3f} at its lowest (square at y={offsets[lowest[0]]}, "
-              f"x={offsets[lowest[1]]}); {figure}, {maps}")
+        print(
+            f"{path}: P({classes[target]}) {result['unoccluded_probability'][target]:.3f} unoccluded, "
+            f"{result['probability'][lowest]:.3f} at its lowest (square at y={offsets[lowest[0]]}, "
+            f"x={offsets[lowest[1]]}); {figure}, {maps}"
+        )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ output) and the others are still classified; the exit status is then 1. Anything
 the whole run (a bad flag, checkpoint or --plot) is one line on stderr and exit status 2.
 --plot never replaces one of the inputs or a file that is not a PNG.
 """
+
 import json
 import sys
 
@@ -25,14 +26,21 @@ def parse_args(argv=None):
     parser = script_parser(__doc__)
     parser.add_argument("photos", nargs="+", help="photo files and/or folders of photos, searched recursively")
     add_checkpoint(parser)
-    parser.add_argument("--topk", type=positive_int, default=1,
-                        help="how many of the most probable classes to show; more than the checkpoint has "
-                             "shows them all (default: %(default)s)")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON list with an object per photo (default: a line per photo)")
-    parser.add_argument("--plot", metavar="PNG",
-                        help="save a figure of each photo beside a bar chart of its --topk classes "
-                             "(default: no figure)")
+    parser.add_argument(
+        "--topk",
+        type=positive_int,
+        default=1,
+        help="how many of the most probable classes to show; more than the checkpoint has "
+        "shows them all (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON list with an object per photo (default: a line per photo)"
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="save a figure of each photo beside a bar chart of its --topk classes (default: no figure)",
+    )
     add_batch_size(parser)
     add_device(parser)
     return parser.parse_args(argv)
@@ -48,8 +56,9 @@ def main(argv=None):
     model = model.to(memory_format=MEMORY_FORMAT)
     classes, preprocess = checkpoint["classes"], checkpoint["preprocess"]
     if args.topk > len(classes):
-        print(f"note: --topk {args.topk} cut to the {len(classes)} classes that {args.checkpoint} knows",
-              file=sys.stderr)
+        print(
+            f"note: --topk {args.topk} cut to the {len(classes)} classes that {args.checkpoint} knows", file=sys.stderr
+        )
         args.topk = len(classes)
 
     results, failures = [], 0

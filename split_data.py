@@ -13,6 +13,7 @@ Re-running rebuilds train/ and val/ from scratch; manifest.json beside them reco
 A train/ or val/ in DEST that split_data.py did not write (its manifest.json does not list
 their class folders) is never replaced: choose another --dest, or move them away yourself.
 """
+
 from pathlib import Path
 
 from zfnet.arguments import DEFAULT_DATA, add_seed, script_parser
@@ -22,21 +23,38 @@ from zfnet.splitting import FLOWER_PHOTOS_URL, check_request, find_source, split
 
 def parse_args(argv=None):
     parser = script_parser(__doc__)
-    parser.add_argument("--source", help="folder with one sub-folder per class (default: DEST/flower_photos if "
-                        "present, else flower_photos downloaded from --url)")
-    parser.add_argument("--dest", default=DEFAULT_DATA,
-                        help="the split folder DEST: where train/, val/ and manifest.json go (default: %(default)s)")
-    parser.add_argument("--val-ratio", type=float, default=0.1,
-                        help="share of each class that goes to val, between 0 and 1 (default: %(default)s)")
+    parser.add_argument(
+        "--source",
+        help="folder with one sub-folder per class (default: DEST/flower_photos if "
+        "present, else flower_photos downloaded from --url)",
+    )
+    parser.add_argument(
+        "--dest",
+        default=DEFAULT_DATA,
+        help="the split folder DEST: where train/, val/ and manifest.json go (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--val-ratio",
+        type=float,
+        default=0.1,
+        help="share of each class that goes to val, between 0 and 1 (default: %(default)s)",
+    )
     add_seed(parser, "the split; the same seed and files give the same split")
-    parser.add_argument("--link", action="store_true",
-                        help="hard-link photos instead of copying them (copies where the file system cannot "
-                             "link); the split then shares its files with the source (default: copy)")
-    parser.add_argument("--url", default=FLOWER_PHOTOS_URL,
-                        help="where to download flower_photos.tgz from (default: %(default)s)")
-    parser.add_argument("--no-fallback", action="store_true",
-                        help="fail when the download cannot be made, instead of splitting the small sample "
-                             "bundled in samples/flower_photos (default: fall back to the sample)")
+    parser.add_argument(
+        "--link",
+        action="store_true",
+        help="hard-link photos instead of copying them (copies where the file system cannot "
+        "link); the split then shares its files with the source (default: copy)",
+    )
+    parser.add_argument(
+        "--url", default=FLOWER_PHOTOS_URL, help="where to download flower_photos.tgz from (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--no-fallback",
+        action="store_true",
+        help="fail when the download cannot be made, instead of splitting the small sample "
+        "bundled in samples/flower_photos (default: fall back to the sample)",
+    )
     return parser.parse_args(argv)
 
 

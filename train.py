@@ -10,6 +10,7 @@ Writes into --out: best.pth (best validation accuracy), last.pth (everything a r
 snapshots/epoch_NNN.pth (weights only, for visualize.py evolution), class_indices.json,
 metrics.csv, curves.png and confusion.png. Every file is written atomically.
 """
+
 from zfnet.errors import run_main
 from zfnet.training import parse_args, train
 

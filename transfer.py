@@ -15,6 +15,7 @@ OUT/transfer.md and OUT/transfer.png; OUT is transfer/ beside the checkpoint unl
 OUT is a new or empty folder or one the study wrote before, outside --data, and holds neither
 --data nor the checkpoint: anything else is refused before any work.
 """
+
 from zfnet.arguments import add_checkpoint, add_data, add_out, add_seed, int_list, out_folder, positive_int
 from zfnet.errors import UserError, run_main
 from zfnet.study import parse_study_args, study_parser
@@ -25,12 +26,19 @@ def parse_args(argv=None):
     parser = study_parser(__doc__)
     add_checkpoint(parser, help="the trained network whose layers 1-7 are kept")
     add_data(parser)
-    parser.add_argument("--per-class", default=[5, 10, 20, 40], type=int_list, metavar="N1,N2,...",
-                        help="training photos per class to try (default: 5,10,20,40)")
-    parser.add_argument("--draws", default=3, type=positive_int,
-                        help="random draws of the photos per N (default: %(default)s)")
-    parser.add_argument("--epochs", default=30, type=positive_int,
-                        help="epochs of each from-scratch run (default: %(default)s)")
+    parser.add_argument(
+        "--per-class",
+        default=[5, 10, 20, 40],
+        type=int_list,
+        metavar="N1,N2,...",
+        help="training photos per class to try (default: 5,10,20,40)",
+    )
+    parser.add_argument(
+        "--draws", default=3, type=positive_int, help="random draws of the photos per N (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--epochs", default=30, type=positive_int, help="epochs of each from-scratch run (default: %(default)s)"
+    )
     add_out(parser, beside="the checkpoint")
     add_seed(parser, "the draws and the from-scratch runs")
     args = parse_study_args(parser, argv, also_set_by_study=("--width", "--arch"))  # the checkpoint decides these

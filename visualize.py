@@ -13,6 +13,7 @@ evolution_layerN.png, evolution_change.png and evolution_change.csv. --out must 
 empty folder, or one these commands wrote, outside --images. A photo that cannot be used
 (truncated, not an image, too large to decode safely, a broken link) is skipped with a note.
 """
+
 import argparse
 import glob
 import json
@@ -60,8 +61,14 @@ from zfnet.top9 import (
 
 # What the three commands write; they share one folder by default, and each takes back a
 # folder that holds only these (written before folders were marked as zfnet's).
-OWN_NAMES = ("top9_layer*.png", "top9.json", "filters.png", "evolution_layer*.png", "evolution_change.png",
-             "evolution_change.csv")
+OWN_NAMES = (
+    "top9_layer*.png",
+    "top9.json",
+    "filters.png",
+    "evolution_layer*.png",
+    "evolution_change.png",
+    "evolution_change.csv",
+)
 
 TOP9 = """Figure 2: for each chosen layer's most active maps (or the maps named), the 9 strongest
 activations over the photos (one running top 9 per map, so memory does not grow with the
@@ -124,24 +131,43 @@ def top9_layer(model, preprocess, paths, layer, best, field, args, figure_path):
     shown = [(m, rank) for m in maps for rank in range(images.shape[1])]
     needed = sorted({images[m, rank].item() for m, rank in shown})
     inputs = torch.stack([load_input(paths[i], preprocess) for i in tqdm(needed, desc=f"layer {layer} images")])
-    requests = [(needed.index(images[m, rank].item()), layer, m, ys[m, rank].item(), xs[m, rank].item())
-                for m, rank in shown]
+    requests = [
+        (needed.index(images[m, rank].item()), layer, m, ys[m, rank].item(), xs[m, rank].item()) for m, rank in shown
+    ]
     projections = [patch.cpu() for patch in project(model, inputs, requests)]
     pictures = unnormalize(inputs, preprocess["mean"], preprocess["std"])
     panels, index = [], []
     for m in maps:
         mine = [i for i, (shown_map, _) in enumerate(shown) if shown_map == m]
         boxes = [field.box(*requests[i][3:]) for i in mine]
-        panels.append(block(torch.stack([projections[i] for i in mine]),
-                            torch.stack([crop(pictures[requests[i][0]], box) for i, box in zip(mine, boxes)])))
+        panels.append(
+            block(
+                torch.stack([projections[i] for i in mine]),
+                torch.stack([crop(pictures[requests[i][0]], box) for i, box in zip(mine, boxes)]),
+            )
+        )
         for i, box in zip(mine, boxes):
             rank = shown[i][1]
-            index.append({"layer": layer, "map": m, "rank": rank + 1, "image": paths[images[m, rank].item()],
-                          "y": requests[i][3], "x": requests[i][4], "box": pil_box(box),
-                          "value": round(values[m, rank].item(), 6)})
-    draw_panels(panels, [f"map {m}" for m in maps], min(3, len(panels)), figure_path,
-                f"layer {layer}: strongest activations, projected (left) and their "
-                f"{field.size}x{field.size} image patches (right)")
+            index.append(
+                {
+                    "layer": layer,
+                    "map": m,
+                    "rank": rank + 1,
+                    "image": paths[images[m, rank].item()],
+                    "y": requests[i][3],
+                    "x": requests[i][4],
+                    "box": pil_box(box),
+                    "value": round(values[m, rank].item(), 6),
+                }
+            )
+    draw_panels(
+        panels,
+        [f"map {m}" for m in maps],
+        min(3, len(panels)),
+        figure_path,
+        f"layer {layer}: strongest activations, projected (left) and their "
+        f"{field.size}x{field.size} image patches (right)",
+    )
     print(f"wrote {figure_path}")
     return index
 
@@ -156,15 +182,24 @@ def top9(args):
     figures = {layer: out.path(f"top9_layer{layer}.png") for layer in layers}
     index_path = out.path("top9.json")
     kept, skipped = [], []
-    best = strongest_activations(model, usable_batches(paths, preprocess, args.batch_size, "finding top 9",
-                                                       kept, skipped), layers, device)
+    best = strongest_activations(
+        model, usable_batches(paths, preprocess, args.batch_size, "finding top 9", kept, skipped), layers, device
+    )
     require_usable(kept, skipped, args.images)
     fields = receptive_fields(model)
-    index = [entry for layer in layers
-             for entry in top9_layer(model, preprocess, kept, layer, best[layer], fields[layer], args, figures[layer])]
-    summary = {"checkpoint": args.checkpoint, "images": args.images, "input_size": preprocess["input_size"],
-               "box": "left, top, right, bottom in the image resized to input_size x input_size",
-               "receptive_fields": {str(n): vars(fields[n]) for n in layers}, "patches": index}
+    index = [
+        entry
+        for layer in layers
+        for entry in top9_layer(model, preprocess, kept, layer, best[layer], fields[layer], args, figures[layer])
+    ]
+    summary = {
+        "checkpoint": args.checkpoint,
+        "images": args.images,
+        "input_size": preprocess["input_size"],
+        "box": "left, top, right, bottom in the image resized to input_size x input_size",
+        "receptive_fields": {str(n): vars(fields[n]) for n in layers},
+        "patches": index,
+    }
     atomic_write_text(index_path, json.dumps(summary, indent=1) + "\n")
     print(f"wrote {index_path}")
 
@@ -177,12 +212,14 @@ def filters(args):
     figure, axes = plt.subplots(1, len(args.checkpoint), figsize=(6 * len(args.checkpoint), 6.4), squeeze=False)
     for axis, path, model in zip(axes.flat, args.checkpoint, models):
         weights = model.layer1.conv.weight.detach()
-        grid = make_grid(weights, nrow=math.ceil(math.sqrt(len(weights))), padding=1,
-                         normalize=True, scale_each=True, pad_value=1)
+        grid = make_grid(
+            weights, nrow=math.ceil(math.sqrt(len(weights))), padding=1, normalize=True, scale_each=True, pad_value=1
+        )
         axis.imshow(grid.permute(1, 2, 0).numpy())
         kernel, stride = model.layer1.conv.kernel_size[0], model.layer1.conv.stride[0]
-        axis.set_title(f"{os.path.relpath(path)}\n{len(weights)} filters, {kernel}x{kernel}, stride {stride}",
-                       fontsize=9)
+        axis.set_title(
+            f"{os.path.relpath(path)}\n{len(weights)} filters, {kernel}x{kernel}, stride {stride}", fontsize=9
+        )
         axis.axis("off")
     save_figure(figure, out)
     print(f"wrote {out}")
@@ -192,8 +229,7 @@ def snapshot_paths(folder):
     """train.py's snapshots in `folder` (epoch_NNN.pth); UserError unless there are two or more."""
     paths = sorted(glob.glob(os.path.join(glob.escape(folder), "epoch_*.pth")))
     if len(paths) < 2:
-        raise UserError(f"{folder}: needs at least two epoch_NNN.pth snapshots "
-                        f"(train with --snapshot-epochs 1,2,5,10)")
+        raise UserError(f"{folder}: needs at least two epoch_NNN.pth snapshots (train with --snapshot-epochs 1,2,5,10)")
     return paths
 
 
@@ -221,8 +257,12 @@ def projection_change(before, after):
 
 def plot_evolution(panels, maps, epochs, path, title):
     """Figure 4: one row per map, one column per snapshot epoch."""
-    grid = make_grid(torch.stack([stretched(p) for p in torch.stack(panels, 1).flatten(0, 1)]), nrow=len(epochs),
-                     padding=2, pad_value=1)
+    grid = make_grid(
+        torch.stack([stretched(p) for p in torch.stack(panels, 1).flatten(0, 1)]),
+        nrow=len(epochs),
+        padding=2,
+        pad_value=1,
+    )
     figure, axis = plt.subplots(figsize=(1.3 * len(epochs) + 1, 1.3 * len(maps) + 0.6))
     axis.imshow(grid.permute(1, 2, 0).numpy())
     column, row = grid.shape[-1] / len(epochs), grid.shape[-2] / len(maps)
@@ -238,8 +278,11 @@ def plot_changes(changes, path):
     for layer, by_epoch in changes.items():
         epochs = sorted(by_epoch)
         axis.plot(epochs, [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs], "-o", label=f"layer {layer}")
-    axis.set(xlabel="epoch", ylabel="1 - cosine similarity to the previous snapshot",
-             title="how much each layer's projections still change")
+    axis.set(
+        xlabel="epoch",
+        ylabel="1 - cosine similarity to the previous snapshot",
+        title="how much each layer's projections still change",
+    )
     axis.grid(alpha=0.3)
     axis.legend()
     save_figure(figure, path)
@@ -255,14 +298,21 @@ def evolution(args):
     require_maps(final, layers, args.maps, args.maps_per_layer)
     paths = find_images(args.images)
     paths = [paths[i] for i in spread_evenly(len(paths), args.max_images)]  # every class folder
-    out = claim_out(args, os.path.normpath(args.snapshots), [args.snapshots, *snapshot_files, args.images, *paths],
-                    images=args.images)
+    out = claim_out(
+        args,
+        os.path.normpath(args.snapshots),
+        [args.snapshots, *snapshot_files, args.images, *paths],
+        images=args.images,
+    )
     figures = {layer: out.path(f"evolution_layer{layer}.png") for layer in layers}
     change_figure, change_table = out.path("evolution_change.png"), out.path("evolution_change.csv")
     paths, inputs = usable_inputs(paths, preprocess, args.batch_size, "decoding images", args.images)
-    strongest = {epoch: strongest_activations(model, tensor_batches(inputs, args.batch_size, f"epoch {epoch}"),
-                                              layers, device, k=1)
-                 for epoch, model in snapshots}
+    strongest = {
+        epoch: strongest_activations(
+            model, tensor_batches(inputs, args.batch_size, f"epoch {epoch}"), layers, device, k=1
+        )
+        for epoch, model in snapshots
+    }
 
     def located(epoch, layer, m):
         values, images, ys, xs = strongest[epoch][layer]
@@ -278,17 +328,25 @@ def evolution(args):
             requests = [located(epoch, layer, m)[0] for m in maps]
             anchors = [located(epochs[-1], layer, m)[0] for m in maps]
             projected = [patch.cpu() for patch in project(model, inputs, requests + anchors)]
-            panels.append(torch.stack(projected[:len(maps)]))
-            anchored = projected[len(maps):]
+            panels.append(torch.stack(projected[: len(maps)]))
+            anchored = projected[len(maps) :]
             for i, m in enumerate(maps):
                 change = None if previous is None else projection_change(previous[i], anchored[i])
                 if change is not None:
                     changes[layer].setdefault(epoch, []).append(change)
                 image, _, _, y, x = requests[i]
-                rows.append({"layer": layer, "map": m, "epoch": epoch,
-                             "change_from_previous": "" if change is None else round(change, 6),
-                             "strongest_image": paths[image], "y": y, "x": x,
-                             "strongest_value": round(located(epoch, layer, m)[1], 6)})
+                rows.append(
+                    {
+                        "layer": layer,
+                        "map": m,
+                        "epoch": epoch,
+                        "change_from_previous": "" if change is None else round(change, 6),
+                        "strongest_image": paths[image],
+                        "y": y,
+                        "x": x,
+                        "strongest_value": round(located(epoch, layer, m)[1], 6),
+                    }
+                )
             previous = anchored
         plot_evolution(panels, maps, epochs, figures[layer], f"layer {layer}: strongest activation per epoch")
         print(f"wrote {figures[layer]}")
@@ -299,8 +357,9 @@ def evolution(args):
 
 
 def add_command(commands, name, description, summary, run):
-    parser = commands.add_parser(name, description=description, help=summary,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = commands.add_parser(
+        name, description=description, help=summary, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -310,10 +369,15 @@ def add_search(parser, maps_per_layer):
     add_images(parser)
     add_device(parser)
     add_batch_size(parser, default=32)
-    parser.add_argument("--layers", type=int_list, metavar="L1,L2,...",
-                        help="convolutional layers to show (default: all of them)")
-    parser.add_argument("--maps", type=int_list, metavar="M1,M2,...",
-                        help="show these maps of every chosen layer (default: the --maps-per-layer most active)")
+    parser.add_argument(
+        "--layers", type=int_list, metavar="L1,L2,...", help="convolutional layers to show (default: all of them)"
+    )
+    parser.add_argument(
+        "--maps",
+        type=int_list,
+        metavar="M1,M2,...",
+        help="show these maps of every chosen layer (default: the --maps-per-layer most active)",
+    )
     add_maps_per_layer(parser, default=maps_per_layer)
     # Not given, it stands for the default, which a layer with fewer maps shows all of; a
     # number given is checked against every layer before the search.
@@ -336,8 +400,9 @@ def parse_args(argv=None):
     add_checkpoint(weights, nargs="+", help="one checkpoint, or two to draw side by side")
     add_out(weights, beside="the first checkpoint")
     evolve = add_command(commands, "evolution", EVOLUTION, "figure 4: features across training snapshots", evolution)
-    evolve.add_argument("--snapshots", default=f"{DEFAULT_RUN}/snapshots",
-                        help="train.py's snapshot folder (default: %(default)s)")
+    evolve.add_argument(
+        "--snapshots", default=f"{DEFAULT_RUN}/snapshots", help="train.py's snapshot folder (default: %(default)s)"
+    )
     add_search(evolve, maps_per_layer=4)
     add_max_images(evolve, default=400)
     add_out(evolve, beside="the snapshots folder")

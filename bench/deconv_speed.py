@@ -14,6 +14,7 @@ The last column is the largest difference between the two, relative to the proje
 largest magnitude. --quick runs a narrow random network on a few photos of the bundled
 sample (the times say nothing then; the differences still do).
 """
+
 import os
 import sys
 import tempfile
@@ -63,17 +64,24 @@ def parse_args(argv=None):
     parser = script_parser(__doc__)
     add_checkpoint(parser)
     add_images(parser)
-    parser.add_argument("--layer", default=5, type=positive_int,
-                        help="convolutional layer whose maps are projected (default: %(default)s)")
+    parser.add_argument(
+        "--layer",
+        default=5,
+        type=positive_int,
+        help="convolutional layer whose maps are projected (default: %(default)s)",
+    )
     add_maps_per_layer(parser)
     parser.add_argument("--top", default=9, type=positive_int, help="activations per map (default: %(default)s)")
     add_max_images(parser)
     add_device(parser)
     parser.set_defaults(device="cpu")  # the README's measurements are on the CPU
-    parser.add_argument("--quick", action="store_true",
-                        help=f"a quick check on the bundled sample with a narrow random network: --max-images "
-                             f"{QUICK['max_images']}, --maps-per-layer {QUICK['maps_per_layer']}, --top "
-                             f"{QUICK['top']} (these, --checkpoint and --images are ignored)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a quick check on the bundled sample with a narrow random network: --max-images "
+        f"{QUICK['max_images']}, --maps-per-layer {QUICK['maps_per_layer']}, --top "
+        f"{QUICK['top']} (these, --checkpoint and --images are ignored)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         vars(args).update(QUICK)
@@ -96,18 +104,20 @@ def captum_projections(model, inputs, requests, values):
         warnings.simplefilter("ignore")  # captum warns on every call that it hooks the ReLUs
         for (image, layer, channel, y, x), value in zip(requests, tqdm(values, desc="captum", unit="projection")):
             attribution = NeuronDeconvolution(model, model.stage(layer).relu)
-            yield value * attribution.attribute(inputs[image:image + 1], neuron_selector=(channel, y, x))[0]
+            yield value * attribution.attribute(inputs[image : image + 1], neuron_selector=(channel, y, x))[0]
 
 
 def top_requests(model, inputs, layer, args, device):
     """The projections top9 would draw for `layer`: `(requests, activation values)`."""
-    found = strongest_activations(model, tensor_batches(inputs, BATCH_SIZE, "finding the strongest"), [layer],
-                                  device, k=args.top)
+    found = strongest_activations(
+        model, tensor_batches(inputs, BATCH_SIZE, "finding the strongest"), [layer], device, k=args.top
+    )
     values, images, ys, xs = found[layer]
     maps = chosen_maps(None, values, args.maps_per_layer or len(values))
     ranks = range(images.shape[1])
-    requests = [(images[m, rank].item(), layer, m, ys[m, rank].item(), xs[m, rank].item())
-                for m in maps for rank in ranks]
+    requests = [
+        (images[m, rank].item(), layer, m, ys[m, rank].item(), xs[m, rank].item()) for m in maps for rank in ranks
+    ]
     return requests, [values[m, rank] for m in maps for rank in ranks]
 
 
@@ -123,8 +133,10 @@ def benchmark(args):
     paths, inputs = usable_inputs(paths, preprocess, BATCH_SIZE, "decoding", args.images)
     requests, strengths = top_requests(model, inputs, layer, args, device)
     maps = len({request[2] for request in requests})
-    print(f"layer {layer}: {len(requests)} projections ({maps} maps x {len(requests) // maps}) "
-          f"from {len({request[0] for request in requests})} of {len(paths)} images, on {device}")
+    print(
+        f"layer {layer}: {len(requests)} projections ({maps} maps x {len(requests) // maps}) "
+        f"from {len({request[0] for request in requests})} of {len(paths)} images, on {device}"
+    )
 
     project(model, inputs, requests[:4])  # warm-up, like Captum's first call below
     next(captum_projections(model, inputs.to(device), requests[:1], strengths[:1]))
@@ -144,12 +156,18 @@ def benchmark(args):
         scale = reference.abs().max().clamp(min=torch.finfo(reference.dtype).tiny)
         worst = max(worst, ((projection - reference).abs().max() / scale).item())
 
-    print(f"\n{'method':<28} {'projections':>11} {'seconds':>9} {'ms/projection':>13} {'speed-up':>9} "
-          f"{'max rel. diff':>13}")
-    for name, seconds, difference in (("captum NeuronDeconvolution", captum_seconds, "reference"),
-                                      ("zfnet.deconv.project", our_seconds, f"{worst:.1e}")):
-        print(f"{name:<28} {len(requests):>11} {seconds:>9.2f} {1000 * seconds / len(requests):>13.2f} "
-              f"{captum_seconds / seconds:>8.1f}x {difference:>13}")
+    print(
+        f"\n{'method':<28} {'projections':>11} {'seconds':>9} {'ms/projection':>13} {'speed-up':>9} "
+        f"{'max rel. diff':>13}"
+    )
+    for name, seconds, difference in (
+        ("captum NeuronDeconvolution", captum_seconds, "reference"),
+        ("zfnet.deconv.project", our_seconds, f"{worst:.1e}"),
+    ):
+        print(
+            f"{name:<28} {len(requests):>11} {seconds:>9.2f} {1000 * seconds / len(requests):>13.2f} "
+            f"{captum_seconds / seconds:>8.1f}x {difference:>13}"
+        )
 
 
 def main(argv=None):

@@ -9,6 +9,7 @@ side is 240, 320 or 500 pixels (21%, 42% and 37% of the photos), landscape or po
 4:3. Content is smooth colour fields with fine grain, so that the files (about 60 KB on
 average, as the real ones) cost about what real photos cost to decode.
 """
+
 import os
 import sys
 import tempfile
@@ -43,12 +44,16 @@ def write_photo(job):
 def parse_args(argv=None):
     parser = script_parser(__doc__)
     parser.add_argument("--out", help="folder to write train/ and val/ into (default: none, required unless --quick)")
-    parser.add_argument("--photos", type=positive_int, default=3094,
-                        help="photos in all (default: flower_photos' %(default)s)")
+    parser.add_argument(
+        "--photos", type=positive_int, default=3094, help="photos in all (default: flower_photos' %(default)s)"
+    )
     add_seed(parser, "the photos' sizes and content")
-    parser.add_argument("--quick", action="store_true",
-                        help="10 photos into a temporary folder that is removed afterwards, to check that the "
-                             "script runs (default: off)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="10 photos into a temporary folder that is removed afterwards, to check that the "
+        "script runs (default: off)",
+    )
     args = parser.parse_args(argv)
     if not args.out and not args.quick:
         raise UserError("--out is required (or --quick)")

@@ -15,6 +15,7 @@ timed on every photo. Without --checkpoint the network is a randomly initialised
 ZFNet (the time does not depend on the weights). --quick times 2 photos of the bundled
 sample with a large square and a coarse stride: every step runs, in seconds.
 """
+
 import os
 import sys
 import time
@@ -36,29 +37,45 @@ from zfnet.training import PREPROCESS  # noqa: E402
 
 # --quick: 2 photos (two classes), 4 x 4 positions of a 100-pixel square (the last ones cut off
 # by the edge), batches of ours that do not divide the positions evenly.
-QUICK = {"images": os.path.join(ROOT, "samples", "flower_photos"), "photos": 2, "size": 100, "stride": 60,
-         "batch_size": 5}
+QUICK = {
+    "images": os.path.join(ROOT, "samples", "flower_photos"),
+    "photos": 2,
+    "size": 100,
+    "stride": 60,
+    "batch_size": 5,
+}
 
 
 def parse_args(argv=None):
     parser = script_parser(__doc__)
     add_images(parser, help="folder with one sub-folder of photos per class")
-    parser.add_argument("--photos", type=positive_int, default=3,
-                        help="photos to time, taken in turn from each class (default: %(default)s)")
-    parser.add_argument("--checkpoint", metavar="PTH",
-                        help="checkpoint to time (default: a randomly initialised ZFNet)")
-    parser.add_argument("--size", type=positive_int, default=50,
-                        help="side of the grey square in pixels (default: %(default)s)")
-    parser.add_argument("--stride", type=positive_int, default=8,
-                        help="step between positions in pixels (default: %(default)s)")
-    parser.add_argument("--batch-size", type=positive_int, default=64,
-                        help="positions per pass for ours (default: %(default)s)")
+    parser.add_argument(
+        "--photos",
+        type=positive_int,
+        default=3,
+        help="photos to time, taken in turn from each class (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--checkpoint", metavar="PTH", help="checkpoint to time (default: a randomly initialised ZFNet)"
+    )
+    parser.add_argument(
+        "--size", type=positive_int, default=50, help="side of the grey square in pixels (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--stride", type=positive_int, default=8, help="step between positions in pixels (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=64, help="positions per pass for ours (default: %(default)s)"
+    )
     add_device(parser)
     parser.set_defaults(device="cpu")  # the README's measurements are on the CPU
-    parser.add_argument("--quick", action="store_true",
-                        help=f"a quick check on the bundled sample: --photos {QUICK['photos']}, --size "
-                             f"{QUICK['size']}, --stride {QUICK['stride']}, --batch-size {QUICK['batch_size']} "
-                             f"(these and --images are ignored)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a quick check on the bundled sample: --photos {QUICK['photos']}, --size "
+        f"{QUICK['size']}, --stride {QUICK['stride']}, --batch-size {QUICK['batch_size']} "
+        f"(these and --images are ignored)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         vars(args).update(QUICK)
@@ -95,8 +112,9 @@ def captum(model, x, size, stride, target):
 
     # Captum's default baseline, 0, is the normalisation mean: the same grey as ours.
     with torch.no_grad():
-        Occlusion(forward).attribute(x[None], sliding_window_shapes=(x.shape[0], size, size),
-                                     strides=(x.shape[0], stride, stride), target=target)
+        Occlusion(forward).attribute(
+            x[None], sliding_window_shapes=(x.shape[0], size, size), strides=(x.shape[0], stride, stride), target=target
+        )
     count = len(square_positions(x.shape[1], size, stride))
     # Captum evaluates the unoccluded input first, then the positions with the square's row
     # changing fastest: column by column.
@@ -115,13 +133,14 @@ def main(argv=None):
         classes, preprocess = sorted({name for _, name in photos}), PREPROCESS
         model = ZFNet(num_classes=len(classes)).to(device).eval()
     square_positions(preprocess["input_size"], args.size, args.stride)
-    inputs = [(load_input(path, preprocess).to(device), classes.index(name) if name in classes else 0)
-              for path, name in photos]
+    inputs = [
+        (load_input(path, preprocess).to(device), classes.index(name) if name in classes else 0)
+        for path, name in photos
+    ]
 
     methods = {
         "Captum Occlusion (defaults)": lambda x, target: captum(model, x, args.size, args.stride, target),
-        "ours (windowed, batched)": lambda x, target: ours(model, x, args.size, args.stride, target,
-                                                           args.batch_size),
+        "ours (windowed, batched)": lambda x, target: ours(model, x, args.size, args.stride, target, args.batch_size),
     }
     seconds, maps = {}, {}
     for name, method in methods.items():
@@ -139,16 +158,21 @@ def main(argv=None):
 
     reference = "Captum Occlusion (defaults)"
     evaluations = maps[reference][0].numel()
-    print(f"{len(inputs)} photos of {os.path.relpath(args.images)}, {args.size}-pixel square, stride {args.stride}, "
-          f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{'weights of ' + args.checkpoint if args.checkpoint else 'random weights'}")
+    print(
+        f"{len(inputs)} photos of {os.path.relpath(args.images)}, {args.size}-pixel square, stride {args.stride}, "
+        f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{'weights of ' + args.checkpoint if args.checkpoint else 'random weights'}"
+    )
     print("| method | forward evaluations | seconds per photo | speed-up | max abs difference of map (b) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name in methods:
-        difference = max(float((mapped - expected).abs().max())
-                         for mapped, expected in zip(maps[name], maps[reference]))
-        print(f"| {name} | {evaluations} | {seconds[name]:.3f} | {seconds[reference] / seconds[name]:.1f}x | "
-              f"{difference:.1e} |")
+        difference = max(
+            float((mapped - expected).abs().max()) for mapped, expected in zip(maps[name], maps[reference])
+        )
+        print(
+            f"| {name} | {evaluations} | {seconds[name]:.3f} | {seconds[reference] / seconds[name]:.1f}x | "
+            f"{difference:.1e} |"
+        )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ predict.py.
     `python predict.py PHOTO`.
 All on the CPU.
 """
+
 import os
 import statistics
 import subprocess
@@ -68,15 +69,25 @@ def parse_args(argv=None):
     parser = script_parser(__doc__)
     add_checkpoint(parser)
     add_images(parser, help="folder of photos for the throughput test, searched recursively")
-    parser.add_argument("--photo", default=os.path.join(ROOT, "sunflower.jpg"),
-                        help="the photo for the cold-start test (default: the project's sunflower.jpg)")
+    parser.add_argument(
+        "--photo",
+        default=os.path.join(ROOT, "sunflower.jpg"),
+        help="the photo for the cold-start test (default: the project's sunflower.jpg)",
+    )
     add_max_images(parser, default=300)
     add_batch_size(parser)
-    parser.add_argument("--repeats", type=positive_int, default=3,
-                        help="cold starts of each kind, of which the median counts (default: %(default)s)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a few photos of the bundled sample, a random small network and one cold start "
-                             "each, to check that the benchmark runs (default: off)")
+    parser.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=3,
+        help="cold starts of each kind, of which the median counts (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few photos of the bundled sample, a random small network and one cold start "
+        "each, to check that the benchmark runs (default: off)",
+    )
     return parser.parse_args(argv)
 
 
@@ -94,8 +105,7 @@ def random_checkpoint(folder):
     torch.manual_seed(0)
     classes = list(scan_classes(SAMPLE_DIR))
     path = os.path.join(folder, "random.pth")
-    save_checkpoint(model_payload(ZFNet(num_classes=len(classes), fc_features=(64, 64)), classes, PREPROCESS, 0),
-                    path)
+    save_checkpoint(model_payload(ZFNet(num_classes=len(classes), fc_features=(64, 64)), classes, PREPROCESS, 0), path)
     return path
 
 
@@ -107,18 +117,20 @@ def measure(args):
     paths = [paths[i] for i in spread_evenly(len(paths), args.max_images)]  # every class folder
 
     def classify_all(batch):
-        return list(classify(model, batch, checkpoint["preprocess"], checkpoint["classes"], torch.device("cpu"),
-                             args.batch_size, 1))
+        return list(
+            classify(
+                model, batch, checkpoint["preprocess"], checkpoint["classes"], torch.device("cpu"), args.batch_size, 1
+            )
+        )
 
     open_rgb(photo)  # the cold starts' photo: one line now if it cannot be used, not a child's traceback
-    classify_all(paths[:args.batch_size])
+    classify_all(paths[: args.batch_size])
     started = time.perf_counter()
     results = classify_all(paths)
     ours = len(results) / (time.perf_counter() - started)
     failed = [result["error"] for result in results if "error" in result]
     if failed:  # a photo that is not decoded is no measure of speed
-        raise UserError(f"{len(failed)} of the photos cannot be used (the first: {failed[0]}); "
-                        f"choose another --images")
+        raise UserError(f"{len(failed)} of the photos cannot be used (the first: {failed[0]}); choose another --images")
 
     inputs = torch.randn(args.batch_size, 3, 224, 224).contiguous(memory_format=MEMORY_FORMAT)
     with torch.inference_mode():
@@ -129,16 +141,20 @@ def measure(args):
             model(inputs)
     ceiling = rounds * args.batch_size / (time.perf_counter() - started)
 
-    print(f"threads: {torch.get_num_threads()}; {len(paths)} photos from {args.images}, batch {args.batch_size}, "
-          f"float32 channels_last\n")
+    print(
+        f"threads: {torch.get_num_threads()}; {len(paths)} photos from {args.images}, batch {args.batch_size}, "
+        f"float32 channels_last\n"
+    )
     print(f"{'throughput':46} {'img/s':>8} {'of ceiling':>10}")
     print(f"{'predict.py classify() over the folder':46} {ours:8.1f} {ours / ceiling:10.0%}")
     print(f"{'ceiling: random tensors in memory':46} {ceiling:8.1f} {1:10.0%}")
 
     python = sys.executable
-    starts = [("python -c 'import torch' (floor)", [python, "-c", "import torch"]),
-              ("the blog tutorial's predict.py, one photo", [python, "-c", TUTORIAL_PREDICT, photo, checkpoint_path]),
-              ("python predict.py PHOTO", [python, "predict.py", photo, "--checkpoint", checkpoint_path])]
+    starts = [
+        ("python -c 'import torch' (floor)", [python, "-c", "import torch"]),
+        ("the blog tutorial's predict.py, one photo", [python, "-c", TUTORIAL_PREDICT, photo, checkpoint_path]),
+        ("python predict.py PHOTO", [python, "predict.py", photo, "--checkpoint", checkpoint_path]),
+    ]
     print(f"\n{'cold start, median of ' + str(args.repeats):46} {'seconds':>8}")
     for name, command in starts:
         print(f"{name:46} {wall_time(command, args.repeats):8.2f}")

@@ -18,6 +18,7 @@ It prints, per run, the epochs and the wall time to first reach --target validat
 and the best validation accuracy in --epochs epochs. --quick splits the bundled sample into a
 temporary folder and trains one epoch of the tutorial loop and of train.py's defaults on it.
 """
+
 import os
 import re
 import shutil
@@ -45,11 +46,15 @@ def parse_args(argv=None):
     parser = script_parser(__doc__)
     add_data(parser)
     parser.add_argument("--epochs", type=positive_int, default=10, help="epochs of every run (default: %(default)s)")
-    parser.add_argument("--target", type=float, default=0.70,
-                        help="validation accuracy to reach (default: %(default)s)")
-    parser.add_argument("--quick", action="store_true",
-                        help="the bundled sample split into a temporary folder, one epoch of the tutorial loop and "
-                             "of train.py's defaults, to check that the benchmark runs (default: off)")
+    parser.add_argument(
+        "--target", type=float, default=0.70, help="validation accuracy to reach (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the bundled sample split into a temporary folder, one epoch of the tutorial loop and "
+        "of train.py's defaults, to check that the benchmark runs (default: off)",
+    )
     return parser.parse_args(argv)
 
 
@@ -58,10 +63,15 @@ def tutorial_recipe(data, epochs):
     started = time.perf_counter()
     torch.manual_seed(0)
     normalize = transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    train_set = TutorialPhotos(os.path.join(data, "train"), transforms.Compose([
-        transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize]))
-    val_set = TutorialPhotos(os.path.join(data, "val"), transforms.Compose([
-        transforms.Resize((224, 224)), transforms.ToTensor(), normalize]))
+    train_set = TutorialPhotos(
+        os.path.join(data, "train"),
+        transforms.Compose(
+            [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize]
+        ),
+    )
+    val_set = TutorialPhotos(
+        os.path.join(data, "val"), transforms.Compose([transforms.Resize((224, 224)), transforms.ToTensor(), normalize])
+    )
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=32, shuffle=True, num_workers=0)
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=32, shuffle=False, num_workers=0)
     model = ZFNet(num_classes=len(train_set.classes), init_weights=True)
@@ -88,8 +98,19 @@ def train_py(data, epochs, *flags, workers=None):
     (with `--workers workers` when given, which the printed lines leave out)."""
     shutil.rmtree(os.path.join(data, ".cache"), ignore_errors=True)
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "-u", "train.py", "--data", data, "--out", out, "--epochs", str(epochs), *flags,
-                   *(["--workers", str(workers)] if workers is not None else [])]
+        command = [
+            sys.executable,
+            "-u",
+            "train.py",
+            "--data",
+            data,
+            "--out",
+            out,
+            "--epochs",
+            str(epochs),
+            *flags,
+            *(["--workers", str(workers)] if workers is not None else []),
+        ]
         started = time.perf_counter()
         timeline = []
         with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as child:
@@ -97,8 +118,11 @@ def train_py(data, epochs, *flags, workers=None):
                 match = EPOCH_LINE.match(line)
                 if match:
                     timeline.append((int(match[1]), time.perf_counter() - started, float(match[2])))
-                    print(f"  train.py {' '.join(flags) or 'defaults'} epoch {match[1]}: val acc {match[2]} "
-                          f"at {timeline[-1][1]:.0f} s", flush=True)
+                    print(
+                        f"  train.py {' '.join(flags) or 'defaults'} epoch {match[1]}: val acc {match[2]} "
+                        f"at {timeline[-1][1]:.0f} s",
+                        flush=True,
+                    )
         if child.returncode:
             raise SystemExit(f"train.py failed with exit status {child.returncode}")
     return timeline
@@ -120,15 +144,19 @@ def measure(args):
         first = next(((epoch, seconds) for epoch, seconds, accuracy in timeline if accuracy >= args.target), None)
         best_epoch, _, best = max(timeline, key=lambda row: row[2])
         reached[name] = first[1] if first else None
-        print(f"{name:52} {first[0] if first else 'not reached':>13} {f'{first[1]:.0f} s' if first else '-':>12} "
-              f"{f'{best:.4f} (ep {best_epoch})':>13} {f'{timeline[-1][1]:.0f} s':>11}")
+        print(
+            f"{name:52} {first[0] if first else 'not reached':>13} {f'{first[1]:.0f} s' if first else '-':>12} "
+            f"{f'{best:.4f} (ep {best_epoch})':>13} {f'{timeline[-1][1]:.0f} s':>11}"
+        )
     tutorial_time, ours_time = reached[TUTORIAL], reached["train.py defaults"]
     if ours_time and tutorial_time:
         print(f"\ntrain.py's defaults reach {target} in {ours_time / tutorial_time:.2f} of the tutorial recipe's time")
     elif ours_time:
         tutorial_total = runs[TUTORIAL][-1][1]
-        print(f"\nthe tutorial recipe did not reach {target} in {args.epochs} epochs ({tutorial_total:.0f} s); "
-              f"train.py's defaults reached it in less than {ours_time / tutorial_total:.2f} of its time")
+        print(
+            f"\nthe tutorial recipe did not reach {target} in {args.epochs} epochs ({tutorial_total:.0f} s); "
+            f"train.py's defaults reached it in less than {ours_time / tutorial_total:.2f} of its time"
+        )
 
 
 def main(argv=None):

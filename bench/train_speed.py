@@ -16,6 +16,7 @@ the ceiling of the same model on random tensors already in memory, on the same d
 Then, unless --no-full-epoch, one real epoch of `train.py` in a child process, for its
 images per second and its peak resident memory on the whole training split.
 """
+
 import os
 import resource
 import subprocess
@@ -49,19 +50,29 @@ def parse_args(argv=None):
     parser = script_parser(__doc__)
     add_data(parser)
     add_batch_size(parser, default=32)
-    parser.add_argument("--steps", type=positive_int, default=30,
-                        help="timed steps per measurement (default: %(default)s)")
+    parser.add_argument(
+        "--steps", type=positive_int, default=30, help="timed steps per measurement (default: %(default)s)"
+    )
     parser.add_argument("--warmup", type=positive_int, default=3, help="untimed steps first (default: %(default)s)")
-    parser.add_argument("--no-full-epoch", action="store_true",
-                        help="skip the real train.py epoch (default: train one after the timed steps)")
+    parser.add_argument(
+        "--no-full-epoch",
+        action="store_true",
+        help="skip the real train.py epoch (default: train one after the timed steps)",
+    )
     add_device(parser)
-    parser.add_argument("--workers", default=min(4, os.cpu_count() or 1), type=non_negative_int,
-                        help="processes that decode the photos into the cache, here and in train.py (default: "
-                             "%(default)s)")
-    parser.add_argument("--quick", action="store_true",
-                        help="the bundled sample split into a temporary folder, batches of 4, 1 timed step after "
-                             "1 warm-up step, no worker processes, the real epoch in float32 only, to check that the "
-                             "benchmark runs (default: off)")
+    parser.add_argument(
+        "--workers",
+        default=min(4, os.cpu_count() or 1),
+        type=non_negative_int,
+        help="processes that decode the photos into the cache, here and in train.py (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the bundled sample split into a temporary folder, batches of 4, 1 timed step after "
+        "1 warm-up step, no worker processes, the real epoch in float32 only, to check that the "
+        "benchmark runs (default: off)",
+    )
     return parser.parse_args(argv)
 
 
@@ -83,8 +94,15 @@ def timed_steps(make_batch, device, bfloat16, memory_format, steps, warmup):
             synchronize(device)
             started = time.perf_counter()
         inputs, labels = make_batch(step)
-        train_step(model, optimizer, scheduler, inputs.to(device).contiguous(memory_format=memory_format),
-                   labels.to(device), autocast, label_smoothing=0.0)
+        train_step(
+            model,
+            optimizer,
+            scheduler,
+            inputs.to(device).contiguous(memory_format=memory_format),
+            labels.to(device),
+            autocast,
+            label_smoothing=0.0,
+        )
         if step >= warmup:
             images += len(labels)
     synchronize(device)
@@ -92,8 +110,14 @@ def timed_steps(make_batch, device, bfloat16, memory_format, steps, warmup):
 
 
 def tutorial_recipe(data, device, batch_size, steps, warmup):
-    transform = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
-                                    transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)])
+    transform = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(224),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize((0.5,) * 3, (0.5,) * 3),
+        ]
+    )
     dataset = TutorialPhotos(os.path.join(data, "train"), transform)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0)
 
@@ -110,7 +134,7 @@ def our_pipeline(cache, device, batch_size, steps, warmup, bfloat16):
     order = torch.randperm(len(cache), generator=generator)
 
     def batch(step):
-        rows = order[(step * batch_size) % len(order):][:batch_size]
+        rows = order[(step * batch_size) % len(order) :][:batch_size]
         return train_inputs(cache, rows, generator, PREPROCESS), cache.labels[rows.to(cache.labels.device)]
 
     return timed_steps(batch, device, bfloat16, MEMORY_FORMAT, steps, warmup)
@@ -125,10 +149,23 @@ def ceiling(device, batch_size, steps, warmup, bfloat16, memory_format):
 def full_epoch(data, device, precision, workers):
     """images/s of one real train.py epoch on the whole split, and the child's peak RSS in GiB."""
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "train.py", "--data", data, "--out", out, "--epochs", "1",
-                   "--precision", precision, "--device", str(device), "--workers", str(workers)]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       cwd=ROOT)
+        command = [
+            sys.executable,
+            "train.py",
+            "--data",
+            data,
+            "--out",
+            out,
+            "--epochs",
+            "1",
+            "--precision",
+            precision,
+            "--device",
+            str(device),
+            "--workers",
+            str(workers),
+        ]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
         speed = read_checkpoint(os.path.join(out, "last.pth"))["history"][0]["images_per_second"]
     peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
     return speed, peak_gib
@@ -139,28 +176,61 @@ def measure(args):
     data = os.path.abspath(args.data)  # train.py's child process runs in the project folder
     bf16 = native_bfloat16(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{where}; native bfloat16: {bf16}; batch {args.batch_size}, "
-          f"{args.steps} timed steps after {args.warmup} warm-up steps each")
+    print(
+        f"{where}; native bfloat16: {bf16}; batch {args.batch_size}, "
+        f"{args.steps} timed steps after {args.warmup} warm-up steps each"
+    )
 
     _, samples = scan_split(data)
     started = time.perf_counter()
-    cache = PhotoCache.load_or_build(samples["train"], "train", PREPROCESS["input_size"], os.path.join(data, ".cache"),
-                                     workers=args.workers)
-    print(f"train cache ready in {time.perf_counter() - started:.1f} s ({len(cache)} photos; "
-          f"built once per split, then memory-mapped)")
+    cache = PhotoCache.load_or_build(
+        samples["train"], "train", PREPROCESS["input_size"], os.path.join(data, ".cache"), workers=args.workers
+    )
+    print(
+        f"train cache ready in {time.perf_counter() - started:.1f} s ({len(cache)} photos; "
+        f"built once per split, then memory-mapped)"
+    )
     cache = cache.to(device)
     timing = (args.batch_size, args.steps, args.warmup)
 
-    rows = [("tutorial recipe: ImageFolder + PIL, workers=0", "float32", "contiguous",
-             tutorial_recipe(data, device, *timing), "ceiling float32 contiguous")]
-    rows.append(("ceiling float32 contiguous", "float32", "contiguous",
-                 ceiling(device, *timing, False, torch.contiguous_format), None))
-    for precision in (["float32", "bfloat16"] if bf16 else ["float32"]):
+    rows = [
+        (
+            "tutorial recipe: ImageFolder + PIL, workers=0",
+            "float32",
+            "contiguous",
+            tutorial_recipe(data, device, *timing),
+            "ceiling float32 contiguous",
+        )
+    ]
+    rows.append(
+        (
+            "ceiling float32 contiguous",
+            "float32",
+            "contiguous",
+            ceiling(device, *timing, False, torch.contiguous_format),
+            None,
+        )
+    )
+    for precision in ["float32", "bfloat16"] if bf16 else ["float32"]:
         use_bf16 = precision == "bfloat16"
-        rows.append(("train.py pipeline", precision, "channels_last",
-                     our_pipeline(cache, device, *timing, use_bf16), f"ceiling {precision} channels_last"))
-        rows.append((f"ceiling {precision} channels_last", precision, "channels_last",
-                     ceiling(device, *timing, use_bf16, MEMORY_FORMAT), None))
+        rows.append(
+            (
+                "train.py pipeline",
+                precision,
+                "channels_last",
+                our_pipeline(cache, device, *timing, use_bf16),
+                f"ceiling {precision} channels_last",
+            )
+        )
+        rows.append(
+            (
+                f"ceiling {precision} channels_last",
+                precision,
+                "channels_last",
+                ceiling(device, *timing, use_bf16, MEMORY_FORMAT),
+                None,
+            )
+        )
 
     speeds = {name: speed for name, _, _, speed, _ in rows}
     tutorial_speed = rows[0][3]
@@ -172,10 +242,12 @@ def measure(args):
     if not args.no_full_epoch:
         print("\none real epoch of train.py on the whole training split (child process):")
         # --quick checks that the child runs: one precision shows that, the other adds a whole epoch
-        for precision in (["fp32", "bf16"] if bf16 and not args.quick else ["fp32"]):
+        for precision in ["fp32", "bf16"] if bf16 and not args.quick else ["fp32"]:
             speed, peak = full_epoch(data, device, precision, args.workers)
-            print(f"  --precision {precision}: {speed:.1f} img/s ({speed / tutorial_speed:.2f}x the tutorial recipe), "
-                  f"peak resident memory of the children so far {peak:.2f} GiB")
+            print(
+                f"  --precision {precision}: {speed:.1f} img/s ({speed / tutorial_speed:.2f}x the tutorial recipe), "
+                f"peak resident memory of the children so far {peak:.2f} GiB"
+            )
 
 
 def main(argv=None):

@@ -1,4 +1,5 @@
 """Fixtures shared by the test files: small image folders made on the fly."""
+
 import pytest
 
 from tests.helpers import COLOURS, write_photos

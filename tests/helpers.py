@@ -1,6 +1,7 @@
 """What the test files share: the project root, the preprocessing of the tests' checkpoints,
 tiny networks saved as real checkpoints, photos made on the fly, and running a script the
 way a user does (a real process) or in this process (fast, and patchable)."""
+
 import contextlib
 import io
 import os
@@ -78,8 +79,13 @@ def write_photos(folder, colour, count, seed, size=(48, 40)):
 def run_script(script, *arguments, cwd=ROOT, timeout=300):
     """Run a script in a new process as a user would; returns the finished process (text
     stdout and stderr)."""
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, arguments)],
-                          capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, script), *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 def call_script(script, *arguments):
@@ -114,8 +120,11 @@ def flags_without_defaults(help_text):
     """The flags in a --help text (other than -h) whose help does not state their default."""
     options = help_text.split("options:", 1)[1]
     blocks = [" ".join(block.split()) for block in re.split(r"\n(?=  -)", options)]
-    return [block.split()[0] for block in blocks
-            if block.startswith("-") and not block.startswith("-h") and "(default:" not in block]
+    return [
+        block.split()[0]
+        for block in blocks
+        if block.startswith("-") and not block.startswith("-h") and "(default:" not in block
+    ]
 
 
 def record_figure_texts(monkeypatch):
@@ -156,8 +165,12 @@ def write_bomb(path, side=30000):
     header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
     os.makedirs(os.path.dirname(str(path)) or ".", exist_ok=True)
     with open(path, "wb") as file:
-        file.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * (side + 1)))
-                   + chunk(b"IEND", b""))
+        file.write(
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\0" * (side + 1)))
+            + chunk(b"IEND", b"")
+        )
     return str(path)
 
 
@@ -188,8 +201,11 @@ def write_truncated_photo(path, seed=0):
 
 def folder_contents(folder):
     """Every file under `folder` with its bytes, to show that a refused run left it as it was."""
-    return {os.path.relpath(os.path.join(root, name), folder): open(os.path.join(root, name), "rb").read()
-            for root, _, names in os.walk(folder) for name in names}
+    return {
+        os.path.relpath(os.path.join(root, name), folder): open(os.path.join(root, name), "rb").read()
+        for root, _, names in os.walk(folder)
+        for name in names
+    }
 
 
 def variant_parameters(name, num_classes=5):
@@ -197,6 +213,7 @@ def variant_parameters(name, num_classes=5):
     from zfnet import ablation_study, training
 
     conv_channels, fc_features = ablation_study.variant_widths(name, "half")
-    config = training.parse_args(["--conv-channels", ",".join(map(str, conv_channels)),
-                                  "--fc-features", ",".join(map(str, fc_features))])
+    config = training.parse_args(
+        ["--conv-channels", ",".join(map(str, conv_channels)), "--fc-features", ",".join(map(str, fc_features))]
+    )
     return ablation_study.parameter_count(config, num_classes)

@@ -23,8 +23,22 @@ def history(run):
 
 def test_study_writes_its_table_and_continues_after_an_interruption(colour_split, tmp_path, monkeypatch):
     out = str(tmp_path / "study")
-    flags = ["--data", colour_split, "--out", out, "--variants", "no-layers6-7,no-layers3-4-6-7",
-             "--epochs", "2", "--workers", "0", "--batch-size", "12", "--device", "cpu"]
+    flags = [
+        "--data",
+        colour_split,
+        "--out",
+        out,
+        "--variants",
+        "no-layers6-7,no-layers3-4-6-7",
+        "--epochs",
+        "2",
+        "--workers",
+        "0",
+        "--batch-size",
+        "12",
+        "--device",
+        "cpu",
+    ]
 
     def killed_after_saving(*args):
         raise KeyboardInterrupt
@@ -46,7 +60,8 @@ def test_study_writes_its_table_and_continues_after_an_interruption(colour_split
     assert [row["variant"] for row in rows] == ["no-layers6-7", "no-layers3-4-6-7"]
     assert [int(row["parameters"]) for row in rows] == [variant_parameters(row["variant"], 3) for row in rows]
     assert [float(row["val_error"]) for row in rows] == [
-        round(1 - history(os.path.join(out, row["variant"], "seed0"))[-1]["val_acc"], 4) for row in rows]
+        round(1 - history(os.path.join(out, row["variant"], "seed0"))[-1]["val_acc"], 4) for row in rows
+    ]
     with open(os.path.join(out, "ablation.md")) as file:
         markdown = file.read()
     assert "| no-layers6-7 | layers 6 and 7 removed | 48-128-192-192-128 / 0-0 |" in markdown
@@ -54,15 +69,18 @@ def test_study_writes_its_table_and_continues_after_an_interruption(colour_split
     with open(os.path.join(out, "ablation.png"), "rb") as file:
         assert file.read(4) == b"\x89PNG"
 
-    finished = [os.path.getmtime(os.path.join(out, name, "seed0", "last.pth"))
-                for name in ("no-layers6-7", "no-layers3-4-6-7")]
+    finished = [
+        os.path.getmtime(os.path.join(out, name, "seed0", "last.pth")) for name in ("no-layers6-7", "no-layers3-4-6-7")
+    ]
     again = call_script("ablation.py", *flags)
     assert again.stdout.count("finished earlier, skipped") == 2
-    assert [os.path.getmtime(os.path.join(out, name, "seed0", "last.pth"))
-            for name in ("no-layers6-7", "no-layers3-4-6-7")] == finished
+    assert [
+        os.path.getmtime(os.path.join(out, name, "seed0", "last.pth")) for name in ("no-layers6-7", "no-layers3-4-6-7")
+    ] == finished
     trained_lr = training.RECIPES["fast"]["lr"]
-    assert_one_line_error(call_script("ablation.py", *flags, "--lr", "0.1"),
-                          f"was trained with lr {trained_lr}, this study asks for 0.1")
+    assert_one_line_error(
+        call_script("ablation.py", *flags, "--lr", "0.1"), f"was trained with lr {trained_lr}, this study asks for 0.1"
+    )
 
 
 def test_bad_requests_are_user_errors(colour_split, tmp_path):
@@ -104,6 +122,7 @@ def test_an_out_that_would_harm_a_file_is_refused_and_everything_kept(colour_spl
 
 def pretend_training(monkeypatch):
     """Every run of the study returns at once with a made-up history of its epochs."""
+
     def history(train_argv, out, epochs):
         return [{"epoch": epoch, "train_acc": 0.5, "val_acc": 0.4, "seconds": 1.0} for epoch in range(1, epochs + 1)]
 
@@ -122,14 +141,28 @@ def test_a_full_disk_is_one_line_and_keeps_the_earlier_tables(colour_split, tmp_
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(writer, full)
-    assert_one_line_error(call_script("ablation.py", *flags),
-                          "No space left on device; what was there before is unchanged")
+    assert_one_line_error(
+        call_script("ablation.py", *flags), "No space left on device; what was there before is unchanged"
+    )
     assert folder_contents(tmp_path / "study") == before
 
 
 def test_a_photo_too_large_to_decode_is_one_line(colour_split, tmp_path, monkeypatch):
     hide_progress_bars(monkeypatch)
     bomb = write_bomb(colour_split / "train" / "green" / "huge.png")
-    result = call_script("ablation.py", "--data", colour_split, "--out", tmp_path / "study", "--variants",
-                         "no-layers3-4-6-7", "--epochs", "1", "--workers", "0", "--device", "cpu")
+    result = call_script(
+        "ablation.py",
+        "--data",
+        colour_split,
+        "--out",
+        tmp_path / "study",
+        "--variants",
+        "no-layers3-4-6-7",
+        "--epochs",
+        "1",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    )
     assert_one_line_error(result, f"{bomb}: image too large to decode safely")

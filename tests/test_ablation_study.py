@@ -30,8 +30,16 @@ def test_parameter_counts_match_a_hand_count():
     conv1 = 3 * 7 * 7 * 48 + 48
     conv2 = 48 * 5 * 5 * 128 + 128
     pooled = 128 * 6 * 6  # layer 5's 128 maps, pooled to 6x6
-    full = (conv1 + conv2 + (128 * 9 * 192 + 192) + (192 * 9 * 192 + 192) + (192 * 9 * 128 + 128)
-            + (pooled * 2048 + 2048) + (2048 * 2048 + 2048) + (2048 * 5 + 5))
+    full = (
+        conv1
+        + conv2
+        + (128 * 9 * 192 + 192)
+        + (192 * 9 * 192 + 192)
+        + (192 * 9 * 128 + 128)
+        + (pooled * 2048 + 2048)
+        + (2048 * 2048 + 2048)
+        + (2048 * 5 + 5)
+    )
     assert variant_parameters("full") == full == 14_581_317
     bare = conv1 + conv2 + (128 * 9 * 128 + 128) + (pooled * 5 + 5)
     assert variant_parameters("no-layers3-4-6-7") == bare == 331_461

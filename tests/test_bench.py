@@ -1,5 +1,6 @@
 """Every benchmark keeps running: each one's quick mode (the bundled sample, a few steps) must
 finish, print its comparison table and leave the project folder as it found it."""
+
 import os
 import sys
 
@@ -35,9 +36,22 @@ def test_quick_mode_prints_its_table(command):
 def test_gpu_script_dry_runs_on_the_cpu(tmp_path):
     import subprocess
 
-    env = {**os.environ, "PHOTOS": "20", "STEPS": "1", "BATCH": "2", "WORKERS": "0", "DEVICE": "cpu",
-           "PYTHON": sys.executable}
-    result = subprocess.run(["bash", os.path.join(ROOT, "bench", "gpu.sh")], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "PHOTOS": "20",
+        "STEPS": "1",
+        "BATCH": "2",
+        "WORKERS": "0",
+        "DEVICE": "cpu",
+        "PYTHON": sys.executable,
+    }
+    result = subprocess.run(
+        ["bash", os.path.join(ROOT, "bench", "gpu.sh")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "img/s" in result.stdout

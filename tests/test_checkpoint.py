@@ -53,8 +53,12 @@ def test_bad_checkpoints_are_user_errors(saved, tmp_path):
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
     (tmp_path / "text.pth").write_text("hello")
     torch.save(model.state_dict(), tmp_path / "raw.pth")  # a bare state_dict, as the seed saves
-    cases = {"missing.pth": "not found", "cut.pth": "corrupt", "text.pth": "corrupt",
-             "raw.pth": "not a zfnet checkpoint"}
+    cases = {
+        "missing.pth": "not found",
+        "cut.pth": "corrupt",
+        "text.pth": "corrupt",
+        "raw.pth": "not a zfnet checkpoint",
+    }
     for name, message in cases.items():
         with pytest.raises(UserError, match=message):
             load_checkpoint(tmp_path / name)
@@ -74,24 +78,29 @@ def test_weights_that_do_not_fit_the_configuration_are_refused(saved, tmp_path):
         load_checkpoint(tmp_path / "classes.pth")
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda c: c["preprocess"].update(input_size=0), "input size 0"),
-    (lambda c: c["preprocess"].update(input_size=-224), "input size -224"),
-    (lambda c: (c["preprocess"].update(input_size=20000), c["model_config"].update(input_size=20000)),
-     "GiB of fully connected weights"),
-    (lambda c: c["preprocess"].update(mean=["a", 0.5, 0.5]), "mean"),
-    (lambda c: c["preprocess"].update(std=[0.5, 0.0, 0.5]), r"std \[0.5, 0.0, 0.5\] must be positive"),
-    (lambda c: c["preprocess"].update(std=[0.5, float("nan"), 0.5]), "three finite numbers"),
-    (lambda c: c["preprocess"].pop("mean"), "preprocessing is not"),
-    (lambda c: c.pop("classes"), "not a zfnet checkpoint"),
-    (lambda c: c.update(classes=["a", "a", "b"]), "class names repeat"),
-    (lambda c: c.update(classes=[1, 2, 3]), "not a list of names"),
-    (lambda c: c.update(model={"layer1.conv.weight": [1, 2]}), "not a dict of named tensors"),
-    (lambda c: c.update(model={k: v.long() for k, v in c["model"].items()}), "not floating-point"),
-    (lambda c: c["model_config"].update(num_classes=True), "whole numbers"),
-    (lambda c: c["model_config"].update(depth=9), "unusable model configuration"),
-    (lambda c: c.update(epoch=-1), "epoch -1"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c["preprocess"].update(input_size=0), "input size 0"),
+        (lambda c: c["preprocess"].update(input_size=-224), "input size -224"),
+        (
+            lambda c: (c["preprocess"].update(input_size=20000), c["model_config"].update(input_size=20000)),
+            "GiB of fully connected weights",
+        ),
+        (lambda c: c["preprocess"].update(mean=["a", 0.5, 0.5]), "mean"),
+        (lambda c: c["preprocess"].update(std=[0.5, 0.0, 0.5]), r"std \[0.5, 0.0, 0.5\] must be positive"),
+        (lambda c: c["preprocess"].update(std=[0.5, float("nan"), 0.5]), "three finite numbers"),
+        (lambda c: c["preprocess"].pop("mean"), "preprocessing is not"),
+        (lambda c: c.pop("classes"), "not a zfnet checkpoint"),
+        (lambda c: c.update(classes=["a", "a", "b"]), "class names repeat"),
+        (lambda c: c.update(classes=[1, 2, 3]), "not a list of names"),
+        (lambda c: c.update(model={"layer1.conv.weight": [1, 2]}), "not a dict of named tensors"),
+        (lambda c: c.update(model={k: v.long() for k, v in c["model"].items()}), "not floating-point"),
+        (lambda c: c["model_config"].update(num_classes=True), "whole numbers"),
+        (lambda c: c["model_config"].update(depth=9), "unusable model configuration"),
+        (lambda c: c.update(epoch=-1), "epoch -1"),
+    ],
+)
 def test_checkpoints_carrying_nonsense_are_refused_before_use(saved, tmp_path, change, message):
     _, path = saved
     checkpoint = read_checkpoint(path)

@@ -1,4 +1,5 @@
 """compare_arch.py on two small networks and a split of colour photos."""
+
 import csv
 import errno
 import os
@@ -42,15 +43,30 @@ def test_report_measures_both_networks_and_states_the_claims(colour_split, tmp_p
     os.symlink("gone.jpg", colour_split / "val" / "red" / "dangling.jpg")  # a broken link is no photo: left out
     monkeypatch.chdir(tmp_path)
     texts = record_figure_texts(monkeypatch)
-    result = call_script("compare_arch.py", "--checkpoint", alexnet, zfnet, "--data", colour_split,
-                         "--max-images", "6", "--workers", "0", "--device", "cpu")
+    result = call_script(
+        "compare_arch.py",
+        "--checkpoint",
+        alexnet,
+        zfnet,
+        "--data",
+        colour_split,
+        "--max-images",
+        "6",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    )
     assert result.returncode == 0, result.stderr
     out = tmp_path / "alexnet" / "compare_arch"  # beside the first checkpoint
 
     with open(out / "compare.csv", newline="") as file:
         table = list(csv.DictReader(file))
-    assert list(table[0]) == ["measure", f"alexnet ({os.path.join('alexnet', 'best.pth')})",
-                              f"zfnet ({os.path.join('zfnet', 'best.pth')})"]  # relative to where it ran
+    assert list(table[0]) == [
+        "measure",
+        f"alexnet ({os.path.join('alexnet', 'best.pth')})",
+        f"zfnet ({os.path.join('zfnet', 'best.pth')})",
+    ]  # relative to where it ran
     rows = {row["measure"]: list(row.values())[1:] for row in table}
     assert rows["layer 1"] == ["48 filters 11x11, stride 4", "48 filters 7x7, stride 2"]
     assert rows["dead: weights under 0.1 x median norm"][0] == "1"
@@ -64,8 +80,10 @@ def test_report_measures_both_networks_and_states_the_claims(colour_split, tmp_p
     markdown = (out / "compare.md").read_text()
     assert markdown.startswith(f"# First layers compared on {os.path.join('data', 'val')} (12 photos)")
     assert "## What these two networks show" in markdown
-    assert ("- Dead filters: the 11x11/4 network (alexnet) has 2 of 48, the 7x7/2 network (zfnet) 0 of 48: "
-            "in line with the paper's claim") in markdown
+    assert (
+        "- Dead filters: the 11x11/4 network (alexnet) has 2 of 48, the 7x7/2 network (zfnet) 0 of 48: "
+        "in line with the paper's claim"
+    ) in markdown
     assert (out / "compare.png").read_bytes().startswith(b"\x89PNG")
     assert any(os.path.join("zfnet", "best.pth") in text for text in texts), texts
     assert not any(str(tmp_path) in text for text in texts), texts
@@ -74,35 +92,68 @@ def test_report_measures_both_networks_and_states_the_claims(colour_split, tmp_p
 def test_a_checkpoint_for_other_classes_is_refused(colour_split, tmp_path):
     other = checkpoint(tmp_path / "cats.pth", "zfnet", classes=("cats", "dogs"))
     zfnet = checkpoint(tmp_path / "zfnet.pth", "zfnet")
-    result = call_script("compare_arch.py", "--checkpoint", zfnet, other, "--data", colour_split,
-                         "--out", tmp_path / "out", "--workers", "0")
+    result = call_script(
+        "compare_arch.py",
+        "--checkpoint",
+        zfnet,
+        other,
+        "--data",
+        colour_split,
+        "--out",
+        tmp_path / "out",
+        "--workers",
+        "0",
+    )
     assert_one_line_error(result, "cats.pth was trained on the classes ['cats', 'dogs']")
 
 
 def test_a_network_without_layer_2_is_refused(colour_split, tmp_path):
     torch.manual_seed(0)
-    removed = save_network(tmp_path / "removed.pth", ZFNet(num_classes=3, conv_channels=(48, 0, 0, 0, 64)),
-                           ("blue", "green", "red"))
+    removed = save_network(
+        tmp_path / "removed.pth", ZFNet(num_classes=3, conv_channels=(48, 0, 0, 0, 64)), ("blue", "green", "red")
+    )
     zfnet = checkpoint(tmp_path / "zfnet.pth", "zfnet")
-    result = call_script("compare_arch.py", "--checkpoint", zfnet, removed, "--data", colour_split,
-                         "--out", tmp_path / "out", "--workers", "0")
+    result = call_script(
+        "compare_arch.py",
+        "--checkpoint",
+        zfnet,
+        removed,
+        "--data",
+        colour_split,
+        "--out",
+        tmp_path / "out",
+        "--workers",
+        "0",
+    )
     assert_one_line_error(result, "removed.pth: this network has no layer 2")
 
 
 def test_a_missing_checkpoint_exits_2_with_one_line(colour_split, tmp_path):
     zfnet = checkpoint(tmp_path / "zfnet.pth", "zfnet")
-    result = run_script("compare_arch.py", "--checkpoint", zfnet, tmp_path / "nowhere.pth",
-                        "--data", colour_split, "--out", tmp_path / "out", timeout=120)
+    result = run_script(
+        "compare_arch.py",
+        "--checkpoint",
+        zfnet,
+        tmp_path / "nowhere.pth",
+        "--data",
+        colour_split,
+        "--out",
+        tmp_path / "out",
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("compare_arch.py: error: checkpoint not found")
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--checkpoint", "one.pth"], "expected 2 arguments"),
-    (["--max-images", "0"], "at least 1"),
-    (["--images", "4"], "unrecognized arguments: --images"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--checkpoint", "one.pth"], "expected 2 arguments"),
+        (["--max-images", "0"], "at least 1"),
+        (["--images", "4"], "unrecognized arguments: --images"),
+    ],
+)
 def test_bad_flags_exit_2_with_one_line(arguments, message):
     assert_one_line_error(call_script("compare_arch.py", *arguments), message)
 
@@ -118,10 +169,14 @@ def test_help_shows_every_default():
 # Hardening: outputs never over inputs or the user's files, photos the decoder refuses,
 # filesystem trouble, and numbers checked while parsing.
 
+
 def folder_contents(folder):
     """Every file under `folder` with its bytes, to show that a refused run left it as it was."""
-    return {os.path.relpath(os.path.join(root, name), folder): open(os.path.join(root, name), "rb").read()
-            for root, _, names in os.walk(folder) for name in names}
+    return {
+        os.path.relpath(os.path.join(root, name), folder): open(os.path.join(root, name), "rb").read()
+        for root, _, names in os.walk(folder)
+        for name in names
+    }
 
 
 @pytest.fixture
@@ -130,8 +185,22 @@ def pair(tmp_path):
 
 
 def compare(pair, data, out, *arguments):
-    return call_script("compare_arch.py", "--checkpoint", *pair, "--data", data, "--out", out, "--workers", "0",
-                       "--max-images", "3", "--device", "cpu", *arguments)
+    return call_script(
+        "compare_arch.py",
+        "--checkpoint",
+        *pair,
+        "--data",
+        data,
+        "--out",
+        out,
+        "--workers",
+        "0",
+        "--max-images",
+        "3",
+        "--device",
+        "cpu",
+        *arguments,
+    )
 
 
 def truncated_photo(path):
@@ -140,12 +209,16 @@ def truncated_photo(path):
         file.truncate(os.path.getsize(path) // 2)
 
 
-@pytest.mark.parametrize("make, name, message", [
-    (write_bomb, "bomb.png", "image too large to decode safely"),
-    (truncated_photo, "cut.jpg", "truncated or corrupt image"),
-])
-def test_a_photo_the_decoder_refuses_is_a_one_line_error(make, name, message, pair, colour_split, tmp_path,
-                                                         monkeypatch):
+@pytest.mark.parametrize(
+    "make, name, message",
+    [
+        (write_bomb, "bomb.png", "image too large to decode safely"),
+        (truncated_photo, "cut.jpg", "truncated or corrupt image"),
+    ],
+)
+def test_a_photo_the_decoder_refuses_is_a_one_line_error(
+    make, name, message, pair, colour_split, tmp_path, monkeypatch
+):
     hide_progress_bars(monkeypatch)  # their text would stand beside the one line in captured stderr
     make(str(colour_split / "val" / "blue" / name))
     assert_one_line_error(compare(pair, colour_split, tmp_path / "out"), f"{name}: {message}")
@@ -155,8 +228,9 @@ def test_a_photo_the_decoder_refuses_is_a_one_line_error(make, name, message, pa
 def test_out_within_the_split_is_refused_and_every_photo_kept(where, pair, colour_split):
     before = folder_contents(colour_split)
     out = os.path.normpath(colour_split / where)
-    assert_one_line_error(compare(pair, colour_split, out),
-                          f"--out {out} is within --data {colour_split}, whose files are read as inputs")
+    assert_one_line_error(
+        compare(pair, colour_split, out), f"--out {out} is within --data {colour_split}, whose files are read as inputs"
+    )
     assert folder_contents(colour_split) == before
 
 
@@ -176,8 +250,9 @@ def test_an_output_that_is_one_of_the_inputs_is_refused_before_the_work(pair, co
     OutputFolder.claim(str(out))  # an earlier run's folder
     disguised = checkpoint(out / "compare.png", "zfnet")  # a checkpoint under an output's name
     before = (out / "compare.png").read_bytes()
-    assert_one_line_error(compare((pair[0], disguised), colour_split, out),
-                          f"writing {disguised} would replace one of the inputs")
+    assert_one_line_error(
+        compare((pair[0], disguised), colour_split, out), f"writing {disguised} would replace one of the inputs"
+    )
     assert (out / "compare.png").read_bytes() == before
     assert sorted(os.listdir(out)) == [".zfnet-outputs", "compare.png"]
 
@@ -198,11 +273,14 @@ def test_a_full_disk_is_one_line_and_keeps_the_earlier_figure(pair, colour_split
     assert sorted(os.listdir(out)) == [".zfnet-outputs", "compare.csv", "compare.md", "compare.png"]
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--workers", "-1"], "must not be negative, got -1"),
-    (["--workers", "two"], "expected a whole number, got 'two'"),
-    (["--batch-size", "0"], "at least 1"),
-    (["--max-images", "-5"], "at least 1"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--workers", "-1"], "must not be negative, got -1"),
+        (["--workers", "two"], "expected a whole number, got 'two'"),
+        (["--batch-size", "0"], "at least 1"),
+        (["--max-images", "-5"], "at least 1"),
+    ],
+)
 def test_counts_that_make_no_sense_are_refused_while_parsing(arguments, message):
     assert_one_line_error(call_script("compare_arch.py", *arguments), message)

@@ -1,5 +1,6 @@
 """correspondence.py, run as a user runs it: Delta from its definition, the seed of the
 random boxes, and bad parts files."""
+
 import csv
 import errno
 import json
@@ -84,8 +85,18 @@ def test_random_boxes_are_reproducible_with_the_seed(parts_file, tmp_path):
     checkpoint = write_checkpoint(tmp_path / "tiny.pth", input_size=64)
     tables = []
     for seed, folder in ((4, "a"), (4, "b"), (5, "c")):
-        result = call_script("correspondence.py", parts_file, "--checkpoint", checkpoint, "--draws", "2", "--seed",
-                             seed, "--out", tmp_path / folder)
+        result = call_script(
+            "correspondence.py",
+            parts_file,
+            "--checkpoint",
+            checkpoint,
+            "--draws",
+            "2",
+            "--seed",
+            seed,
+            "--out",
+            tmp_path / folder,
+        )
         assert result.returncode == 0, result.stderr
         tables.append((tmp_path / folder / "correspondence.csv").read_text())
     assert tables[0] == tables[1] != tables[2]
@@ -97,14 +108,17 @@ def rewrite(parts_file, change):
     parts_file.write_text(json.dumps(content))
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda photos: photos[1]["parts"].update(top=[30, 5, 30, 25]), "part top: empty box"),
-    (lambda photos: photos[2]["parts"].pop("side"), "every photo needs the same parts"),
-    (lambda photos: photos[0]["parts"].update(side=[50, 20, 70]), "a box is [left, top, right, bottom]"),
-    (lambda photos: photos[0]["parts"].update(side=[50, 20, 70, 61]), "outside the 80 x 60 photo"),
-    (lambda photos: photos.__delitem__(slice(1, None)), "at least two photos"),
-    (lambda photos: photos[0].update(photo="photos/missing.jpg"), "missing.jpg: no such file"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda photos: photos[1]["parts"].update(top=[30, 5, 30, 25]), "part top: empty box"),
+        (lambda photos: photos[2]["parts"].pop("side"), "every photo needs the same parts"),
+        (lambda photos: photos[0]["parts"].update(side=[50, 20, 70]), "a box is [left, top, right, bottom]"),
+        (lambda photos: photos[0]["parts"].update(side=[50, 20, 70, 61]), "outside the 80 x 60 photo"),
+        (lambda photos: photos.__delitem__(slice(1, None)), "at least two photos"),
+        (lambda photos: photos[0].update(photo="photos/missing.jpg"), "missing.jpg: no such file"),
+    ],
+)
 def test_bad_parts_files_are_user_errors(parts_file, tmp_path, change, message):
     checkpoint = write_checkpoint(tmp_path / "tiny.pth", input_size=64)
     rewrite(parts_file, change)
@@ -134,13 +148,15 @@ def test_help_shows_every_default():
 # Hardening: outputs never over inputs or the user's files, photos the decoder refuses,
 # filesystem trouble, and parts files whose numbers make no sense.
 
+
 def test_out_in_the_photos_own_folder_is_refused_and_leaves_them_alone(parts_file, tmp_path):
     checkpoint = write_checkpoint(tmp_path / "tiny.pth", input_size=64)
     # The photos' folder, and the parts file's (which holds the checkpoint too).
     for folder in (tmp_path / "photos", tmp_path):
         before = folder_contents(folder)
-        process = call_script("correspondence.py", parts_file, "--checkpoint", checkpoint, "--draws", "1",
-                              "--out", folder)
+        process = call_script(
+            "correspondence.py", parts_file, "--checkpoint", checkpoint, "--draws", "1", "--out", folder
+        )
         assert_one_line_error(process, "already holds files that zfnet did not write")
         assert folder_contents(folder) == before
 
@@ -170,9 +186,14 @@ def test_a_folder_of_the_users_files_is_refused_and_untouched(parts_file, tmp_pa
     assert folder_contents(folder) == before
 
 
-@pytest.mark.parametrize("write, message", [(write_bomb, "image too large to decode safely"),
-                                            (write_truncated_photo, "truncated or corrupt image"),
-                                            (lambda path: os.symlink("gone.jpg", path) or str(path), "")])
+@pytest.mark.parametrize(
+    "write, message",
+    [
+        (write_bomb, "image too large to decode safely"),
+        (write_truncated_photo, "truncated or corrupt image"),
+        (lambda path: os.symlink("gone.jpg", path) or str(path), ""),
+    ],
+)
 def test_a_bad_photo_stops_the_run_before_any_work(parts_file, tmp_path, write, message):
     checkpoint = write_checkpoint(tmp_path / "tiny.pth", input_size=64)
     bad = tmp_path / "photos" / "p1.jpg"
@@ -214,32 +235,45 @@ def set_box(index, part, box):
     return lambda photos: photos[index]["parts"].update({part: box})
 
 
-@pytest.mark.parametrize("change, message", [
-    (set_box(0, "top", [True, 5, 40, 25]), "photo 1 (photos/p0.jpg), part top: a box is [left, top, right, bottom] "
-                                           "in whole pixels, not [true, 5, 40, 25]"),
-    (set_box(1, "side", [50, 20, 70, False]), "photo 2 (photos/p1.jpg), part side: a box is"),
-    (set_box(2, "top", ["10", 5, 40, 25]), "photo 3 (photos/p2.jpg), part top: a box is"),
-    (set_box(0, "top", [10.5, 5, 40, 25]), "photo 1 (photos/p0.jpg), part top: a box is"),
-    (set_box(0, "top", [10, None, 40, 25]), "photo 1 (photos/p0.jpg), part top: a box is"),
-    (set_box(0, "top", {"left": 10}), "photo 1 (photos/p0.jpg), part top: a box is"),
-    (set_box(1, "top", [-5, 5, 40, 25]), "photo 2 (photos/p1.jpg), part top: box [-5, 5, 40, 25] has a negative "
-                                         "coordinate"),
-    (set_box(1, "top", [10, -1, 40, 25]), "photo 2 (photos/p1.jpg), part top: box [10, -1, 40, 25] has a negative "
-                                          "coordinate"),
-    (set_box(2, "side", [70, 20, 50, 50]), "photo 3 (photos/p2.jpg), part side: reversed box [70, 20, 50, 50]"),
-    (set_box(2, "side", [50, 50, 70, 20]), "photo 3 (photos/p2.jpg), part side: reversed box [50, 50, 70, 20]"),
-    (set_box(0, "side", [50, 20, 81, 50]), "photo 1 (photos/p0.jpg), part side: box [50, 20, 81, 50] reaches "
-                                           "outside the 80 x 60 photo"),
-    (set_box(2, "top", [10, 5, 40, 61]), "photo 3 (photos/p2.jpg), part top: box [10, 5, 40, 61] reaches outside "
-                                         "the 100 x 60 photo"),
-    (lambda photos: photos[1].update(photo=5), "photo 2: an entry is"),
-    (lambda photos: photos[1].pop("photo"), "photo 2: an entry is"),
-    (lambda photos: photos.__setitem__(2, ["photos/p2.jpg"]), "photo 3: an entry is"),
-    (lambda photos: photos[0].update(parts=[[10, 5, 40, 25]]), 'photo 1 (photos/p0.jpg): "parts" must name'),
-    (lambda photos: photos[0].update(parts={}), 'photo 1 (photos/p0.jpg): "parts" must name'),
-])
-def test_parts_files_whose_numbers_make_no_sense_are_refused_naming_the_entry(parts_file, tmp_path, change,
-                                                                                message):
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            set_box(0, "top", [True, 5, 40, 25]),
+            "photo 1 (photos/p0.jpg), part top: a box is [left, top, right, bottom] "
+            "in whole pixels, not [true, 5, 40, 25]",
+        ),
+        (set_box(1, "side", [50, 20, 70, False]), "photo 2 (photos/p1.jpg), part side: a box is"),
+        (set_box(2, "top", ["10", 5, 40, 25]), "photo 3 (photos/p2.jpg), part top: a box is"),
+        (set_box(0, "top", [10.5, 5, 40, 25]), "photo 1 (photos/p0.jpg), part top: a box is"),
+        (set_box(0, "top", [10, None, 40, 25]), "photo 1 (photos/p0.jpg), part top: a box is"),
+        (set_box(0, "top", {"left": 10}), "photo 1 (photos/p0.jpg), part top: a box is"),
+        (
+            set_box(1, "top", [-5, 5, 40, 25]),
+            "photo 2 (photos/p1.jpg), part top: box [-5, 5, 40, 25] has a negative coordinate",
+        ),
+        (
+            set_box(1, "top", [10, -1, 40, 25]),
+            "photo 2 (photos/p1.jpg), part top: box [10, -1, 40, 25] has a negative coordinate",
+        ),
+        (set_box(2, "side", [70, 20, 50, 50]), "photo 3 (photos/p2.jpg), part side: reversed box [70, 20, 50, 50]"),
+        (set_box(2, "side", [50, 50, 70, 20]), "photo 3 (photos/p2.jpg), part side: reversed box [50, 50, 70, 20]"),
+        (
+            set_box(0, "side", [50, 20, 81, 50]),
+            "photo 1 (photos/p0.jpg), part side: box [50, 20, 81, 50] reaches outside the 80 x 60 photo",
+        ),
+        (
+            set_box(2, "top", [10, 5, 40, 61]),
+            "photo 3 (photos/p2.jpg), part top: box [10, 5, 40, 61] reaches outside the 100 x 60 photo",
+        ),
+        (lambda photos: photos[1].update(photo=5), "photo 2: an entry is"),
+        (lambda photos: photos[1].pop("photo"), "photo 2: an entry is"),
+        (lambda photos: photos.__setitem__(2, ["photos/p2.jpg"]), "photo 3: an entry is"),
+        (lambda photos: photos[0].update(parts=[[10, 5, 40, 25]]), 'photo 1 (photos/p0.jpg): "parts" must name'),
+        (lambda photos: photos[0].update(parts={}), 'photo 1 (photos/p0.jpg): "parts" must name'),
+    ],
+)
+def test_parts_files_whose_numbers_make_no_sense_are_refused_naming_the_entry(parts_file, tmp_path, change, message):
     checkpoint = write_checkpoint(tmp_path / "tiny.pth", input_size=64)
     rewrite(parts_file, change)
     result = call_script("correspondence.py", parts_file, "--checkpoint", checkpoint, "--out", tmp_path / "out")
@@ -247,8 +281,11 @@ def test_parts_files_whose_numbers_make_no_sense_are_refused_naming_the_entry(pa
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("content", ['{"photos": {"photo": "a.jpg"}}', "[1, 2]", '{"pictures": []}', "null",
-                                     "[" * 100000 + "]" * 100000], ids=["dict", "list", "no photos", "null", "deep"])
+@pytest.mark.parametrize(
+    "content",
+    ['{"photos": {"photo": "a.jpg"}}', "[1, 2]", '{"pictures": []}', "null", "[" * 100000 + "]" * 100000],
+    ids=["dict", "list", "no photos", "null", "deep"],
+)
 def test_a_file_without_a_list_of_photos_is_not_a_parts_file(tmp_path, content):
     parts = tmp_path / "parts.json"
     parts.write_text(content)

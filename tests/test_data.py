@@ -99,16 +99,22 @@ def test_crop_boxes_follow_torchvisions_random_resized_crop(height, width):
     ours = random_resized_crop_boxes(torch.tensor([[height, width]] * draws), torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     image = torch.empty(3, height, width)
-    theirs = torch.tensor([transforms.RandomResizedCrop.get_params(image, (0.08, 1.0), (3 / 4, 4 / 3))
-                           for _ in range(draws)], dtype=torch.float64)
+    theirs = torch.tensor(
+        [transforms.RandomResizedCrop.get_params(image, (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(draws)],
+        dtype=torch.float64,
+    )
     for boxes in (ours, theirs):
         top, left, h, w = boxes.T
         assert (top >= 0).all() and (left >= 0).all() and (top + h <= height).all() and (left + w <= width).all()
 
     def describe(boxes):
         top, left, h, w = boxes.T.numpy()
-        return {"scale": h * w / (height * width), "log_aspect": np.log(w / h),
-                "centre_y": (top + h / 2) / height, "centre_x": (left + w / 2) / width}
+        return {
+            "scale": h * w / (height * width),
+            "log_aspect": np.log(w / h),
+            "centre_y": (top + h / 2) / height,
+            "centre_x": (left + w / 2) / width,
+        }
 
     # 20000 draws each: 0.02 is beyond the 0.1% critical value of the KS distance (about 0.0195)
     for name, (a, b) in {k: (describe(ours)[k], describe(theirs)[k]) for k in describe(ours)}.items():
@@ -146,8 +152,9 @@ def test_crop_resize_flip_samples_the_box_bilinearly():
     for index in range(2):
         top, left, h, w = boxes[index].tolist()
         scale_y, scale_x = 32 / 64, 32 / 48
-        expected = bilinear_reference(square[index].astype(np.float64), top * scale_y, left * scale_x,
-                                      h * scale_y, w * scale_x, 8)
+        expected = bilinear_reference(
+            square[index].astype(np.float64), top * scale_y, left * scale_x, h * scale_y, w * scale_x, 8
+        )
         if flips[index]:
             expected = expected[:, :, ::-1]
         assert np.allclose(out[index], expected, atol=1e-3)
@@ -166,7 +173,7 @@ def test_training_inputs_are_normalised_crops_with_half_of_them_flipped(colour_s
     assert abs(flips.float().mean().item() - 0.5) < 0.01
     # a full-image crop of a flat colour photo keeps its colour
     red = cache.labels == 2
-    assert (inputs[red][:, 0].mean() > inputs[red][:, 2].mean())
+    assert inputs[red][:, 0].mean() > inputs[red][:, 2].mean()
 
 
 def test_crop_then_resize_matches_interpolate_for_the_whole_image():
@@ -205,8 +212,23 @@ def test_links_to_nowhere_are_passed_over_with_a_note_and_links_to_photos_kept(c
 
 def test_train_py_trains_past_links_to_nowhere_in_its_class_folders(colour_split, tmp_path):
     broken = links_to_nowhere(colour_split / "train" / "green") + links_to_nowhere(colour_split / "val" / "red")
-    result = call_script("train.py", "--data", colour_split, "--out", tmp_path / "run", "--epochs", "1",
-                         "--workers", "0", "--batch-size", "12", "--device", "cpu", "--fc-features", "32,32")
+    result = call_script(
+        "train.py",
+        "--data",
+        colour_split,
+        "--out",
+        tmp_path / "run",
+        "--epochs",
+        "1",
+        "--workers",
+        "0",
+        "--batch-size",
+        "12",
+        "--device",
+        "cpu",
+        "--fc-features",
+        "32,32",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "36 train / 12 val photos" in result.stdout
     assert all(f"note: skipped {path}: a symbolic link that leads to no file" in result.stderr for path in broken)
@@ -219,8 +241,19 @@ def test_a_photo_too_large_to_decode_in_the_split_is_a_user_error_naming_it(colo
     _, samples = scan_split(colour_split)
     with pytest.raises(UserError, match="huge.png: image too large to decode safely .*re-run split_data.py"):
         PhotoCache.load_or_build(samples["val"], "val", 224, None, quiet=True)
-    result = call_script("train.py", "--data", colour_split, "--out", tmp_path / "run", "--epochs", "1",
-                         "--workers", "0", "--device", "cpu")
+    result = call_script(
+        "train.py",
+        "--data",
+        colour_split,
+        "--out",
+        tmp_path / "run",
+        "--epochs",
+        "1",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    )
     assert_one_line_error(result, f"{bomb}: image too large to decode safely")
     assert not os.path.exists(tmp_path / "run" / "last.pth")
 

@@ -16,6 +16,7 @@ Activations are the strongest of their map (or of their position), as the tools 
 them: a projection scales with its activation's value, and a value near zero is itself a
 difference of large numbers, ill-conditioned in any float32 implementation.
 """
+
 import warnings
 
 import pytest
@@ -61,7 +62,7 @@ def autograd_projection(model, image, layer, channel, y, x):
         if hasattr(stage, "pool"):
             signal = stage.pool(signal)
     activation = signal[0, channel, y, x]
-    gradient, = torch.autograd.grad(activation, inputs)
+    (gradient,) = torch.autograd.grad(activation, inputs)
     return activation.detach() * gradient[0]
 
 
@@ -70,7 +71,8 @@ def captum_projection(model, image, layer, channel, y, x):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # captum warns that it sets hooks on the ReLUs
         gradient = NeuronDeconvolution(model, model.stage(layer).relu).attribute(
-            image[None], neuron_selector=(channel, y, x))
+            image[None], neuron_selector=(channel, y, x)
+        )
     return value * gradient[0]
 
 
@@ -102,8 +104,9 @@ def assert_close(projection, reference, request):
 def full_projections(model, images, requests):
     fields = receptive_fields(model)
     patches = project(model, images, requests, images_per_pass=2, projections_per_pass=3)
-    return [paste(patch, fields[layer].box(y, x), images.shape[-1])
-            for patch, (_, layer, _, y, x) in zip(patches, requests)]
+    return [
+        paste(patch, fields[layer].box(y, x), images.shape[-1]) for patch, (_, layer, _, y, x) in zip(patches, requests)
+    ]
 
 
 def trained_model():
@@ -189,7 +192,7 @@ def test_unpooling_adds_up_contributions_to_a_shared_switch():
 
     value = model.activations(image, [2])[2][0, 0, 0, 0]
     assert value == 4  # the four pooled maxima of one, summed by map 0 of layer 2
-    patch, = project(model, image, [(0, 2, 0, 0, 0)])
+    (patch,) = project(model, image, [(0, 2, 0, 0, 0)])
     projection = paste(patch, receptive_fields(model)[2].box(0, 0), 224)
     # The four windows each send the value down to the shared switch: 4 x 4 lands on pixel (2, 2).
     assert projection[0, 2, 2] == 16
@@ -200,8 +203,7 @@ def test_unpooling_adds_up_contributions_to_a_shared_switch():
     top_signal[0, 0] = value
     pooled_signal = F.pad(F.conv_transpose2d(top_signal, model.layer2.conv.weight, stride=2), (0, 50, 0, 50))
     unpooled = nn.MaxUnpool2d(3, 2, 1)(pooled_signal, switches, output_size=(110, 110))
-    overwritten = F.conv_transpose2d(unpooled.relu(), model.layer1.conv.weight, stride=2, padding=1,
-                                     output_padding=1)
+    overwritten = F.conv_transpose2d(unpooled.relu(), model.layer1.conv.weight, stride=2, padding=1, output_padding=1)
     assert overwritten[0, 0, 2, 2] == 4
 
 
@@ -217,7 +219,7 @@ def test_receptive_fields_match_the_gradient_support(variant):
     for layer, maps in outputs.items():
         side = maps.shape[-1]
         for y, x in ((side // 2, side // 2 - 1), (0, side - 1)):
-            gradient, = torch.autograd.grad(maps[:, :, y, x].sum(), images, retain_graph=True)
+            (gradient,) = torch.autograd.grad(maps[:, :, y, x].sum(), images, retain_graph=True)
             rows, cols = torch.nonzero(gradient.abs().sum((0, 1))).unbind(1)
             top, left, bottom, right = fields[layer].box(y, x)
             assert (rows.min().item(), cols.min().item()) == (max(top, 0), max(left, 0)), (layer, y, x)

@@ -23,8 +23,9 @@ def test_an_all_zero_projection_is_plain_grey():
 
 
 def test_curves_and_confusion_are_written_as_png(tmp_path):
-    history = [{"epoch": e, "train_loss": 1 / e, "train_acc": 0.5, "val_loss": 1.2 / e, "val_acc": 0.4}
-               for e in (1, 2, 3)]
+    history = [
+        {"epoch": e, "train_loss": 1 / e, "train_acc": 0.5, "val_loss": 1.2 / e, "val_acc": 0.4} for e in (1, 2, 3)
+    ]
     plot_curves(history, str(tmp_path / "curves.png"))
     plot_confusion([[3, 1], [0, 4]], ["a", "b"], str(tmp_path / "confusion.png"))
     for name in ("curves.png", "confusion.png"):

@@ -13,8 +13,9 @@ from zfnet.images import find_images, load_input, normalize, open_rgb, resize_ui
 
 def torchvision_path(path):
     """The blog tutorial's validation transform: the reference our one image path must equal."""
-    transform = transforms.Compose([transforms.Resize((224, 224)), transforms.ToTensor(),
-                                    transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+    transform = transforms.Compose(
+        [transforms.Resize((224, 224)), transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]
+    )
     return transform(Image.open(path).convert("RGB"))
 
 
@@ -64,8 +65,12 @@ def test_bad_files_raise_user_errors_naming_the_file(tmp_path, photos):
     (tmp_path / "empty.jpg").write_bytes(b"")
     data = photos["RGB"].read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
-    cases = {"missing.jpg": "no such file", "notes.jpg": "not an image", "empty.jpg": "not an image",
-             "cut.jpg": "truncated or corrupt"}
+    cases = {
+        "missing.jpg": "no such file",
+        "notes.jpg": "not an image",
+        "empty.jpg": "not an image",
+        "cut.jpg": "truncated or corrupt",
+    }
     for name, message in cases.items():
         with pytest.raises(UserError, match=message) as caught:
             open_rgb(tmp_path / name)

@@ -1,5 +1,6 @@
 """invariance.py, run as a user runs it: the figure, table and findings it writes, its
 options, and its errors."""
+
 import csv
 import errno
 import os
@@ -52,8 +53,16 @@ def test_script_writes_figure_csv_and_summary(setup, tmp_path, monkeypatch):
     assert sorted({row["photo"] for row in rows}) == [f"{name}0.jpg" for name in CLASSES]
     assert all(row["true_class"] == row["photo"][:-5] for row in rows)
     assert len(rows) == len(CLASSES) * (5 + 3 + 5)
-    assert list(rows[0]) == ["photo", "true_class", "transformation", "amount", "layer1_distance", "layer7_distance",
-                             "true_class_probability", "predicted_class"]
+    assert list(rows[0]) == [
+        "photo",
+        "true_class",
+        "transformation",
+        "amount",
+        "layer1_distance",
+        "layer7_distance",
+        "true_class_probability",
+        "predicted_class",
+    ]
     identity = [row for row in rows if row["transformation"] == "translation" and float(row["amount"]) == 0]
     assert all(float(row["layer1_distance"]) < 1e-3 for row in identity)
     assert all(0 <= float(row["true_class_probability"]) <= 1 and row["predicted_class"] in CLASSES for row in rows)
@@ -75,16 +84,20 @@ def test_photos_given_use_class_option(setup, tmp_path):
         assert {row["true_class"] for row in csv.DictReader(file)} == {"roses"}
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--class", "tulips"], "unknown class 'tulips'"),
-    (["--images", "nowhere"], "folder not found: nowhere"),
-    (["--batch-size", "0"], "--batch-size"),
-    (["--rotate", "0:360:360"], "--rotate needs at least one step that changes the photo"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--class", "tulips"], "unknown class 'tulips'"),
+        (["--images", "nowhere"], "folder not found: nowhere"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--rotate", "0:360:360"], "--rotate needs at least one step that changes the photo"),
+    ],
+)
 def test_bad_input_is_a_user_error(setup, arguments, message):
     checkpoint, val = setup
-    assert_one_line_error(call_script("invariance.py", "--checkpoint", checkpoint, "--images", val, *arguments),
-                          message)
+    assert_one_line_error(
+        call_script("invariance.py", "--checkpoint", checkpoint, "--images", val, *arguments), message
+    )
 
 
 def test_images_without_a_class_is_a_user_error(setup):
@@ -97,8 +110,7 @@ def test_images_without_a_class_is_a_user_error(setup):
 def test_a_network_without_layer_7_is_a_user_error(setup, tmp_path):
     _, val = setup
     checkpoint = write_checkpoint(tmp_path / "no7.pth", input_size=64, fc_features=(32, 0))
-    assert_one_line_error(call_script("invariance.py", "--checkpoint", checkpoint, "--images", val),
-                          "has no layer 7")
+    assert_one_line_error(call_script("invariance.py", "--checkpoint", checkpoint, "--images", val), "has no layer 7")
 
 
 def test_bad_range_exits_2_with_one_line(setup):
@@ -119,8 +131,10 @@ def test_help_states_the_defaults_a_run_uses(setup, tmp_path):
     assert result.returncode == 0
     assert flags_without_defaults(result.stdout) == []
     help_text = " ".join(result.stdout.split())
-    stated = {flag: re.search(rf"--{flag} START:STOP:STEP [^(]*\(default: ([-\d.:]+)", help_text).group(1)
-              for flag in ("translate", "scale", "rotate")}
+    stated = {
+        flag: re.search(rf"--{flag} START:STOP:STEP [^(]*\(default: ([-\d.:]+)", help_text).group(1)
+        for flag in ("translate", "scale", "rotate")
+    }
     assert stated == {"translate": "-60:60:10", "scale": "0.6:1.4:0.1", "rotate": "0:360:10"}
     loose = write_photo(tmp_path / "loose.jpg", seed=7)
     result = call_script("invariance.py", loose, "--checkpoint", checkpoint, "--out", tmp_path / "out")
@@ -134,13 +148,15 @@ def test_help_states_the_defaults_a_run_uses(setup, tmp_path):
 # Hardening: outputs never over inputs or the user's files, photos the decoder refuses,
 # filesystem trouble, and ranges checked before any work.
 
+
 def test_out_in_the_photos_own_folder_is_refused_and_leaves_them_alone(setup, tmp_path):
     checkpoint, val = setup
     loose = write_photo(tmp_path / "desk" / "flower.png", seed=3)
     for photos, folder in (([loose], tmp_path / "desk"), ([], val / "roses"), ([], val)):
         before = folder_contents(folder)
-        process = call_script("invariance.py", *photos, "--checkpoint", checkpoint, "--images", val, *RANGES,
-                              "--out", folder)
+        process = call_script(
+            "invariance.py", *photos, "--checkpoint", checkpoint, "--images", val, *RANGES, "--out", folder
+        )
         assert_one_line_error(process, "already holds files that zfnet did not write")
         assert folder_contents(folder) == before
 
@@ -158,8 +174,9 @@ def test_an_output_that_would_replace_an_input_is_refused(setup, tmp_path):
     assert folder_contents(out) == before
 
 
-@pytest.mark.parametrize("users_files", [{"thesis.txt": b"chapter 1"},
-                                         {"invariance.csv": b"my own table", "notes.txt": b"mine"}])
+@pytest.mark.parametrize(
+    "users_files", [{"thesis.txt": b"chapter 1"}, {"invariance.csv": b"my own table", "notes.txt": b"mine"}]
+)
 def test_a_folder_of_the_users_files_is_refused_and_untouched(setup, tmp_path, users_files):
     checkpoint, val = setup
     folder = tmp_path / "mine"
@@ -174,19 +191,23 @@ def test_a_folder_of_the_users_files_is_refused_and_untouched(setup, tmp_path, u
 def test_a_folder_of_invariance_outputs_from_before_the_marker_is_taken_back(setup, tmp_path):
     checkpoint, val = setup
     out = tmp_path / "out"
-    assert call_script("invariance.py", "--checkpoint", checkpoint, "--images", val, *RANGES,
-                       "--out", out).returncode == 0
+    assert (
+        call_script("invariance.py", "--checkpoint", checkpoint, "--images", val, *RANGES, "--out", out).returncode == 0
+    )
     (out / MARKER).unlink()
     result = call_script("invariance.py", "--checkpoint", checkpoint, "--images", val, *RANGES, "--out", out)
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(out)) == sorted([MARKER, "invariance.png", "invariance.csv", "summary.txt"])
 
 
-@pytest.mark.parametrize("write, name, message", [
-    (write_bomb, "bomb.png", "image too large to decode safely"),
-    (write_truncated_photo, "cut.jpg", "truncated or corrupt image"),
-    (lambda path: os.symlink("gone.jpg", path) or str(path), "dangling.jpg", ""),
-])
+@pytest.mark.parametrize(
+    "write, name, message",
+    [
+        (write_bomb, "bomb.png", "image too large to decode safely"),
+        (write_truncated_photo, "cut.jpg", "truncated or corrupt image"),
+        (lambda path: os.symlink("gone.jpg", path) or str(path), "dangling.jpg", ""),
+    ],
+)
 def test_a_bad_photo_stops_the_run_before_any_work(setup, tmp_path, write, name, message):
     checkpoint, val = setup
     good = write_photo(tmp_path / "good.jpg", seed=6)
@@ -196,27 +217,35 @@ def test_a_bad_photo_stops_the_run_before_any_work(setup, tmp_path, write, name,
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("write, message", [(write_bomb, "image too large to decode safely"),
-                                            (write_truncated_photo, "truncated or corrupt image")])
+@pytest.mark.parametrize(
+    "write, message",
+    [(write_bomb, "image too large to decode safely"), (write_truncated_photo, "truncated or corrupt image")],
+)
 def test_a_bad_default_photo_stops_the_run_before_any_work(setup, tmp_path, write, message):
     checkpoint, val = setup
     # Sorted first in its class folder: the photo the run would take for the class.
     bad = write(val / "roses" / "a_first.png")
-    process = call_script("invariance.py", "--checkpoint", checkpoint, "--images", val, *RANGES,
-                          "--out", tmp_path / "out")
+    process = call_script(
+        "invariance.py", "--checkpoint", checkpoint, "--images", val, *RANGES, "--out", tmp_path / "out"
+    )
     assert_one_line_error(process, f"{bad}: {message}")
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("target", [
-    "gone.jpg",
-    "a_first.jpg",
-], ids=["dangling", "loop"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "gone.jpg",
+        "a_first.jpg",
+    ],
+    ids=["dangling", "loop"],
+)
 def test_a_broken_link_in_a_class_folder_is_passed_over(setup, tmp_path, target):
     checkpoint, val = setup
     os.symlink(target, val / "roses" / "a_first.jpg")
-    result = call_script("invariance.py", "--checkpoint", checkpoint, "--images", val, *RANGES,
-                         "--out", tmp_path / "out")
+    result = call_script(
+        "invariance.py", "--checkpoint", checkpoint, "--images", val, *RANGES, "--out", tmp_path / "out"
+    )
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "out" / "invariance.csv") as file:
         assert "roses0.jpg" in {row["photo"] for row in csv.DictReader(file)}
@@ -243,33 +272,41 @@ def test_a_full_disk_is_one_line_and_leaves_the_earlier_outputs(setup, tmp_path,
 def test_out_that_is_a_file_is_refused(setup, tmp_path):
     checkpoint, val = setup
     (tmp_path / "figures").write_text("a file")
-    process = run_script("invariance.py", "--checkpoint", checkpoint, "--images", val, *RANGES,
-                         "--out", tmp_path / "figures")
+    process = run_script(
+        "invariance.py", "--checkpoint", checkpoint, "--images", val, *RANGES, "--out", tmp_path / "figures"
+    )
     assert_one_line_error(process, "is a file, not a folder")
     assert (tmp_path / "figures").read_text() == "a file"
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--scale", "0:1.4:0.2"], "scale factors must be above 0, this range starts at 0"),
-    (["--scale=-0.5:1.5:0.5"], "scale factors must be above 0"),
-    (["--scale", "1.4:0.6:0.1"], "STOP is below START"),
-    (["--translate=10:-10:5"], "STOP is below START"),
-    (["--rotate", "90:0:10"], "STOP is below START"),
-    (["--rotate", "0:360:0"], "STEP must be above 0"),
-    (["--translate=-8:8:-4"], "STEP must be above 0"),
-    (["--rotate", "0:inf:10"], "must be finite numbers"),
-    (["--scale", "nan:1:0.1"], "must be finite numbers"),
-    (["--rotate", "0:360:0.01"], "more than 1000 steps"),
-    (["--translate", ""], "expected START:STOP:STEP"),
-    (["--translate", "0:0:1"], "--translate needs at least one step that changes the photo"),
-    (["--scale", "1:1:0.1"], "--scale needs at least one step that changes the photo"),
-    # The tests' network sees 64 x 64 pixels: a shift of 64 leaves it nothing of the photo.
-    (["--translate=-64:64:32"], "--translate reaches 64 pixels: the photo would leave this network's 64-pixel input"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--scale", "0:1.4:0.2"], "scale factors must be above 0, this range starts at 0"),
+        (["--scale=-0.5:1.5:0.5"], "scale factors must be above 0"),
+        (["--scale", "1.4:0.6:0.1"], "STOP is below START"),
+        (["--translate=10:-10:5"], "STOP is below START"),
+        (["--rotate", "90:0:10"], "STOP is below START"),
+        (["--rotate", "0:360:0"], "STEP must be above 0"),
+        (["--translate=-8:8:-4"], "STEP must be above 0"),
+        (["--rotate", "0:inf:10"], "must be finite numbers"),
+        (["--scale", "nan:1:0.1"], "must be finite numbers"),
+        (["--rotate", "0:360:0.01"], "more than 1000 steps"),
+        (["--translate", ""], "expected START:STOP:STEP"),
+        (["--translate", "0:0:1"], "--translate needs at least one step that changes the photo"),
+        (["--scale", "1:1:0.1"], "--scale needs at least one step that changes the photo"),
+        # The tests' network sees 64 x 64 pixels: a shift of 64 leaves it nothing of the photo.
+        (
+            ["--translate=-64:64:32"],
+            "--translate reaches 64 pixels: the photo would leave this network's 64-pixel input",
+        ),
+    ],
+)
 def test_ranges_that_make_no_sense_are_refused_before_any_work(setup, tmp_path, arguments, message):
     checkpoint, val = setup
-    process = call_script("invariance.py", "--checkpoint", checkpoint, "--images", val, *arguments,
-                          "--out", tmp_path / "out")
+    process = call_script(
+        "invariance.py", "--checkpoint", checkpoint, "--images", val, *arguments, "--out", tmp_path / "out"
+    )
     assert_one_line_error(process, message)
     assert not (tmp_path / "out").exists()
 

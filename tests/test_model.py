@@ -17,8 +17,9 @@ def stage_widths(model, x):
     return widths
 
 
-@pytest.mark.parametrize("width, channels, fc", [("half", (48, 128, 192, 192, 128), 2048),
-                                                  ("full", (96, 256, 384, 384, 256), 4096)])
+@pytest.mark.parametrize(
+    "width, channels, fc", [("half", (48, 128, 192, 192, 128), 2048), ("full", (96, 256, 384, 384, 256), 4096)]
+)
 def test_zfnet_shapes_at_every_stage(width, channels, fc):
     model = ZFNet(num_classes=5, width=width).eval()
     x = torch.randn(2, 3, 224, 224)

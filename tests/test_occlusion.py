@@ -1,5 +1,6 @@
 """occlusion.py, run as a user runs it: the maps and figures it writes, its options, and
 its errors."""
+
 import errno
 import os
 
@@ -39,8 +40,21 @@ def test_script_writes_maps_and_figures(setup, tmp_path, monkeypatch):
     checkpoint, in_class, loose = setup
     out = tmp_path / "out"
     texts = record_figure_texts(monkeypatch)
-    result = call_script("occlusion.py", in_class, loose, "--checkpoint", checkpoint, "--size", "16", "--stride", "6",
-                         "--out", out, "--device", "cpu")
+    result = call_script(
+        "occlusion.py",
+        in_class,
+        loose,
+        "--checkpoint",
+        checkpoint,
+        "--size",
+        "16",
+        "--stride",
+        "6",
+        "--out",
+        out,
+        "--device",
+        "cpu",
+    )
     assert result.returncode == 0, result.stderr
     positions = len(square_positions(64, 16, 6))
     for name in ("a", "b"):
@@ -62,8 +76,20 @@ def test_script_writes_maps_and_figures(setup, tmp_path, monkeypatch):
 
 def test_class_option_picks_the_class_of_map_b(setup, tmp_path):
     checkpoint, in_class, _ = setup
-    result = call_script("occlusion.py", in_class, "--checkpoint", checkpoint, "--size", "32", "--stride", "16",
-                         "--class", "daisy", "--out", tmp_path / "out")
+    result = call_script(
+        "occlusion.py",
+        in_class,
+        "--checkpoint",
+        checkpoint,
+        "--size",
+        "32",
+        "--stride",
+        "16",
+        "--class",
+        "daisy",
+        "--out",
+        tmp_path / "out",
+    )
     assert result.returncode == 0, result.stderr
     assert np.load(tmp_path / "out" / "a.npz")["target"] == CLASSES.index("daisy")
 
@@ -75,12 +101,15 @@ def test_outputs_go_beside_the_checkpoint_by_default(setup, tmp_path):
     assert sorted(path.name for path in (tmp_path / "occlusion").iterdir()) == sorted([MARKER, "a.npz", "a.png"])
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--class", "tulips"], "unknown class 'tulips'"),
-    (["--size", "65"], "larger than the 64-pixel input"),
-    (["--stride", "0"], "at least 1"),
-    (["--batch-size", "0"], "--batch-size"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--class", "tulips"], "unknown class 'tulips'"),
+        (["--size", "65"], "larger than the 64-pixel input"),
+        (["--stride", "0"], "at least 1"),
+        (["--batch-size", "0"], "--batch-size"),
+    ],
+)
 def test_bad_options_are_user_errors(setup, arguments, message):
     checkpoint, in_class, _ = setup
     assert_one_line_error(call_script("occlusion.py", in_class, "--checkpoint", checkpoint, *arguments), message)
@@ -134,13 +163,17 @@ def test_an_output_that_would_replace_an_input_is_refused(setup, tmp_path):
     assert folder_contents(out) == before
     # Two photos whose outputs would take the same names.
     twin = write_photo(tmp_path / "twin" / "a.png", seed=6)
-    assert_one_line_error(call_script("occlusion.py", in_class, twin, "--checkpoint", checkpoint, *QUICK, "--out", out),
-                          "would both write a.png and a.npz")
+    assert_one_line_error(
+        call_script("occlusion.py", in_class, twin, "--checkpoint", checkpoint, *QUICK, "--out", out),
+        "would both write a.png and a.npz",
+    )
     assert folder_contents(out) == before
 
 
-@pytest.mark.parametrize("users_files", [{"thesis.txt": b"chapter 1"}, {"holiday.png": b"\x89PNG\r\n\x1a\n..."},
-                                         {"a.npz": b"maps", "notes.txt": b"mine"}])
+@pytest.mark.parametrize(
+    "users_files",
+    [{"thesis.txt": b"chapter 1"}, {"holiday.png": b"\x89PNG\r\n\x1a\n..."}, {"a.npz": b"maps", "notes.txt": b"mine"}],
+)
 def test_a_folder_of_the_users_files_is_refused_and_untouched(setup, tmp_path, users_files):
     checkpoint, in_class, _ = setup
     folder = tmp_path / "mine"
@@ -169,19 +202,23 @@ def not_a_photo(path):
     return str(path)
 
 
-@pytest.mark.parametrize("write, name, message", [
-    (write_bomb, "bomb.png", "image too large to decode safely"),
-    (write_truncated_photo, "cut.jpg", "truncated or corrupt image"),
-    (not_a_photo, "notes.jpg", "not an image"),
-    # Links to nowhere: to themselves, and to a file that is gone.
-    (lambda path: os.symlink(path.name, path) or str(path), "loop.jpg", ""),
-    (lambda path: os.symlink("gone.jpg", path) or str(path), "dangling.jpg", ""),
-])
+@pytest.mark.parametrize(
+    "write, name, message",
+    [
+        (write_bomb, "bomb.png", "image too large to decode safely"),
+        (write_truncated_photo, "cut.jpg", "truncated or corrupt image"),
+        (not_a_photo, "notes.jpg", "not an image"),
+        # Links to nowhere: to themselves, and to a file that is gone.
+        (lambda path: os.symlink(path.name, path) or str(path), "loop.jpg", ""),
+        (lambda path: os.symlink("gone.jpg", path) or str(path), "dangling.jpg", ""),
+    ],
+)
 def test_a_bad_photo_stops_the_run_before_any_work(setup, tmp_path, write, name, message):
     checkpoint, in_class, loose = setup
     bad = write(tmp_path / name)
-    process = run_script("occlusion.py", in_class, bad, loose, "--checkpoint", checkpoint, *QUICK,
-                         "--out", tmp_path / "out")
+    process = run_script(
+        "occlusion.py", in_class, bad, loose, "--checkpoint", checkpoint, *QUICK, "--out", tmp_path / "out"
+    )
     assert_one_line_error(process, f"{bad}: {message}")
     # Not even the good photo before it was worked on.
     assert not (tmp_path / "out").exists()
@@ -213,14 +250,16 @@ def test_out_that_is_a_file_is_refused(setup, tmp_path):
     assert (tmp_path / "figures").read_text() == "a file"
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--size", "-5"], "--size: must be at least 1"),
-    (["--stride", "2.5"], "--stride: expected a whole number"),
-    (["--batch-size", "-1"], "--batch-size: must be at least 1"),
-    (["--size", "10", "--stride", "11"], "would leave gaps"),
-])
-def test_sizes_strides_and_counts_that_make_no_sense_are_refused_before_any_work(setup, tmp_path, arguments,
-                                                                                   message):
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--size", "-5"], "--size: must be at least 1"),
+        (["--stride", "2.5"], "--stride: expected a whole number"),
+        (["--batch-size", "-1"], "--batch-size: must be at least 1"),
+        (["--size", "10", "--stride", "11"], "would leave gaps"),
+    ],
+)
+def test_sizes_strides_and_counts_that_make_no_sense_are_refused_before_any_work(setup, tmp_path, arguments, message):
     checkpoint, in_class, _ = setup
     process = call_script("occlusion.py", in_class, "--checkpoint", checkpoint, *arguments, "--out", tmp_path / "out")
     assert_one_line_error(process, message)

@@ -53,8 +53,9 @@ def test_prints_the_class_and_probability_of_each_photo(checkpoint, colour_split
 
 def test_json_lists_the_top_k_classes_of_every_photo_in_folders(checkpoint, colour_split):
     model, path = checkpoint
-    result = call_script("predict.py", colour_split / "val", "--checkpoint", path, "--json", "--topk", "2",
-                         "--batch-size", "5")
+    result = call_script(
+        "predict.py", colour_split / "val", "--checkpoint", path, "--json", "--topk", "2", "--batch-size", "5"
+    )
     results = json.loads(result.stdout)
     expected_paths = sorted(str(p) for p in (colour_split / "val").rglob("*.jpg"))
     assert [r["path"] for r in results] == expected_paths  # folders searched recursively, in order
@@ -84,12 +85,16 @@ def test_one_bad_photo_is_reported_and_the_others_still_classified(checkpoint, c
     result = run_script("predict.py", good, tmp_path / "notes.jpg", tmp_path / "gone.jpg", "--checkpoint", path)
     assert result.returncode == 1  # some photos classified: not the one-line failure of status 2
     assert result.stdout.startswith(f"{good}: ") and len(result.stdout.splitlines()) == 1
-    assert result.stderr.splitlines() == [f"predict.py: error: {tmp_path / 'notes.jpg'}: not an image",
-                                          f"predict.py: error: {tmp_path / 'gone.jpg'}: no such file"]
+    assert result.stderr.splitlines() == [
+        f"predict.py: error: {tmp_path / 'notes.jpg'}: not an image",
+        f"predict.py: error: {tmp_path / 'gone.jpg'}: no such file",
+    ]
     as_json = run_script("predict.py", good, tmp_path / "notes.jpg", "--checkpoint", path, "--json")
     assert as_json.returncode == 1
-    assert json.loads(as_json.stdout)[1] == {"path": str(tmp_path / "notes.jpg"),
-                                             "error": f"{tmp_path / 'notes.jpg'}: not an image"}
+    assert json.loads(as_json.stdout)[1] == {
+        "path": str(tmp_path / "notes.jpg"),
+        "error": f"{tmp_path / 'notes.jpg'}: not an image",
+    }
 
 
 def test_bad_checkpoints_and_arguments_fail_with_one_line(checkpoint, colour_split, tmp_path):
@@ -100,14 +105,16 @@ def test_bad_checkpoints_and_arguments_fail_with_one_line(checkpoint, colour_spl
     other["model_config"] = {**other["model_config"], "fc_features": [128, 128]}
     save_checkpoint(other, tmp_path / "other.pth")
     (tmp_path / "empty").mkdir()
-    cases = [((photo, "--checkpoint", tmp_path / "none.pth"), "checkpoint not found"),
-             ((photo, "--checkpoint", tmp_path / "corrupt.pth"), "corrupt or not a checkpoint"),
-             ((photo, "--checkpoint", tmp_path / "other.pth"), "weights do not fit"),
-             ((tmp_path / "empty", "--checkpoint", path), "no photos in"),
-             ((photo, "--checkpoint", path, "--topk", "0"), "--topk"),
-             ((photo, "--checkpoint", path, "--batch-size", "0"), "--batch-size"),
-             ((photo, "--checkpoint", path, "--topk", "-2"), "--topk"),
-             ((photo, "--checkpoint", path, "--batch-size", "many"), "--batch-size")]
+    cases = [
+        ((photo, "--checkpoint", tmp_path / "none.pth"), "checkpoint not found"),
+        ((photo, "--checkpoint", tmp_path / "corrupt.pth"), "corrupt or not a checkpoint"),
+        ((photo, "--checkpoint", tmp_path / "other.pth"), "weights do not fit"),
+        ((tmp_path / "empty", "--checkpoint", path), "no photos in"),
+        ((photo, "--checkpoint", path, "--topk", "0"), "--topk"),
+        ((photo, "--checkpoint", path, "--batch-size", "0"), "--batch-size"),
+        ((photo, "--checkpoint", path, "--topk", "-2"), "--topk"),
+        ((photo, "--checkpoint", path, "--batch-size", "many"), "--batch-size"),
+    ]
     for args, message in cases:
         result = call_script("predict.py", *args)
         assert_one_line_error(result, message)
@@ -115,8 +122,7 @@ def test_bad_checkpoints_and_arguments_fail_with_one_line(checkpoint, colour_spl
         assert result.stdout == ""
 
 
-def test_plot_saves_each_photo_beside_its_top_k_classes_and_says_where(checkpoint, colour_split, tmp_path,
-                                                                      monkeypatch):
+def test_plot_saves_each_photo_beside_its_top_k_classes_and_says_where(checkpoint, colour_split, tmp_path, monkeypatch):
     _, path = checkpoint
     figure = tmp_path / "prediction.png"
     plotted = []
@@ -127,8 +133,9 @@ def test_plot_saves_each_photo_beside_its_top_k_classes_and_says_where(checkpoin
 
     draw = predicting.plot_predictions
     monkeypatch.setattr(predicting, "plot_predictions", plot_and_keep)
-    result = call_script("predict.py", colour_split / "val" / "red", "--checkpoint", path, "--plot", figure,
-                         "--topk", "2")
+    result = call_script(
+        "predict.py", colour_split / "val" / "red", "--checkpoint", path, "--plot", figure, "--topk", "2"
+    )
     assert figure.read_bytes().startswith(b"\x89PNG")
     lines = result.stdout.splitlines()
     assert len(lines) == 5 and lines[-1] == f"figure saved to {figure}"
@@ -140,11 +147,18 @@ def test_plot_saves_each_photo_beside_its_top_k_classes_and_says_where(checkpoin
 
 def test_prediction_does_not_import_torchvision_or_matplotlib(checkpoint, colour_split):
     _, path = checkpoint
-    code = ("import runpy, sys; sys.argv = ['predict.py', *sys.argv[1:]]; "
-            "runpy.run_path('predict.py', run_name='__main__'); "
-            "print(sorted(m for m in ('torchvision', 'matplotlib') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code, str(colour_split / "val" / "red" / "000.jpg"),
-                             "--checkpoint", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    code = (
+        "import runpy, sys; sys.argv = ['predict.py', *sys.argv[1:]]; "
+        "runpy.run_path('predict.py', run_name='__main__'); "
+        "print(sorted(m for m in ('torchvision', 'matplotlib') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(colour_split / "val" / "red" / "000.jpg"), "--checkpoint", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.stdout.splitlines()[-1] == "[]", result.stderr
 
 
@@ -152,8 +166,10 @@ def test_the_pipeline_end_to_end_on_the_bundled_sample(tmp_path, monkeypatch):
     """split_data.py, train.py and predict.py as the README runs them, on the shipped photos."""
     monkeypatch.chdir(ROOT)
     data, run = tmp_path / "flower_data", tmp_path / "run"
-    for script, *args in (("split_data.py", "--source", "samples/flower_photos", "--dest", data),
-                          ("train.py", "--data", data, "--out", run, "--epochs", "1", "--workers", "0")):
+    for script, *args in (
+        ("split_data.py", "--source", "samples/flower_photos", "--dest", data),
+        ("train.py", "--data", data, "--out", run, "--epochs", "1", "--workers", "0"),
+    ):
         step = call_script(script, *args)
         assert step.returncode == 0, step.stderr[-2000:]
     result = call_script("predict.py", "sunflower.jpg", "--checkpoint", run / "best.pth", "--json", "--topk", "5")
@@ -165,8 +181,7 @@ def test_the_pipeline_end_to_end_on_the_bundled_sample(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("side", [30000, 11000])  # above PIL's limit, and between its warning and its limit
-def test_a_photo_too_large_to_decode_is_reported_and_the_rest_of_its_batch_classified(checkpoint, colour_split,
-                                                                                       side):
+def test_a_photo_too_large_to_decode_is_reported_and_the_rest_of_its_batch_classified(checkpoint, colour_split, side):
     _, path = checkpoint
     folder = colour_split / "val" / "red"
     bomb = write_bomb(folder / "001-huge.png", side)
@@ -193,7 +208,8 @@ def test_links_to_nowhere_in_a_folder_are_reported_each_and_the_photos_classifie
     assert len(result.stdout.splitlines()) == 4
     assert result.stderr.splitlines() == [
         f"predict.py: error: {folder / 'dangling.jpg'}: no such file",
-        f"predict.py: error: {folder / 'loop.jpg'}: a symbolic link that loops back and never reaches a file"]
+        f"predict.py: error: {folder / 'loop.jpg'}: a symbolic link that loops back and never reaches a file",
+    ]
 
 
 def test_topk_above_the_classes_is_cut_in_json_too_and_said_on_stderr(checkpoint, colour_split):
@@ -222,15 +238,24 @@ def test_a_plot_that_would_harm_a_file_is_refused_before_any_work(checkpoint, tm
     (tmp_path / "notes.txt").write_text("my notes")
     before = folder_contents(tmp_path)
     plot, message = PLOTS_THAT_WOULD_HARM_A_FILE[case]
-    result = call_script("predict.py", tmp_path / "single" / "photo.jpg", tmp_path / "single" / "photo.png",
-                         tmp_path / "photos", "--checkpoint", path, "--plot", plot(tmp_path))
+    result = call_script(
+        "predict.py",
+        tmp_path / "single" / "photo.jpg",
+        tmp_path / "single" / "photo.png",
+        tmp_path / "photos",
+        "--checkpoint",
+        path,
+        "--plot",
+        plot(tmp_path),
+    )
     assert_one_line_error(result, f"--plot {plot(tmp_path)} {message}")
     assert result.stdout == ""  # refused before any photo was classified
     assert folder_contents(tmp_path) == before
 
 
-def test_a_full_disk_while_saving_the_figure_is_one_line_and_keeps_the_earlier_one(checkpoint, colour_split,
-                                                                                  tmp_path, monkeypatch):
+def test_a_full_disk_while_saving_the_figure_is_one_line_and_keeps_the_earlier_one(
+    checkpoint, colour_split, tmp_path, monkeypatch
+):
     _, path = checkpoint
     figure = tmp_path / "prediction.png"
     arguments = [colour_split / "val" / "red" / "000.jpg", "--checkpoint", path, "--plot", figure]

@@ -2,6 +2,7 @@
 <script>.py ...` command they show names a script that exists and only flags its --help
 lists, every default they state is the parser's, and every figure and page they link to is
 there. The README stays short enough to read in five minutes."""
+
 import os
 import re
 import shlex
@@ -13,8 +14,9 @@ import pytest
 from tests.helpers import ROOT, call_script
 
 README = "README.md"
-PAGES = [README] + sorted(os.path.join("docs", name) for name in os.listdir(os.path.join(ROOT, "docs"))
-                          if name.endswith(".md"))
+PAGES = [README] + sorted(
+    os.path.join("docs", name) for name in os.listdir(os.path.join(ROOT, "docs")) if name.endswith(".md")
+)
 # The studies hand every flag they do not define on to train.py (their --help says so).
 PASSED_ON = {"ablation.py": "train.py", "transfer.py": "train.py"}
 # What ends one shell command on a line and starts the next.
@@ -54,7 +56,7 @@ def python_commands(text):
     for index, token in enumerate(tokens):
         if token not in ("python", "python3", "torchrun"):
             continue
-        rest = tokens[index + 1:]
+        rest = tokens[index + 1 :]
         while token == "torchrun" and rest and rest[0].startswith("-"):  # its own options come first
             rest = rest[1:]
         if not rest or not rest[0].endswith(".py"):
@@ -73,8 +75,9 @@ def shown_commands():
     for page in PAGES:
         for number, text in command_lines(page):
             for script, arguments in python_commands(text):
-                commands.append(SimpleNamespace(page=page, line=number, text=text.strip(),
-                                                script=script, arguments=arguments))
+                commands.append(
+                    SimpleNamespace(page=page, line=number, text=text.strip(), script=script, arguments=arguments)
+                )
     return commands
 
 
@@ -107,18 +110,28 @@ def stated_defaults(page):
                 stated = cells[columns[1]].strip("` ")
                 if stated:
                     assert len(flags) == 1, f"{page}:{number}: state one flag's default per row"
-                    statements.append(SimpleNamespace(page=page, line=number, script=script, command=None,
-                                                      flag=flags[0], stated=stated))
+                    statements.append(
+                        SimpleNamespace(
+                            page=page, line=number, script=script, command=None, flag=flags[0], stated=stated
+                        )
+                    )
         # A statement may wrap onto the next line; each is counted on the line it starts on.
-        text = " ".join([line] + lines[number:number + 1])
+        text = " ".join([line] + lines[number : number + 1])
         for found in PROSE_DEFAULT.finditer(text):
             if found.start() >= len(line):
                 continue
             prefix, flag, stated = found.groups()
             named = bool(prefix) and prefix.endswith(".py")
-            statements.append(SimpleNamespace(page=page, line=number, script=prefix if named else script,
-                                              command=None if named else prefix, flag=flag,
-                                              stated=" ".join(stated.split()).strip("` ")))
+            statements.append(
+                SimpleNamespace(
+                    page=page,
+                    line=number,
+                    script=prefix if named else script,
+                    command=None if named else prefix,
+                    flag=flag,
+                    stated=" ".join(stated.split()).strip("` "),
+                )
+            )
     return statements
 
 
@@ -215,7 +228,8 @@ def test_every_stated_default_is_the_parsers(statement):
     assert statement.flag in flags, f"{where(statement)}: {statement.script} has no {statement.flag}"
     assert flags[statement.flag] == statement.stated, (
         f"{where(statement)}: {statement.script} {statement.flag} defaults to {flags[statement.flag]!r}, "
-        f"the page says {statement.stated!r}")
+        f"the page says {statement.stated!r}"
+    )
 
 
 def slug(heading):

@@ -1,4 +1,5 @@
 """zfnet.spectra: frequency bands of filters, the stride-grid contrast, and the verdicts."""
+
 import math
 
 import pytest

@@ -1,5 +1,6 @@
 """split_data.py on tiny photos made here, on the bundled sample, and downloading from a local
 HTTP server on 127.0.0.1."""
+
 import errno
 import hashlib
 import http.server
@@ -73,8 +74,9 @@ def assert_user_error(result, message):
 
 def files_under(folder):
     """{relative path: content} of every file below folder."""
-    return {path.relative_to(folder).as_posix(): path.read_bytes()
-            for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()
+    }
 
 
 def written(dest, side):
@@ -111,14 +113,20 @@ def test_counts_per_class_and_no_photo_on_both_sides(source, tmp_path):
     assert manifest["classes"] == ["daisy", "roses", "single", "tulips"]
     assert manifest["source"] == str(source.resolve())
     assert (manifest["dataset"], manifest["seed"], manifest["val_ratio"], manifest["link"]) == (
-        "user folder", 0, 0.2, False)
+        "user folder",
+        0,
+        0.2,
+        False,
+    )
 
 
 def test_the_split_ignores_the_order_the_file_system_lists_files_in(source, tmp_path, monkeypatch):
     expected = split(source, tmp_path / "as listed", "--seed", "3")
     real_listdir = os.listdir
-    orders = {"reversed": lambda names: names[::-1],
-              "shuffled": lambda names: random.Random(1).sample(names, len(names))}
+    orders = {
+        "reversed": lambda names: names[::-1],
+        "shuffled": lambda names: random.Random(1).sample(names, len(names)),
+    }
     for order_name, reorder in orders.items():
         listed = []
 
@@ -170,8 +178,9 @@ def test_bad_files_are_skipped_listed_and_never_copied(tmp_path):
     ]
     assert manifest["classes"] == ["daisy", "roses"]
     copied = {*files_under(dest / "train"), *files_under(dest / "val")}
-    assert {path.split("/", 1)[1] for path in copied} == {f"{c}_{i:02d}.jpg" for c in ("daisy", "roses")
-                                                          for i in range(4)}
+    assert {path.split("/", 1)[1] for path in copied} == {
+        f"{c}_{i:02d}.jpg" for c in ("daisy", "roses") for i in range(4)
+    }
     out = result.stdout
     rows = [line.split() for line in out.splitlines()]
     assert ["daisy", "3", "1", "2"] in rows
@@ -184,8 +193,12 @@ def test_bad_files_are_skipped_listed_and_never_copied(tmp_path):
 def test_grayscale_cmyk_palette_and_rgba_photos_are_kept(tmp_path):
     source = tmp_path / "photos"
     (source / "odd").mkdir(parents=True)
-    kinds = {"gray.jpg": ("L", "JPEG"), "cmyk.jpg": ("CMYK", "JPEG"), "palette.png": ("P", "PNG"),
-             "rgba.png": ("RGBA", "PNG")}
+    kinds = {
+        "gray.jpg": ("L", "JPEG"),
+        "cmyk.jpg": ("CMYK", "JPEG"),
+        "palette.png": ("P", "PNG"),
+        "rgba.png": ("RGBA", "PNG"),
+    }
     for name, (mode, image_format) in kinds.items():
         (source / "odd" / name).write_bytes(photo_bytes(name, mode, image_format))
         assert Image.open(source / "odd" / name).mode == mode
@@ -196,9 +209,14 @@ def test_grayscale_cmyk_palette_and_rgba_photos_are_kept(tmp_path):
 
 def test_the_source_is_left_untouched(source, tmp_path):
     def state():
-        return {path.relative_to(source).as_posix(): (path.read_bytes() if path.is_file() else None,
-                                                      path.stat().st_mtime_ns)
-                for path in sorted(source.rglob("*"))}
+        return {
+            path.relative_to(source).as_posix(): (
+                path.read_bytes() if path.is_file() else None,
+                path.stat().st_mtime_ns,
+            )
+            for path in sorted(source.rglob("*"))
+        }
+
     before = state()
     split(source, tmp_path / "copies")
     split(source, tmp_path / "links", "--link")
@@ -242,6 +260,7 @@ def test_link_hard_links_the_source_photos(source, tmp_path):
 def test_link_copies_where_hard_links_are_impossible(source, tmp_path, monkeypatch):
     def cross_device(source_path, target_path):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
+
     monkeypatch.setattr(os, "link", cross_device)
     dest = tmp_path / "fd"
     manifest, result = split_run(source, dest, "--link")
@@ -279,8 +298,10 @@ BAD_ARGUMENTS = {
     "ratio inf": (lambda source, tmp: ["--source", source, "--val-ratio", "inf"], "--val-ratio"),
     "dest inside source": (lambda source, tmp: ["--source", source, "--dest", source / "split"], "inside the source"),
     "source is dest": (lambda source, tmp: ["--source", source, "--dest", source], "inside the source"),
-    "dest is a file": (lambda source, tmp: ["--source", source, "--dest", source / "LICENSE.txt"],
-                       "--dest .* is not a folder"),
+    "dest is a file": (
+        lambda source, tmp: ["--source", source, "--dest", source / "LICENSE.txt"],
+        "--dest .* is not a folder",
+    ),
     "not a URL": (lambda source, tmp: ["--url", "flower_photos.tgz"], "cannot download --url flower_photos.tgz"),
 }
 
@@ -321,6 +342,7 @@ def test_without_source_a_downloaded_flower_photos_in_dest_is_used(tmp_path):
 
 
 # Downloads, served by a local HTTP server.
+
 
 @pytest.fixture
 def serve():
@@ -406,14 +428,17 @@ def test_a_good_download_is_extracted_once_and_split(tmp_path, serve, temp_dir, 
     assert manifest_in(dest) == manifest
 
 
-def test_a_download_with_the_wrong_checksum_is_an_error_and_nothing_is_extracted(tmp_path, serve, temp_dir,
-                                                                                  monkeypatch):
+def test_a_download_with_the_wrong_checksum_is_an_error_and_nothing_is_extracted(
+    tmp_path, serve, temp_dir, monkeypatch
+):
     archive = make_archive(tmp_path)
     expect(archive, monkeypatch)
     monkeypatch.setattr(splitting, "FLOWER_PHOTOS_SHA256", "0" * 64)
     dest = tmp_path / "fd"
-    assert_user_error(split_data("--dest", dest, "--url", serve(archive)),
-                      f"sha256 {hashlib.sha256(archive).hexdigest()}, expected .*nothing was extracted")
+    assert_user_error(
+        split_data("--dest", dest, "--url", serve(archive)),
+        f"sha256 {hashlib.sha256(archive).hexdigest()}, expected .*nothing was extracted",
+    )
     assert not dest.exists()
     assert list(temp_dir.iterdir()) == []
 
@@ -425,7 +450,8 @@ def test_a_download_of_the_wrong_size_exits_2_as_a_real_process(tmp_path, serve)
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1].startswith(
         f"split_data.py: error: {url} gave 15 bytes with sha256 {hashlib.sha256(b'not the archive').hexdigest()}, "
-        "expected 228,813,984 bytes")
+        "expected 228,813,984 bytes"
+    )
     assert not (tmp_path / "fd").exists()
 
 
@@ -433,8 +459,9 @@ def test_a_tar_member_outside_the_archive_is_refused_and_nothing_is_extracted(tm
     archive = make_archive(tmp_path, [("../evil", b"gotcha")])
     expect(archive, monkeypatch)
     dest = tmp_path / "out" / "fd"
-    assert_user_error(split_data("--dest", dest, "--url", serve(archive)),
-                      "could not safely extract .*evil.*nothing was extracted")
+    assert_user_error(
+        split_data("--dest", dest, "--url", serve(archive)), "could not safely extract .*evil.*nothing was extracted"
+    )
     assert list(tmp_path.rglob("evil")) == []
     assert os.listdir(tmp_path / "out") == ["fd"] and os.listdir(dest) == []
     assert list(temp_dir.iterdir()) == []
@@ -458,12 +485,14 @@ def test_an_interrupted_download_falls_back_to_the_bundled_sample(tmp_path, serv
     assert (manifest["dataset"], manifest["source"]) == ("bundled sample", str(splitting.SAMPLE_DIR))
     assert len(all_names(manifest)) == 60
     assert {c: len(manifest["val"][c]) for c in manifest["classes"]} == dict.fromkeys(
-        ["daisy", "dandelion", "roses", "sunflowers", "tulips"], 1)
+        ["daisy", "dandelion", "roses", "sunflowers", "tulips"], 1
+    )
     assert manifest["skipped"] == [{"file": "LICENSE.txt", "reason": "not an image"}]
     assert not (dest / "flower_photos").exists()
 
-    assert_user_error(split_data("--dest", tmp_path / "strict", "--url", url, "--no-fallback"),
-                      "cut short.*--no-fallback")
+    assert_user_error(
+        split_data("--dest", tmp_path / "strict", "--url", url, "--no-fallback"), "cut short.*--no-fallback"
+    )
     assert not (tmp_path / "strict").exists()
 
 
@@ -477,6 +506,7 @@ def test_an_unreachable_server_falls_back_to_the_bundled_sample(tmp_path, monkey
 
 
 # What split_data must never harm, and what it leaves behind.
+
 
 def test_photos_too_large_to_decode_are_skipped_and_named_so(tmp_path):
     source = make_source(tmp_path / "photos", {"daisy": 3, "roses": 3})
@@ -497,9 +527,12 @@ def test_links_to_nowhere_are_skipped_and_listed(tmp_path):
     os.symlink("tulips", source / "tulips")  # a class folder that is a link to itself
     manifest, _ = split_run(source, tmp_path / "fd")
     reasons = {entry["file"]: entry["reason"] for entry in manifest["skipped"]}
-    assert reasons == {"LICENSE.txt": "not an image", "daisy/loop.jpg": "a symbolic link that leads to no file",
-                       "roses/dangling.jpg": "a symbolic link that leads to no file",
-                       "tulips": "a symbolic link that leads to no file"}
+    assert reasons == {
+        "LICENSE.txt": "not an image",
+        "daisy/loop.jpg": "a symbolic link that leads to no file",
+        "roses/dangling.jpg": "a symbolic link that leads to no file",
+        "tulips": "a symbolic link that leads to no file",
+    }
     assert manifest["classes"] == ["daisy", "roses"] and len(all_names(manifest)) == 6
 
 
@@ -522,8 +555,11 @@ def test_a_train_or_val_that_split_data_did_not_write_is_refused_and_kept(source
     before = files_under(dest)
     side = mine.split("/")[0]
     result = split_data("--source", source, "--dest", dest, "--seed", "1")
-    assert_user_error(result, f"--dest {re.escape(str(dest))} holds a {side}/ that split_data.py did not write "
-                              f"\\({reason}.*choose another --dest or move {re.escape(str(dest / side))} away")
+    assert_user_error(
+        result,
+        f"--dest {re.escape(str(dest))} holds a {side}/ that split_data.py did not write "
+        f"\\({reason}.*choose another --dest or move {re.escape(str(dest / side))} away",
+    )
     assert files_under(dest) == before
 
 
@@ -549,8 +585,14 @@ def test_scratch_folders_of_killed_runs_are_cleared_and_nothing_else(source, tmp
         path.parent.mkdir(parents=True)
         path.write_text("not split_data's scratch")
     split(source, dest, "--seed", "2")
-    assert sorted(os.listdir(dest)) == [".cache", ".split_data_notes", "manifest.json", "split_data-mine", "train",
-                                        "val"]
+    assert sorted(os.listdir(dest)) == [
+        ".cache",
+        ".split_data_notes",
+        "manifest.json",
+        "split_data-mine",
+        "train",
+        "val",
+    ]
     assert all(path.read_text() == "not split_data's scratch" for path in kept)
 
 
@@ -572,15 +614,20 @@ def test_a_full_disk_is_one_line_and_keeps_the_earlier_split(source, tmp_path, m
     monkeypatch.setattr(writer, full_after_some)
     result = split_data("--source", source, "--dest", dest, "--seed", "3")
     assert len(calls) == written + 1
-    assert_user_error(result, f"cannot write the split into {re.escape(str(dest))}: No space left on device; "
-                              f"{re.escape(str(dest))} is as it was")
+    assert_user_error(
+        result,
+        f"cannot write the split into {re.escape(str(dest))}: No space left on device; "
+        f"{re.escape(str(dest))} is as it was",
+    )
     assert folder_contents(dest) == before  # and no scratch folder is left
 
 
 def test_a_dest_below_a_file_is_one_line(source, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    assert_user_error(split_data("--source", source, "--dest", tmp_path / "notes.txt" / "fd"),
-                      "cannot create the folder .*notes.txt/fd: Not a directory")
+    assert_user_error(
+        split_data("--source", source, "--dest", tmp_path / "notes.txt" / "fd"),
+        "cannot create the folder .*notes.txt/fd: Not a directory",
+    )
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 

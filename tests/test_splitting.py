@@ -11,7 +11,11 @@ def test_split_sample_splits_the_bundled_sample_as_split_data_does_by_default(tm
     assert (len(samples["train"]), len(samples["val"])) == (55, 5)
     manifest = json.loads((dest / "manifest.json").read_text())
     assert (manifest["dataset"], manifest["source"], manifest["seed"], manifest["val_ratio"]) == (
-        "bundled sample", str(SAMPLE_DIR), 0, 0.1)
+        "bundled sample",
+        str(SAMPLE_DIR),
+        0,
+        0.1,
+    )
     assert manifest["skipped"] == [{"file": "LICENSE.txt", "reason": "not an image"}]
 
 

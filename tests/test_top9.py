@@ -1,4 +1,5 @@
 """zfnet.top9: the running top-k search, and the choice of layers and maps."""
+
 import os
 
 import pytest
@@ -31,8 +32,7 @@ def brute_force_top(model, paths, layer, k):
     size changes float32 rounding): per map, each image's strongest (first) position,
     then the k strongest images, earlier image first among equals."""
     with torch.no_grad():
-        maps = torch.stack([model.activations(load_input(path, PREPROCESS)[None], [layer])[layer][0]
-                            for path in paths])
+        maps = torch.stack([model.activations(load_input(path, PREPROCESS)[None], [layer])[layer][0] for path in paths])
     found = []
     for channel in range(maps.shape[1]):
         candidates = []
@@ -53,9 +53,12 @@ def test_running_top_k_equals_brute_force(photos):
         values, images, ys, xs = best[layer]
         expected = brute_force_top(model, paths, layer, 3)
         for channel, entries in enumerate(expected):
-            assert [(-value, image, (y, x)) for value, image, y, x in zip(
-                values[channel].tolist(), images[channel].tolist(), ys[channel].tolist(), xs[channel].tolist())] \
-                == entries
+            assert [
+                (-value, image, (y, x))
+                for value, image, y, x in zip(
+                    values[channel].tolist(), images[channel].tolist(), ys[channel].tolist(), xs[channel].tolist()
+                )
+            ] == entries
 
 
 def test_batches_in_memory_find_what_decoded_batches_find(photos):
@@ -125,8 +128,10 @@ def test_a_search_needs_one_usable_photo_and_notes_each_skipped(capsys):
     with pytest.raises(UserError, match=r"none of the 2 photos in pics can be used \(the first: pics/a.jpg: not an"):
         require_usable([], skipped, "pics")
     require_usable(["pics/c.jpg"], skipped, "pics")
-    assert capsys.readouterr().err.splitlines() == ["note: skipped pics/a.jpg: not an image",
-                                                    "note: skipped pics/b.png: truncated"]
+    assert capsys.readouterr().err.splitlines() == [
+        "note: skipped pics/a.jpg: not an image",
+        "note: skipped pics/b.png: truncated",
+    ]
     require_usable(["pics/c.jpg"], [], "pics")
     assert capsys.readouterr().err == ""
 

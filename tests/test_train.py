@@ -14,8 +14,11 @@ from zfnet.errors import UserError
 
 
 def run_train(data, out, *flags):
-    return training.train(training.parse_args(["--data", str(data), "--out", str(out), "--workers", "0",
-                                         "--batch-size", "8", "--device", "cpu", *flags]))
+    return training.train(
+        training.parse_args(
+            ["--data", str(data), "--out", str(out), "--workers", "0", "--batch-size", "8", "--device", "cpu", *flags]
+        )
+    )
 
 
 # Narrow fully connected layers keep checkpoints small where a test does not need the real size.
@@ -30,8 +33,16 @@ def test_training_learns_and_writes_every_output(colour_split, tmp_path):
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert result["best_accuracy"] >= 0.9  # three clearly different colours
 
-    assert sorted(os.listdir(out)) == [".zfnet-outputs", "best.pth", "class_indices.json", "confusion.png",
-                                       "curves.png", "last.pth", "metrics.csv", "snapshots"]
+    assert sorted(os.listdir(out)) == [
+        ".zfnet-outputs",
+        "best.pth",
+        "class_indices.json",
+        "confusion.png",
+        "curves.png",
+        "last.pth",
+        "metrics.csv",
+        "snapshots",
+    ]
     assert sorted(os.listdir(out / "snapshots")) == ["epoch_001.pth", "epoch_003.pth"]
     model, best = load_checkpoint(out / "best.pth")
     assert best["classes"] == ["blue", "green", "red"]
@@ -54,8 +65,7 @@ def weights(path):
     return torch.load(path, weights_only=True)["model"]
 
 
-def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(colour_split, tmp_path, monkeypatch,
-                                                                         capsys):
+def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(colour_split, tmp_path, monkeypatch, capsys):
     run_train(colour_split, tmp_path / "straight", "--epochs", "3", *SMALL)
 
     def killed_after_saving(*args):
@@ -115,8 +125,7 @@ def run_script(*args, cwd=ROOT):
 
 def test_bad_data_folders_fail_with_one_line(colour_split, tmp_path):
     (colour_split / "val" / "red").rename(colour_split / "val" / "orange")
-    cases = {str(tmp_path / "nowhere"): "data folder not found",
-             str(colour_split): "different classes"}
+    cases = {str(tmp_path / "nowhere"): "data folder not found", str(colour_split): "different classes"}
     for data, message in cases.items():
         result = run_script("train.py", "--data", data, "--out", str(tmp_path / "out"))
         assert result.returncode == 2
@@ -127,9 +136,28 @@ def test_bad_data_folders_fail_with_one_line(colour_split, tmp_path):
 
 def test_two_process_torchrun_trains_and_only_rank_0_writes(colour_split, tmp_path):
     out = tmp_path / "ddp"
-    result = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
-                        "--data", str(colour_split), "--out", str(out), "--epochs", "2", "--batch-size", "6",
-                        "--workers", "0", "--device", "cpu", "--lr", "5e-4", *SMALL)
+    result = run_script(
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "train.py",
+        "--data",
+        str(colour_split),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "6",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--lr",
+        "5e-4",
+        *SMALL,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "(2 processes, " in result.stdout
     assert result.stdout.count("epoch   2/2") == 1  # only rank 0 prints
@@ -148,8 +176,9 @@ def test_the_top_level_class_indices_are_train_pys_mapping_for_flower_photos():
     assert classes == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 
 
-def test_a_run_killed_between_its_last_checkpoint_and_its_reports_gets_them_on_resume(colour_split, tmp_path,
-                                                                                   monkeypatch):
+def test_a_run_killed_between_its_last_checkpoint_and_its_reports_gets_them_on_resume(
+    colour_split, tmp_path, monkeypatch
+):
     out = tmp_path / "run"
     real_write_reports = training.write_reports
 
@@ -180,12 +209,15 @@ def test_the_end_of_run_summary_reports_disk_use(colour_split, tmp_path, capsys)
     assert "the decoded-photo cache" in out
 
 
-@pytest.mark.parametrize("flags, message", [
-    (("--fc-features=-5,3",), "--fc-features must not be negative"),
-    (("--conv-channels", "48,0,0,0,0"), "layers 1 and 5 kept"),
-    (("--snapshot-epochs", "0,3", "--epochs", "2"), "--snapshot-epochs must lie between 1 and --epochs"),
-    (("--label-smoothing", "1"), "--label-smoothing must lie in [0, 1)"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (("--fc-features=-5,3",), "--fc-features must not be negative"),
+        (("--conv-channels", "48,0,0,0,0"), "layers 1 and 5 kept"),
+        (("--snapshot-epochs", "0,3", "--epochs", "2"), "--snapshot-epochs must lie between 1 and --epochs"),
+        (("--label-smoothing", "1"), "--label-smoothing must lie in [0, 1)"),
+    ],
+)
 def test_settings_that_make_no_sense_are_refused_before_any_work(colour_split, tmp_path, flags, message):
     result = call_script("train.py", "--data", colour_split, "--out", tmp_path / "out", *flags)
     assert_one_line_error(result, message)
@@ -200,5 +232,6 @@ def test_an_out_folder_holding_the_users_files_is_refused_and_kept(colour_split,
     assert_one_line_error(result, "already holds files that zfnet did not write")
     assert os.listdir(out) == ["chapter1.txt"]
     (tmp_path / "file").write_text("mine")
-    assert_one_line_error(call_script("train.py", "--data", colour_split, "--out", tmp_path / "file"),
-                          "is a file, not a folder")
+    assert_one_line_error(
+        call_script("train.py", "--data", colour_split, "--out", tmp_path / "file"), "is a file, not a folder"
+    )

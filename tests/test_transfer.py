@@ -26,11 +26,28 @@ def pretrained(tmp_path):
     return save_network(tmp_path / "pretrained.pth", network, PRETRAINED_CLASSES)
 
 
-def test_study_writes_its_table_beside_the_checkpoint_and_skips_finished_scratch_runs(pretrained, colour_split,
-                                                                                      tmp_path):
+def test_study_writes_its_table_beside_the_checkpoint_and_skips_finished_scratch_runs(
+    pretrained, colour_split, tmp_path
+):
     out = tmp_path / "transfer"  # beside the pretrained checkpoint, without --out
-    flags = ["--checkpoint", pretrained, "--data", colour_split, "--per-class", "4,2", "--draws", "2",
-             "--epochs", "1", "--workers", "0", "--batch-size", "6", "--device", "cpu"]
+    flags = [
+        "--checkpoint",
+        pretrained,
+        "--data",
+        colour_split,
+        "--per-class",
+        "4,2",
+        "--draws",
+        "2",
+        "--epochs",
+        "1",
+        "--workers",
+        "0",
+        "--batch-size",
+        "6",
+        "--device",
+        "cpu",
+    ]
     result = call_script("transfer.py", *flags)
     assert result.returncode == 0, result.stderr[-3000:]
     stem = out / "transfer"
@@ -61,29 +78,53 @@ def test_study_writes_its_table_beside_the_checkpoint_and_skips_finished_scratch
 def test_bad_inputs_exit_2_with_one_line(pretrained, colour_split, tmp_path):
     not_a_checkpoint = tmp_path / "notes.pth"
     not_a_checkpoint.write_text("hello")
-    cases = {("--checkpoint", pretrained, "--data", colour_split, "--per-class", "5,20"): "class blue has 12 photos",
-             ("--checkpoint", not_a_checkpoint, "--data", colour_split): "not a checkpoint",
-             ("--checkpoint", pretrained, "--data", colour_split, "--arch", "alexnet"): "--arch is set by the study",
-             ("--checkpoint", pretrained, "--data", colour_split, "--per-class", "0,5"): "--per-class needs positive",
-             ("--checkpoint", pretrained, "--data", colour_split / "train"): "has no train/ folder",
-             ("--checkpoint", pretrained, "--data", colour_split, "--per-class", "-3"): "--per-class needs positive"}
+    cases = {
+        ("--checkpoint", pretrained, "--data", colour_split, "--per-class", "5,20"): "class blue has 12 photos",
+        ("--checkpoint", not_a_checkpoint, "--data", colour_split): "not a checkpoint",
+        ("--checkpoint", pretrained, "--data", colour_split, "--arch", "alexnet"): "--arch is set by the study",
+        ("--checkpoint", pretrained, "--data", colour_split, "--per-class", "0,5"): "--per-class needs positive",
+        ("--checkpoint", pretrained, "--data", colour_split / "train"): "has no train/ folder",
+        ("--checkpoint", pretrained, "--data", colour_split, "--per-class", "-3"): "--per-class needs positive",
+    }
     for flags, message in cases.items():
         result = call_script("transfer.py", *flags, "--out", tmp_path / "out")
         assert_one_line_error(result, message)
         assert result.stderr.startswith("transfer.py: error: ")
     # Values that are no numbers of their kind: argparse's usage, then the one error line.
-    for flags, message in {("--per-class", "a,b"): "comma-separated integers", ("--draws", "0"): "--draws",
-                           ("--epochs", "-1"): "--epochs"}.items():
-        result = call_script("transfer.py", "--checkpoint", pretrained, "--data", colour_split, *flags,
-                             "--out", tmp_path / "out")
+    for flags, message in {
+        ("--per-class", "a,b"): "comma-separated integers",
+        ("--draws", "0"): "--draws",
+        ("--epochs", "-1"): "--epochs",
+    }.items():
+        result = call_script(
+            "transfer.py", "--checkpoint", pretrained, "--data", colour_split, *flags, "--out", tmp_path / "out"
+        )
         assert_one_line_error(result, message)
     assert not (tmp_path / "out").exists()
 
 
 def small_study(pretrained, data, out):
     """The flags of a study small enough to run in seconds: one draw, 2 photos per class, 1 epoch."""
-    return ["--checkpoint", pretrained, "--data", data, "--per-class", "2", "--draws", "1", "--epochs", "1",
-            "--workers", "0", "--batch-size", "6", "--device", "cpu", "--out", out]
+    return [
+        "--checkpoint",
+        pretrained,
+        "--data",
+        data,
+        "--per-class",
+        "2",
+        "--draws",
+        "1",
+        "--epochs",
+        "1",
+        "--workers",
+        "0",
+        "--batch-size",
+        "6",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+    ]
 
 
 HARMFUL_OUTS = {  # --out, and what the one line says
@@ -123,8 +164,7 @@ def test_links_to_nowhere_in_the_class_folders_are_passed_over(pretrained, colou
 
 
 @pytest.mark.parametrize("writer", ["matplotlib.figure.Figure.savefig", "os.fsync"])
-def test_a_full_disk_is_one_line_and_keeps_the_earlier_outputs(pretrained, colour_split, tmp_path, monkeypatch,
-                                                                writer):
+def test_a_full_disk_is_one_line_and_keeps_the_earlier_outputs(pretrained, colour_split, tmp_path, monkeypatch, writer):
     flags = small_study(pretrained, colour_split, tmp_path / "out")
     assert call_script("transfer.py", *flags).returncode == 0
     before = folder_contents(tmp_path / "out")

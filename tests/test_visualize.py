@@ -1,4 +1,5 @@
 """visualize.py on a tiny network and a folder of generated photos."""
+
 import csv
 import errno
 import json
@@ -51,8 +52,23 @@ def visualize(*arguments):
 
 
 def test_top9_figures_and_index(photos, checkpoint, tmp_path):
-    visualize("top9", "--checkpoint", checkpoint, "--images", photos, "--out", tmp_path,
-              "--layers", "1,5", "--maps-per-layer", "2", "--batch-size", "3", "--device", "cpu")
+    visualize(
+        "top9",
+        "--checkpoint",
+        checkpoint,
+        "--images",
+        photos,
+        "--out",
+        tmp_path,
+        "--layers",
+        "1,5",
+        "--maps-per-layer",
+        "2",
+        "--batch-size",
+        "3",
+        "--device",
+        "cpu",
+    )
     model, _ = load_checkpoint(checkpoint)
     fields = receptive_fields(model)
     index = json.loads((tmp_path / "top9.json").read_text())
@@ -78,8 +94,9 @@ def test_top9_figures_and_index(photos, checkpoint, tmp_path):
 
 
 def test_top9_draws_the_maps_asked_for(photos, checkpoint, tmp_path):
-    visualize("top9", "--checkpoint", checkpoint, "--images", photos, "--out", tmp_path, "--layers", "2",
-              "--maps", "0,7")
+    visualize(
+        "top9", "--checkpoint", checkpoint, "--images", photos, "--out", tmp_path, "--layers", "2", "--maps", "0,7"
+    )
     index = json.loads((tmp_path / "top9.json").read_text())
     assert sorted({entry["map"] for entry in index["patches"]}) == [0, 7]
 
@@ -116,8 +133,17 @@ def test_evolution_figures_and_change_table(photos, tmp_path):
     save_network(snapshots / "epoch_002.pth", first, epoch=2)  # unchanged: every change must be zero
     save_network(snapshots / "epoch_005.pth", tiny_network(seed=3), epoch=5)
     # Without --out: visualize/ beside the snapshots folder, in the run folder.
-    visualize("evolution", "--snapshots", f"{snapshots}{os.sep}", "--images", photos, "--layers", "1,2",
-              "--maps-per-layer", "3")
+    visualize(
+        "evolution",
+        "--snapshots",
+        f"{snapshots}{os.sep}",
+        "--images",
+        photos,
+        "--layers",
+        "1,2",
+        "--maps-per-layer",
+        "3",
+    )
     out = tmp_path / "visualize"
     for name in ("evolution_layer1.png", "evolution_layer2.png", "evolution_change.png"):
         assert (out / name).stat().st_size > 1000
@@ -141,23 +167,26 @@ def test_evolution_searches_at_most_max_images_from_every_class(photos, tmp_path
     assert searched <= {os.path.join(photos, "class0", "photo0.jpg"), os.path.join(photos, "class1", "photo9.jpg")}
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["top9", "--checkpoint", "missing.pth"], "checkpoint not found"),
-    (["top9", "--layers", "3"], "this network has no layer 3"),
-    (["top9", "--layers", "9"], "this network has no layer 9"),
-    (["top9", "--layers", "6"], "layer 6 is fully connected"),
-    (["top9", "--layers", "1", "--maps", "6"], "layer 1 has no map 6"),
-    (["top9", "--images", "EMPTY"], "no photos in"),
-    (["top9", "--images", "nowhere"], "image folder not found"),
-    (["top9", "--maps-per-layer", "0"], "at least 1"),
-    (["evolution", "--max-images", "0"], "at least 1"),
-    (["filters", "--checkpoint", "CHECKPOINT", "CHECKPOINT", "CHECKPOINT"], "one checkpoint or two"),
-    (["evolution", "--snapshots", "ONE"], "needs at least two"),
-    (["evolution", "--snapshots", "SAME"], "two snapshots of epoch 1; keep one of them"),
-    (["top9", "--layers", "-1"], "this network has no layer -1"),
-    (["top9", "--batch-size", "-2"], "at least 1"),
-    (["evolution", "--maps-per-layer", "-3"], "at least 1"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["top9", "--checkpoint", "missing.pth"], "checkpoint not found"),
+        (["top9", "--layers", "3"], "this network has no layer 3"),
+        (["top9", "--layers", "9"], "this network has no layer 9"),
+        (["top9", "--layers", "6"], "layer 6 is fully connected"),
+        (["top9", "--layers", "1", "--maps", "6"], "layer 1 has no map 6"),
+        (["top9", "--images", "EMPTY"], "no photos in"),
+        (["top9", "--images", "nowhere"], "image folder not found"),
+        (["top9", "--maps-per-layer", "0"], "at least 1"),
+        (["evolution", "--max-images", "0"], "at least 1"),
+        (["filters", "--checkpoint", "CHECKPOINT", "CHECKPOINT", "CHECKPOINT"], "one checkpoint or two"),
+        (["evolution", "--snapshots", "ONE"], "needs at least two"),
+        (["evolution", "--snapshots", "SAME"], "two snapshots of epoch 1; keep one of them"),
+        (["top9", "--layers", "-1"], "this network has no layer -1"),
+        (["top9", "--batch-size", "-2"], "at least 1"),
+        (["evolution", "--maps-per-layer", "-3"], "at least 1"),
+    ],
+)
 def test_bad_input_is_a_user_error(arguments, message, photos, tmp_path):
     model = tiny_network(conv_channels=(6, 16, 0, 0, 16))
     path = save_network(tmp_path / "removed.pth", model)
@@ -165,8 +194,12 @@ def test_bad_input_is_a_user_error(arguments, message, photos, tmp_path):
     for name in ("epoch_001.pth", "epoch_1.pth"):
         save_network(tmp_path / "same" / name, model, epoch=1)
     os.makedirs(tmp_path / "empty" / "class0")
-    replace = {"EMPTY": str(tmp_path / "empty"), "CHECKPOINT": path, "ONE": str(tmp_path / "one"),
-               "SAME": str(tmp_path / "same")}
+    replace = {
+        "EMPTY": str(tmp_path / "empty"),
+        "CHECKPOINT": path,
+        "ONE": str(tmp_path / "one"),
+        "SAME": str(tmp_path / "same"),
+    }
     arguments = [replace.get(argument, argument) for argument in arguments]
     defaults = ["--out", str(tmp_path / "out")]
     if arguments[0] == "top9":
@@ -197,10 +230,14 @@ def test_every_command_describes_itself_and_shows_its_defaults(command, maps_per
 # Hardening: outputs never over inputs or the user's files, photos the decoder refuses,
 # filesystem trouble, and numbers checked before the search.
 
+
 def folder_contents(folder):
     """Every file under `folder` with its bytes, to show that a refused run left it as it was."""
-    return {os.path.relpath(os.path.join(root, name), folder): open(os.path.join(root, name), "rb").read()
-            for root, _, names in os.walk(folder) for name in names}
+    return {
+        os.path.relpath(os.path.join(root, name), folder): open(os.path.join(root, name), "rb").read()
+        for root, _, names in os.walk(folder)
+        for name in names
+    }
 
 
 def truncated_photo(path):
@@ -241,8 +278,21 @@ def network_flags(command, checkpoint, tmp_path):
 @pytest.mark.parametrize("bad", list(BAD_PHOTOS))
 def test_top9_skips_a_photo_it_cannot_use_with_a_note(bad, checkpoint, tmp_path):
     photos = photos_with(tmp_path / "photos", bad)
-    result = visualize("top9", "--checkpoint", checkpoint, "--images", photos, "--out", tmp_path / "out",
-                       "--layers", "1", "--maps-per-layer", "1", "--batch-size", "3")
+    result = visualize(
+        "top9",
+        "--checkpoint",
+        checkpoint,
+        "--images",
+        photos,
+        "--out",
+        tmp_path / "out",
+        "--layers",
+        "1",
+        "--maps-per-layer",
+        "1",
+        "--batch-size",
+        "3",
+    )
     notes = [line for line in result.stderr.splitlines() if "note: skipped" in line]
     assert len(notes) == 1 and os.path.join("class0", bad) in notes[0] and BAD_PHOTOS[bad][1] in notes[0], notes
     patches = json.loads((tmp_path / "out" / "top9.json").read_text())["patches"]
@@ -251,8 +301,19 @@ def test_top9_skips_a_photo_it_cannot_use_with_a_note(bad, checkpoint, tmp_path)
 
 def test_evolution_skips_photos_it_cannot_use_with_a_note_each(tmp_path):
     photos = photos_with(tmp_path / "photos", "bomb.png", "truncated.jpg")
-    result = visualize("evolution", "--snapshots", snapshots_of(tmp_path / "snapshots"), "--images", photos,
-                       "--layers", "1", "--maps-per-layer", "1", "--out", tmp_path / "out")
+    result = visualize(
+        "evolution",
+        "--snapshots",
+        snapshots_of(tmp_path / "snapshots"),
+        "--images",
+        photos,
+        "--layers",
+        "1",
+        "--maps-per-layer",
+        "1",
+        "--out",
+        tmp_path / "out",
+    )
     notes = [line for line in result.stderr.splitlines() if "note: skipped" in line]
     assert len(notes) == 2 and "bomb.png: image too large to decode safely" in notes[0], notes
     assert "truncated.jpg: truncated or corrupt" in notes[1], notes
@@ -265,8 +326,15 @@ def test_no_usable_photo_is_a_one_line_error(command, checkpoint, tmp_path, monk
     photos.mkdir()
     for name in ("bomb.png", "truncated.jpg", "loop.jpg"):
         BAD_PHOTOS[name][0](str(photos / name))
-    result = call_script("visualize.py", command, *network_flags(command, checkpoint, tmp_path), "--images", photos,
-                         "--out", tmp_path / "out")
+    result = call_script(
+        "visualize.py",
+        command,
+        *network_flags(command, checkpoint, tmp_path),
+        "--images",
+        photos,
+        "--out",
+        tmp_path / "out",
+    )
     assert_one_line_error(result, f"none of the 3 photos in {photos} can be used (the first: {photos / 'bomb.png'}")
 
 
@@ -275,8 +343,9 @@ def test_out_in_the_photos_own_folder_is_refused_and_every_photo_kept(command, c
     photos = photos_with(tmp_path / "photos")
     before = folder_contents(photos)
     for out in (photos, os.path.join(photos, "class0"), os.path.join(photos, "figures")):
-        result = call_script("visualize.py", command, *network_flags(command, checkpoint, tmp_path),
-                             "--images", photos, "--out", out)
+        result = call_script(
+            "visualize.py", command, *network_flags(command, checkpoint, tmp_path), "--images", photos, "--out", out
+        )
         assert_one_line_error(result, f"--out {out} is within --images {photos}, whose files are read as inputs")
         assert folder_contents(photos) == before  # nothing written, nothing replaced
 
@@ -288,8 +357,9 @@ def test_a_folder_of_the_users_files_is_refused_and_left_alone(command, photos, 
     (mine / "thesis.txt").write_text("three years of work")
     (mine / "top9.json").write_text("{}")  # one of visualize's names beside the user's file does not make it ours
     flags = network_flags(command, checkpoint, tmp_path) + (["--images", photos] if command != "filters" else [])
-    assert_one_line_error(call_script("visualize.py", command, *flags, "--out", mine),
-                          "already holds files that zfnet did not write")
+    assert_one_line_error(
+        call_script("visualize.py", command, *flags, "--out", mine), "already holds files that zfnet did not write"
+    )
     assert folder_contents(mine) == {"thesis.txt": b"three years of work", "top9.json": b"{}"}
 
 
@@ -308,20 +378,27 @@ def test_an_output_that_is_one_of_the_inputs_is_refused_before_the_search(photos
     visualize("filters", "--checkpoint", save_network(tmp_path / "best.pth", tiny_network()), "--out", out)
     disguised = save_network(out / "filters.png", tiny_network())  # a checkpoint under an output's name
     before = (out / "filters.png").read_bytes()
-    assert_one_line_error(call_script("visualize.py", "filters", "--checkpoint", disguised, "--out", out),
-                          f"writing {disguised} would replace one of the inputs")
+    assert_one_line_error(
+        call_script("visualize.py", "filters", "--checkpoint", disguised, "--out", out),
+        f"writing {disguised} would replace one of the inputs",
+    )
     monkeypatch.setattr(zfnet.top9, "usable_batches", None)  # the search must not start
     save_network(out / "top9.json", tiny_network())
-    assert_one_line_error(call_script("visualize.py", "top9", "--checkpoint", out / "top9.json", "--images", photos,
-                                      "--out", out), "would replace one of the inputs")
+    assert_one_line_error(
+        call_script("visualize.py", "top9", "--checkpoint", out / "top9.json", "--images", photos, "--out", out),
+        "would replace one of the inputs",
+    )
     assert (out / "filters.png").read_bytes() == before
     snapshots = snapshots_of(tmp_path / "snapshots")
-    assert_one_line_error(call_script("visualize.py", "evolution", "--snapshots", snapshots, "--images", photos,
-                                      "--out", snapshots), "already holds files that zfnet did not write")
+    assert_one_line_error(
+        call_script("visualize.py", "evolution", "--snapshots", snapshots, "--images", photos, "--out", snapshots),
+        "already holds files that zfnet did not write",
+    )
 
 
 def disk_full(monkeypatch):
     """From now on every figure's writer fails half-way, as on a full disk."""
+
     def failing(figure, file, **kwargs):
         file.write(b"\x89PNG half a figure")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -337,8 +414,9 @@ def test_a_full_disk_is_one_line_and_keeps_the_earlier_outputs(command, photos, 
     visualize(command, *flags)
     before = folder_contents(tmp_path / "out")
     disk_full(monkeypatch)
-    assert_one_line_error(call_script("visualize.py", command, *flags),
-                          "No space left on device; what was there before is unchanged")
+    assert_one_line_error(
+        call_script("visualize.py", command, *flags), "No space left on device; what was there before is unchanged"
+    )
     assert folder_contents(tmp_path / "out") == before  # and no half-written file beside them
 
 
@@ -346,24 +424,38 @@ def test_a_full_disk_is_one_line_and_keeps_the_earlier_outputs(command, photos, 
 def test_an_out_that_is_a_file_is_one_line(command, photos, checkpoint, tmp_path):
     (tmp_path / "notes").write_text("mine")
     flags = network_flags(command, checkpoint, tmp_path) + (["--images", photos] if command != "filters" else [])
-    assert_one_line_error(call_script("visualize.py", command, *flags, "--out", tmp_path / "notes"),
-                          f"--out {tmp_path / 'notes'} is a file, not a folder")
+    assert_one_line_error(
+        call_script("visualize.py", command, *flags, "--out", tmp_path / "notes"),
+        f"--out {tmp_path / 'notes'} is a file, not a folder",
+    )
     assert (tmp_path / "notes").read_text() == "mine"
 
 
-@pytest.mark.parametrize("command, arguments, message", [
-    ("top9", ["--maps-per-layer", "999"], "--maps-per-layer 999: layer 1 has only 8 maps"),
-    ("top9", ["--layers", "2,1", "--maps-per-layer", "9"], "--maps-per-layer 9: layer 1 has only 8 maps"),
-    ("top9", ["--maps", "3,999"], "layer 1 has no map 999 (it has 8 maps, 0 to 7)"),
-    ("top9", ["--maps", "-1"], "layer 1 has no map -1"),
-    ("evolution", ["--layers", "2,5", "--maps-per-layer", "17"], "--maps-per-layer 17: layer 2 has only 16 maps"),
-    ("evolution", ["--layers", "2", "--maps", "16"], "layer 2 has no map 16 (it has 16 maps, 0 to 15)"),
-])
-def test_map_counts_beyond_a_layer_are_refused_before_the_search(command, arguments, message, photos, checkpoint,
-                                                                 tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "command, arguments, message",
+    [
+        ("top9", ["--maps-per-layer", "999"], "--maps-per-layer 999: layer 1 has only 8 maps"),
+        ("top9", ["--layers", "2,1", "--maps-per-layer", "9"], "--maps-per-layer 9: layer 1 has only 8 maps"),
+        ("top9", ["--maps", "3,999"], "layer 1 has no map 999 (it has 8 maps, 0 to 7)"),
+        ("top9", ["--maps", "-1"], "layer 1 has no map -1"),
+        ("evolution", ["--layers", "2,5", "--maps-per-layer", "17"], "--maps-per-layer 17: layer 2 has only 16 maps"),
+        ("evolution", ["--layers", "2", "--maps", "16"], "layer 2 has no map 16 (it has 16 maps, 0 to 15)"),
+    ],
+)
+def test_map_counts_beyond_a_layer_are_refused_before_the_search(
+    command, arguments, message, photos, checkpoint, tmp_path, monkeypatch
+):
     monkeypatch.setattr(zfnet.top9, "usable_batches", None)  # the search must not start
-    result = call_script("visualize.py", command, *network_flags(command, checkpoint, tmp_path), "--images", photos,
-                         "--out", tmp_path / "out", *arguments)
+    result = call_script(
+        "visualize.py",
+        command,
+        *network_flags(command, checkpoint, tmp_path),
+        "--images",
+        photos,
+        "--out",
+        tmp_path / "out",
+        *arguments,
+    )
     assert_one_line_error(result, message)
     assert not (tmp_path / "out").exists()
 
@@ -375,7 +467,8 @@ def test_without_the_flag_a_narrower_layer_shows_all_its_maps(photos, checkpoint
 
 
 def test_a_layer_or_map_named_twice_is_shown_once(photos, checkpoint, tmp_path):
-    visualize("top9", "--checkpoint", checkpoint, "--images", photos, "--out", tmp_path, "--layers", "1,1",
-              "--maps", "2,2")
+    visualize(
+        "top9", "--checkpoint", checkpoint, "--images", photos, "--out", tmp_path, "--layers", "1,1", "--maps", "2,2"
+    )
     patches = json.loads((tmp_path / "top9.json").read_text())["patches"]
     assert len(patches) == 7 and {entry["map"] for entry in patches} == {2}

@@ -1,5 +1,6 @@
 """zfnet/correspondence.py: Delta, the boxes in the network's input, masking, the boxes a
 parts file may hold, the random draws, and the shipped parts file."""
+
 import os
 
 import pytest
@@ -51,21 +52,24 @@ def test_the_shipped_example_has_five_sunflowers_with_both_parts():
         assert petals_right <= disc_left + 1
 
 
-@pytest.mark.parametrize("box, problem", [
-    ([10, 5, 40, 25], None),
-    ([0, 0, 1, 1], None),
-    ([True, 5, 40, 25], "whole pixels, not [true, 5, 40, 25]"),
-    ([10, 5, 40, 25.0], "whole pixels, not [10, 5, 40, 25.0]"),
-    (["10", 5, 40, 25], "whole pixels"),
-    ([10, 5, 40], "whole pixels"),
-    ((10, 5, 40, 25), "whole pixels"),  # not from JSON: a box there is a list
-    (None, "whole pixels, not null"),
-    ([-1, 5, 40, 25], "negative coordinate"),
-    ([40, 5, 10, 25], "reversed box [40, 5, 10, 25]"),
-    ([10, 25, 40, 5], "reversed box"),
-    ([10, 5, 10, 25], "empty box"),
-    ([10, 5, 40, 5], "empty box"),
-])
+@pytest.mark.parametrize(
+    "box, problem",
+    [
+        ([10, 5, 40, 25], None),
+        ([0, 0, 1, 1], None),
+        ([True, 5, 40, 25], "whole pixels, not [true, 5, 40, 25]"),
+        ([10, 5, 40, 25.0], "whole pixels, not [10, 5, 40, 25.0]"),
+        (["10", 5, 40, 25], "whole pixels"),
+        ([10, 5, 40], "whole pixels"),
+        ((10, 5, 40, 25), "whole pixels"),  # not from JSON: a box there is a list
+        (None, "whole pixels, not null"),
+        ([-1, 5, 40, 25], "negative coordinate"),
+        ([40, 5, 10, 25], "reversed box [40, 5, 10, 25]"),
+        ([10, 25, 40, 5], "reversed box"),
+        ([10, 5, 10, 25], "empty box"),
+        ([10, 5, 40, 5], "empty box"),
+    ],
+)
 def test_box_problem_names_what_is_wrong_with_a_box(box, problem):
     found = box_problem(box)
     assert found is None if problem is None else problem in found

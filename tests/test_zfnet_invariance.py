@@ -1,5 +1,6 @@
 """zfnet/invariance.py: the ranges, the transformations, the measurements and the findings
 drawn from them."""
+
 import argparse
 
 import numpy as np
@@ -20,16 +21,19 @@ def test_steps_include_both_ends():
             invariance.steps(bad)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "expected START:STOP:STEP"),
-    ("1:2:3:4", "expected START:STOP:STEP"),
-    ("0:10:-1", "STEP must be above 0"),
-    ("5:-5:1", "STOP is below START"),
-    ("-inf:0:1", "finite"),
-    ("0:1:nan", "finite"),
-    ("-1e308:1e308:1", "more than 1000 steps"),  # the span overflows to inf
-    ("0:1000:1", "more than 1000 steps"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "expected START:STOP:STEP"),
+        ("1:2:3:4", "expected START:STOP:STEP"),
+        ("0:10:-1", "STEP must be above 0"),
+        ("5:-5:1", "STOP is below START"),
+        ("-inf:0:1", "finite"),
+        ("0:1:nan", "finite"),
+        ("-1e308:1e308:1", "more than 1000 steps"),  # the span overflows to inf
+        ("0:1000:1", "more than 1000 steps"),
+    ],
+)
 def test_steps_refuse_ranges_that_make_no_sense(text, message):
     with pytest.raises(argparse.ArgumentTypeError, match=message):
         invariance.steps(text)
@@ -95,7 +99,8 @@ def test_measure_reports_zero_distance_for_the_identity():
     ranges = {"translation": [-8, 0, 8], "scale": [0.8, 1.0, 1.25], "rotation": [0, 90, 360]}
     rows = invariance.measure(model, x, ranges, 0, batch_size=4)
     assert [(row["transformation"], row["amount"]) for row in rows] == [
-        (kind, amount) for kind in invariance.TRANSFORMATIONS for amount in ranges[kind]]
+        (kind, amount) for kind in invariance.TRANSFORMATIONS for amount in ranges[kind]
+    ]
     for row in rows:
         still = invariance.closeness(row["transformation"], row["amount"]) == 0
         assert (row["layer1_distance"] < 1e-3) == still and (row["layer7_distance"] < 1e-4) == still
@@ -106,10 +111,18 @@ def test_measure_reports_zero_distance_for_the_identity():
 
 def made_up(layer1, layer7, predicted, amounts):
     """Rows as `measure` gives them, from functions of (transformation, amount)."""
-    return [{"transformation": kind, "amount": amount, "layer1_distance": layer1(kind, amount),
-             "layer7_distance": layer7(kind, amount), "true_class_probability": 0.5,
-             "predicted_class": predicted(kind, amount)}
-            for kind in invariance.TRANSFORMATIONS for amount in amounts[kind]]
+    return [
+        {
+            "transformation": kind,
+            "amount": amount,
+            "layer1_distance": layer1(kind, amount),
+            "layer7_distance": layer7(kind, amount),
+            "true_class_probability": 0.5,
+            "predicted_class": predicted(kind, amount),
+        }
+        for kind in invariance.TRANSFORMATIONS
+        for amount in amounts[kind]
+    ]
 
 
 AMOUNTS = {"translation": [-20, -10, 0, 10, 20], "scale": [0.8, 0.9, 1.0, 1.1, 1.2], "rotation": [0, 90, 180, 270, 360]}
@@ -122,14 +135,18 @@ def test_findings_recognise_the_papers_behaviour():
     def linear(kind, amount):  # layer 7: grows in proportion
         return invariance.closeness(kind, amount)
 
-    results = {"a.jpg": made_up(jump, linear, lambda kind, amount: 0, AMOUNTS),
-               "b.jpg": made_up(jump, linear, lambda kind, amount: 1 if amount == 180 else 0, AMOUNTS)}
+    results = {
+        "a.jpg": made_up(jump, linear, lambda kind, amount: 0, AMOUNTS),
+        "b.jpg": made_up(jump, linear, lambda kind, amount: 1 if amount == 180 else 0, AMOUNTS),
+    }
     originals = {"a.jpg": torch.tensor([0.9, 0.05, 0.05]), "b.jpg": torch.tensor([0.6, 0.3, 0.1])}
     lines = invariance.findings(results, {"a.jpg": 0, "b.jpg": 0}, originals, CLASSES)
     assert "translation 100% vs 50%" in lines[0] and "layer 1 a lot and layer 7 much less" in lines[0]
     assert "translation R2 = 1.00" in lines[1] and "roughly linear in both" in lines[1]
-    assert lines[2] == ("Rotation, a.jpg: P(daisy) 0.90 unrotated, 0.50 to 0.50 turned; daisy is the most probable "
-                        "class at 3 of 3 angles.")
+    assert lines[2] == (
+        "Rotation, a.jpg: P(daisy) 0.90 unrotated, 0.50 to 0.50 turned; daisy is the most probable "
+        "class at 3 of 3 angles."
+    )
     assert "b.jpg: P(daisy) 0.60 unrotated" in lines[3] and "at 2 of 3 angles" in lines[3]
     assert lines[4].endswith("invariant: a.jpg; not invariant: b.jpg; misclassified even unrotated: none.")
 
@@ -143,19 +160,27 @@ def test_findings_say_when_the_paper_does_not_hold():
         smallest = {"translation": 10, "scale": 0.1, "rotation": 90}[kind]
         return 0.0 if distance == 0 else 10.0 if distance == smallest else 1.0
 
-    results = {"a.jpg": made_up(linear, wobbly, lambda kind, amount: 2, AMOUNTS),
-               "b.jpg": made_up(linear, wobbly, lambda kind, amount: 2, AMOUNTS)}
+    results = {
+        "a.jpg": made_up(linear, wobbly, lambda kind, amount: 2, AMOUNTS),
+        "b.jpg": made_up(linear, wobbly, lambda kind, amount: 2, AMOUNTS),
+    }
     originals = {"a.jpg": torch.tensor([0.2, 0.1, 0.7]), "b.jpg": torch.tensor([0.5, 0.1, 0.4])}
     lines = invariance.findings(results, {"a.jpg": 0, "b.jpg": 0}, originals, CLASSES)
     assert "as in the paper only for none" in lines[0]
     assert "not roughly linear in either" in lines[1]
-    assert lines[-1] == ("Rotation invariance (the true class stays the most probable at >= 90% of the angles): "
-                         "invariant: none; not invariant: b.jpg; misclassified even unrotated: a.jpg.")
+    assert lines[-1] == (
+        "Rotation invariance (the true class stays the most probable at >= 90% of the angles): "
+        "invariant: none; not invariant: b.jpg; misclassified even unrotated: a.jpg."
+    )
 
 
 def test_identical_curves_have_no_spread():
-    rows = made_up(lambda kind, amount: invariance.closeness(kind, amount),
-                   lambda kind, amount: invariance.closeness(kind, amount), lambda kind, amount: 0, AMOUNTS)
+    rows = made_up(
+        lambda kind, amount: invariance.closeness(kind, amount),
+        lambda kind, amount: invariance.closeness(kind, amount),
+        lambda kind, amount: 0,
+        AMOUNTS,
+    )
     translation = [row for row in rows if row["transformation"] == "translation"]
     assert invariance.line_fit(translation, "layer7_distance") == pytest.approx(1.0)
     assert invariance.small_step_share(translation, "layer7_distance") == pytest.approx(0.5)
@@ -167,6 +192,7 @@ def test_default_photos_are_the_first_of_each_class(tmp_path):
         for index in (1, 0):
             write_photo(tmp_path / "images" / name / f"{name}{index}.jpg", seed=index)
     assert invariance.default_photos(str(tmp_path / "images"), CLASSES) == [
-        str(tmp_path / "images" / name / f"{name}0.jpg") for name in CLASSES]
+        str(tmp_path / "images" / name / f"{name}0.jpg") for name in CLASSES
+    ]
     with pytest.raises(UserError, match="no photos in .*tulips"):
         invariance.default_photos(str(tmp_path / "images"), [*CLASSES, "tulips"])

@@ -1,5 +1,6 @@
 """zfnet/occlusion.py: the windowed maps against the plain loop they replace, and where the
 square goes, and where the outputs go."""
+
 import fnmatch
 import os
 
@@ -21,7 +22,7 @@ def plain_loop(model, x, size, stride, target, layer, channel):
     for top in offsets:
         for left in offsets:
             occluded = x.clone()
-            occluded[:, top:top + size, left:left + size] = 0
+            occluded[:, top : top + size, left : left + size] = 0
             copies.append(occluded)
     feature, probabilities = [], []
     with torch.inference_mode():
@@ -30,17 +31,23 @@ def plain_loop(model, x, size, stride, target, layer, channel):
             probabilities.append(model(batch).softmax(1))
     shape = (len(offsets), len(offsets))
     probabilities = torch.cat(probabilities)
-    return (torch.cat(feature).view(shape).numpy(), probabilities[:, target].view(shape).numpy(),
-            probabilities.argmax(1).view(shape).numpy())
+    return (
+        torch.cat(feature).view(shape).numpy(),
+        probabilities[:, target].view(shape).numpy(),
+        probabilities.argmax(1).view(shape).numpy(),
+    )
 
 
-@pytest.mark.parametrize("network, input_size, size, stride, batch_size", [
-    ({}, 224, 50, 16, 64),                                                   # ZFNet; squares cut off at the edge
-    ({"arch": "alexnet"}, 224, 37, 23, 5),                                   # an 11x11 stride-4 first layer
-    ({"conv_channels": (8, 16, 0, 0, 16), "fc_features": (32, 0)}, 224, 60, 41, 7),  # layers 3, 4, 7 removed
-    ({}, 64, 3, 3, 16),                                                      # a tiny square
-    ({}, 64, 64, 1, 1),                                                      # the square covers everything
-])
+@pytest.mark.parametrize(
+    "network, input_size, size, stride, batch_size",
+    [
+        ({}, 224, 50, 16, 64),  # ZFNet; squares cut off at the edge
+        ({"arch": "alexnet"}, 224, 37, 23, 5),  # an 11x11 stride-4 first layer
+        ({"conv_channels": (8, 16, 0, 0, 16), "fc_features": (32, 0)}, 224, 60, 41, 7),  # layers 3, 4, 7 removed
+        ({}, 64, 3, 3, 16),  # a tiny square
+        ({}, 64, 64, 1, 1),  # the square covers everything
+    ],
+)
 def test_fast_maps_equal_the_plain_loop(network, input_size, size, stride, batch_size):
     model = tiny_network(input_size, **network).double()
     torch.manual_seed(1)
@@ -94,8 +101,10 @@ def test_own_names_take_a_png_only_beside_its_maps(tmp_path):
     for name in ("a.png", "a.npz", "b[1].png", "b[1].npz", "holiday.png"):
         (tmp_path / name).write_bytes(b"x")
     patterns = own_names(str(tmp_path))
-    assert all(any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
-               for name in ("a.png", "a.npz", "b[1].png", "b[1].npz"))
+    assert all(
+        any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
+        for name in ("a.png", "a.npz", "b[1].png", "b[1].npz")
+    )
     assert not any(fnmatch.fnmatch("holiday.png", pattern) for pattern in patterns)
     # A folder yet to be made, or a file named as the folder, has no names of ours.
     assert own_names(str(tmp_path / "new")) == own_names(str(tmp_path / "a.png")) == ("*.npz",)
@@ -106,7 +115,8 @@ def test_output_paths_are_the_photos_names_in_the_claimed_folder(tmp_path):
     names = {"x/a.jpg": "a.jpg", "y/b.png": "b.png"}
     assert output_paths(out, names) == {
         "x/a.jpg": (os.path.join(out.folder, "a.png"), os.path.join(out.folder, "a.npz")),
-        "y/b.png": (os.path.join(out.folder, "b.png"), os.path.join(out.folder, "b.npz"))}
+        "y/b.png": (os.path.join(out.folder, "b.png"), os.path.join(out.folder, "b.npz")),
+    }
     with pytest.raises(UserError, match="x/a.jpg and y/a.png would both write a.png and a.npz"):
         output_paths(out, {"x/a.jpg": "a.jpg", "y/a.png": "a.png"})
     with pytest.raises(UserError, match="would replace one of the inputs"):

@@ -13,6 +13,7 @@ word means the same thing, with the same help, in every script.
 
 Every script parses its command line into `args`.
 """
+
 import argparse
 import os
 
@@ -24,8 +25,9 @@ DEFAULT_IMAGES = f"{DEFAULT_DATA}/val"
 
 def script_parser(description, **kwargs):
     """An ArgumentParser that shows the script's docstring as written."""
-    return argparse.ArgumentParser(description=description,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    return argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
+    )
 
 
 def add_checkpoint(parser, nargs=None, help="checkpoint written by train.py", default=None):
@@ -33,13 +35,15 @@ def add_checkpoint(parser, nargs=None, help="checkpoint written by train.py", de
     if default is None:
         default = [DEFAULT_CHECKPOINT] if nargs else DEFAULT_CHECKPOINT
     shown = " ".join(default) if isinstance(default, list) else default
-    parser.add_argument("--checkpoint", default=default, nargs=nargs, metavar="PTH",
-                        help=f"{help} (default: {shown})")
+    parser.add_argument("--checkpoint", default=default, nargs=nargs, metavar="PTH", help=f"{help} (default: {shown})")
 
 
 def add_data(parser):
-    parser.add_argument("--data", default=DEFAULT_DATA,
-                        help="split folder holding train/ and val/, as split_data.py makes it (default: %(default)s)")
+    parser.add_argument(
+        "--data",
+        default=DEFAULT_DATA,
+        help="split folder holding train/ and val/, as split_data.py makes it (default: %(default)s)",
+    )
 
 
 def add_images(parser, help="folder of photos, searched recursively"):
@@ -47,13 +51,17 @@ def add_images(parser, help="folder of photos, searched recursively"):
 
 
 def add_device(parser):
-    parser.add_argument("--device", default="auto",
-                        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: %(default)s)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: %(default)s)",
+    )
 
 
 def add_batch_size(parser, default=64):
-    parser.add_argument("--batch-size", default=default, type=positive_int,
-                        help="photos per forward pass (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", default=default, type=positive_int, help="photos per forward pass (default: %(default)s)"
+    )
 
 
 def add_out(parser, default=None, beside="the checkpoint"):
@@ -96,15 +104,22 @@ def positive_int(text):
 
 def add_max_images(parser, default=None):
     """--max-images: how many of the photos a search reads at most (None: all of them)."""
-    parser.add_argument("--max-images", default=default, type=positive_int,
-                        help=f"search at most this many photos, spread evenly over the folder "
-                             f"(default: {default or 'all'})")
+    parser.add_argument(
+        "--max-images",
+        default=default,
+        type=positive_int,
+        help=f"search at most this many photos, spread evenly over the folder (default: {default or 'all'})",
+    )
 
 
 def add_maps_per_layer(parser, default=None):
     """--maps-per-layer: how many feature maps of each layer to show (None: all of them)."""
-    parser.add_argument("--maps-per-layer", default=default, type=positive_int,
-                        help=f"maps per layer, the most active ones (default: {default or 'all'})")
+    parser.add_argument(
+        "--maps-per-layer",
+        default=default,
+        type=positive_int,
+        help=f"maps per layer, the most active ones (default: {default or 'all'})",
+    )
 
 
 def non_negative_int(text):

@@ -12,6 +12,7 @@ Every checkpoint carries what is needed to rebuild and use its network with noth
 
 train.py adds what resuming needs (optimizer, scheduler, best accuracy, arguments) to last.pth.
 """
+
 import math
 import os
 
@@ -35,8 +36,13 @@ def model_payload(model, classes, preprocess, epoch):
     model = getattr(model, "module", model)  # DistributedDataParallel or torch.compile wrappers
     model = getattr(model, "_orig_mod", model)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    return {"model": state, "model_config": dict(model.config), "classes": list(classes),
-            "preprocess": dict(preprocess), "epoch": epoch}
+    return {
+        "model": state,
+        "model_config": dict(model.config),
+        "classes": list(classes),
+        "preprocess": dict(preprocess),
+        "epoch": epoch,
+    }
 
 
 def read_checkpoint(path):
@@ -47,8 +53,11 @@ def read_checkpoint(path):
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # damaged bytes make the unpickler fail in arbitrary ways
         raise UserError(f"{path}: corrupt or not a checkpoint ({type(error).__name__})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT or any(
-            key not in checkpoint for key in REQUIRED):
+    if (
+        not isinstance(checkpoint, dict)
+        or checkpoint.get("format") != FORMAT
+        or any(key not in checkpoint for key in REQUIRED)
+    ):
         raise UserError(f"{path}: not a zfnet checkpoint (written by another program or version)")
     problem = contents_problem(checkpoint)
     if problem:
@@ -64,8 +73,9 @@ def contents_problem(checkpoint):
     """What makes a checkpoint's contents unusable, in a few words, or None. Checked before
     anything is built from it: nonsense must not reach the network or the preprocessing."""
     weights, config, classes, preprocess = (checkpoint[key] for key in REQUIRED)
-    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                for k, v in weights.items()):
+    if not isinstance(weights, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+    ):
         return "its weights are not a dict of named tensors"
     if not all(tensor.is_floating_point() for tensor in weights.values()):
         return "its weights are not floating-point tensors"
@@ -103,8 +113,7 @@ def build_model(checkpoint, path="checkpoint"):
         first = str(error).splitlines()[0]
         raise UserError(f"{path}: weights do not fit the network it describes ({first})") from None
     if len(checkpoint["classes"]) != model.config["num_classes"]:
-        raise UserError(f"{path}: {len(checkpoint['classes'])} class names for "
-                        f"{model.config['num_classes']} outputs")
+        raise UserError(f"{path}: {len(checkpoint['classes'])} class names for {model.config['num_classes']} outputs")
     return model.eval()
 
 

@@ -7,6 +7,7 @@ file in each photo's own pixels, everywhere else in pixels of the network's inpu
 correspondence.py is the command line over `read_parts`, `load_photos`, `measure`, `table`
 and `plot`.
 """
+
 import json
 import math
 import os
@@ -45,8 +46,10 @@ def read_parts(path):
     names = sorted(entries[0][1])
     for number, (photo, parts) in enumerate(entries, 1):
         if sorted(parts) != names:
-            raise UserError(f"{_entry_name(path, number, photo)} has parts {sorted(parts)}, the first photo "
-                            f"{names}; every photo needs the same parts")
+            raise UserError(
+                f"{_entry_name(path, number, photo)} has parts {sorted(parts)}, the first photo "
+                f"{names}; every photo needs the same parts"
+            )
     return [(os.path.join(os.path.dirname(path), photo), parts) for photo, parts in entries]
 
 
@@ -57,12 +60,15 @@ def _entry_name(path, number, photo):
 def _checked_entry(path, number, entry):
     """The photo and parts of the parts file's `number`th entry, each box checked (see `box_problem`)."""
     if not isinstance(entry, dict) or not isinstance(entry.get("photo"), str) or not entry["photo"]:
-        raise UserError(f'{path}: photo {number}: an entry is {{"photo": PATH, "parts": {{...}}}}, '
-                        f"not {json.dumps(entry)}")
+        raise UserError(
+            f'{path}: photo {number}: an entry is {{"photo": PATH, "parts": {{...}}}}, not {json.dumps(entry)}'
+        )
     photo, parts = entry["photo"], entry.get("parts")
     if not isinstance(parts, dict) or not parts:
-        raise UserError(f'{_entry_name(path, number, photo)}: "parts" must name at least one part and its box, '
-                        f"not {json.dumps(parts)}")
+        raise UserError(
+            f'{_entry_name(path, number, photo)}: "parts" must name at least one part and its box, '
+            f"not {json.dumps(parts)}"
+        )
     for name, box in parts.items():
         problem = box_problem(box)
         if problem:
@@ -72,8 +78,11 @@ def _checked_entry(path, number, entry):
 
 def box_problem(box):
     """What makes `box`, as read from a parts file, no box in a photo's pixels, or None."""
-    if not (isinstance(box, list) and len(box) == 4
-            and all(isinstance(value, int) and not isinstance(value, bool) for value in box)):
+    if not (
+        isinstance(box, list)
+        and len(box) == 4
+        and all(isinstance(value, int) and not isinstance(value, bool) for value in box)
+    ):
         return f"a box is [left, top, right, bottom] in whole pixels, not {json.dumps(box)}"
     left, top, right, bottom = box
     if min(box) < 0:
@@ -92,8 +101,12 @@ def input_box(box, photo_size, side):
     left, top, right, bottom = box
     if left < 0 or top < 0 or right > width or bottom > height:
         raise ValueError(f"box {list(box)} reaches outside the {width} x {height} photo")
-    return (math.floor(left * side / width), math.floor(top * side / height),
-            math.ceil(right * side / width), math.ceil(bottom * side / height))
+    return (
+        math.floor(left * side / width),
+        math.floor(top * side / height),
+        math.ceil(right * side / width),
+        math.ceil(bottom * side / height),
+    )
 
 
 def load_photos(entries, preprocess, parts_path):
@@ -150,8 +163,9 @@ def deltas(model, inputs, original, mask_sets, batch_size, description):
     against the features `original` of the unmasked inputs."""
     grey = torch.stack([masked(x, box) for chosen in mask_sets for x, box in zip(inputs, chosen)])
     features = layer_features(model, grey, LAYERS, batch_size, description)
-    return {layer: [delta(original[layer] - changed) for changed in features[layer].split(len(inputs))]
-            for layer in LAYERS}
+    return {
+        layer: [delta(original[layer] - changed) for changed in features[layer].split(len(inputs))] for layer in LAYERS
+    }
 
 
 def measure(model, inputs, boxes, draws, generator, batch_size):
@@ -166,8 +180,9 @@ def measure(model, inputs, boxes, draws, generator, batch_size):
     results = {}
     for part in tqdm(boxes[0], desc="parts", unit="part"):
         own = [photo[part] for photo in boxes]
-        passes = chain([("part", [own])],
-                       (("random", drawn) for drawn in random_draws(own, side, draws, per_pass, generator)))
+        passes = chain(
+            [("part", [own])], (("random", drawn) for drawn in random_draws(own, side, draws, per_pass, generator))
+        )
         for masks, mask_sets in passes:
             for layer, values in deltas(model, inputs, original, mask_sets, batch_size, f"{part} ({masks})").items():
                 results.setdefault((part, masks, layer), []).extend(values)
@@ -190,9 +205,12 @@ def table(results, parts, sizes, count, draws):
                 row[f"layer{layer}_share_std"] = values.std() / (pairs * sizes[layer])
             rows.append(row)
     header = f"{'masked':<22}" + "".join(f"{f'layer {layer}: Delta (share of signs)':>38}" for layer in LAYERS)
-    lines = [f"Delta = sum over the {pairs} pairs of {count} photos of the Hamming distance between the signs of "
-             f"their feature changes (lower = more consistent); random: mean +- std over {draws} draws.",
-             f"Features: {', '.join(f'layer {layer} {sizes[layer]}' for layer in LAYERS)}.", header]
+    lines = [
+        f"Delta = sum over the {pairs} pairs of {count} photos of the Hamming distance between the signs of "
+        f"their feature changes (lower = more consistent); random: mean +- std over {draws} draws.",
+        f"Features: {', '.join(f'layer {layer} {sizes[layer]}' for layer in LAYERS)}.",
+        header,
+    ]
     for row in rows:
         label = row["part"] if row["masks"] == "part" else f"random ({row['part']} size)"
         cells = []
@@ -205,8 +223,7 @@ def table(results, parts, sizes, count, draws):
 
 def csv_rows(rows):
     """`table`'s rows with their measurements to six significant digits, for the CSV."""
-    return [{key: f"{value:.6g}" if isinstance(value, float) else value for key, value in row.items()}
-            for row in rows]
+    return [{key: f"{value:.6g}" if isinstance(value, float) else value for key, value in row.items()} for row in rows]
 
 
 def plot(inputs, boxes, labels, rows, preprocess, path):
@@ -218,8 +235,17 @@ def plot(inputs, boxes, labels, rows, preprocess, path):
     for axis, x, photo_boxes, label in zip(photo_axes.subplots(1, len(inputs)), inputs, boxes, labels):
         show_input(axis, x, preprocess)
         for part, (left, top, right, bottom) in photo_boxes.items():
-            axis.add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, lw=2,
-                                     edgecolor=part_colours[part], label=part))
+            axis.add_patch(
+                Rectangle(
+                    (left - 0.5, top - 0.5),
+                    right - left,
+                    bottom - top,
+                    fill=False,
+                    lw=2,
+                    edgecolor=part_colours[part],
+                    label=part,
+                )
+            )
         axis.set_title(label, fontsize=8)
     photo_axes.axes[0].legend(loc="lower left", fontsize=8)
     for axis, layer in zip(chart_axes.subplots(1, len(LAYERS)), LAYERS):
@@ -228,8 +254,14 @@ def plot(inputs, boxes, labels, rows, preprocess, path):
             chosen = [row for part in parts for row in rows if row["part"] == part and row["masks"] == masks]
             # Only the random boxes vary from draw to draw: they alone get error bars (one std).
             spread = [row[f"layer{layer}_share_std"] for row in chosen] if masks == "random" else None
-            axis.bar(positions + offset, [row[f"layer{layer}_share"] for row in chosen], width=0.4, yerr=spread,
-                     capsize=4, label=label)
+            axis.bar(
+                positions + offset,
+                [row[f"layer{layer}_share"] for row in chosen],
+                width=0.4,
+                yerr=spread,
+                capsize=4,
+                label=label,
+            )
         axis.set_xticks(positions, parts)
         axis.set(title=f"layer {layer}", ylabel="Delta / (pairs x features)")
         axis.legend(fontsize=8)

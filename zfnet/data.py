@@ -14,6 +14,7 @@ again in every epoch, in the training process. Here each photo is decoded once:
 The cache is a memory-mapped .npy file beside the split (`<data>/.cache/`), keyed by the
 split's file list, sizes and modification times, and rebuilt when the split changes.
 """
+
 import hashlib
 import json
 import multiprocessing
@@ -38,13 +39,19 @@ def scan_classes(folder):
     it is missing, has no class folders or a class folder holds no photos."""
     if not os.path.isdir(folder):
         raise UserError(f"folder not found: {folder}")
-    classes = sorted(entry.name for entry in os.scandir(folder)
-                     if _reaches(entry.is_dir) and not entry.name.startswith("."))
+    classes = sorted(
+        entry.name for entry in os.scandir(folder) if _reaches(entry.is_dir) and not entry.name.startswith(".")
+    )
     if not classes:
         raise UserError(f"{folder} has no class folders")
-    photos = {name: sorted(entry.path for entry in os.scandir(os.path.join(folder, name))
-                           if entry.name.lower().endswith(IMAGE_SUFFIXES) and _is_photo_file(entry))
-              for name in classes}
+    photos = {
+        name: sorted(
+            entry.path
+            for entry in os.scandir(os.path.join(folder, name))
+            if entry.name.lower().endswith(IMAGE_SUFFIXES) and _is_photo_file(entry)
+        )
+        for name in classes
+    }
     empty = [name for name, files in photos.items() if not files]
     if empty:
         raise UserError(f"{folder}: no photos in class folder(s) {', '.join(empty)}")
@@ -74,7 +81,7 @@ def decoded_batches(paths, preprocess, batch_size, desc):
     """`(first index, inputs)` for consecutive batches of `paths`, decoded as they are needed
     (network inputs as load_input makes them), with a progress bar."""
     for start in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", leave=False):
-        yield start, torch.stack([load_input(path, preprocess) for path in paths[start:start + batch_size]])
+        yield start, torch.stack([load_input(path, preprocess) for path in paths[start : start + batch_size]])
 
 
 class TutorialPhotos(torch.utils.data.Dataset):
@@ -113,10 +120,14 @@ def scan_split(root):
     if train_classes != val_classes:
         only_train = sorted(set(train_classes) - set(val_classes))
         only_val = sorted(set(val_classes) - set(train_classes))
-        raise UserError(f"train/ and val/ have different classes (only in train: {only_train or 'none'}; "
-                        f"only in val: {only_val or 'none'})")
-    samples = {side: [(path, label) for label, name in enumerate(train_classes)
-                      for path in sides[side][name]] for side in sides}
+        raise UserError(
+            f"train/ and val/ have different classes (only in train: {only_train or 'none'}; "
+            f"only in val: {only_val or 'none'})"
+        )
+    samples = {
+        side: [(path, label) for label, name in enumerate(train_classes) for path in sides[side][name]]
+        for side in sides
+    }
     return train_classes, samples
 
 
@@ -196,8 +207,9 @@ class PhotoCache:
         pixels = np.empty((len(paths), 3, side_len, side_len), dtype=np.uint8)
         sizes = []
         decoder = _Decoder(training, side_len)
-        bar = dict(total=len(paths), desc=f"decoding {side} photos into the cache", unit="photo",
-                   disable=quiet, leave=False)
+        bar = dict(
+            total=len(paths), desc=f"decoding {side} photos into the cache", unit="photo", disable=quiet, leave=False
+        )
         if workers > 1:
             with multiprocessing.get_context("spawn").Pool(workers) as pool:
                 results = list(tqdm(pool.imap(decoder, paths, chunksize=16), **bar))
@@ -214,8 +226,10 @@ class PhotoCache:
                 _save_cache(cache_dir, name, side, pixels, sizes)
             except (OSError, UserError) as error:  # no room or no permission (atomic_write's are UserErrors)
                 if not quiet:
-                    print(f"note: the photo cache cannot be written in {cache_dir} ({error}); "
-                          f"keeping it in memory for this run")
+                    print(
+                        f"note: the photo cache cannot be written in {cache_dir} ({error}); "
+                        f"keeping it in memory for this run"
+                    )
         return cls(pixels, labels, torch.tensor(sizes) if training else None)
 
 
@@ -241,8 +255,11 @@ def random_resized_crop_boxes(sizes, generator, scale=(0.08, 1.0), ratio=(3 / 4,
     width = sizes[:, 1:2].double()
     area = height * width * torch.empty(count, tries, dtype=torch.float64).uniform_(*scale, generator=generator)
     log_ratio = torch.log(torch.tensor(ratio, dtype=torch.float64))
-    aspect = torch.exp(torch.empty(count, tries, dtype=torch.float64).uniform_(
-        float(log_ratio[0]), float(log_ratio[1]), generator=generator))
+    aspect = torch.exp(
+        torch.empty(count, tries, dtype=torch.float64).uniform_(
+            float(log_ratio[0]), float(log_ratio[1]), generator=generator
+        )
+    )
     w = torch.round(torch.sqrt(area * aspect))
     h = torch.round(torch.sqrt(area / aspect))
     fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
@@ -258,10 +275,12 @@ def random_resized_crop_boxes(sizes, generator, scale=(0.08, 1.0), ratio=(3 / 4,
     central_h = torch.where(shape < low, torch.round(width / low), height)
     w = torch.where(found, w, central_w)
     h = torch.where(found, h, central_h)
-    top = torch.where(found, torch.floor(offsets[:, 0] * (height - h + 1)),
-                      torch.div(height - h, 2, rounding_mode="floor"))
-    left = torch.where(found, torch.floor(offsets[:, 1] * (width - w + 1)),
-                       torch.div(width - w, 2, rounding_mode="floor"))
+    top = torch.where(
+        found, torch.floor(offsets[:, 0] * (height - h + 1)), torch.div(height - h, 2, rounding_mode="floor")
+    )
+    left = torch.where(
+        found, torch.floor(offsets[:, 1] * (width - w + 1)), torch.div(width - w, 2, rounding_mode="floor")
+    )
     return torch.stack([top, left, h, w], dim=1)
 
 
@@ -292,8 +311,7 @@ def train_inputs(cache, indices, generator, preprocess, crop_scale=(0.08, 1.0)):
     flips = torch.rand(len(indices), generator=generator) < 0.5
     pixels = cache.take(indices)
     device = pixels.device
-    crops = crop_resize_flip(pixels, sizes.to(device), boxes.to(device), flips.to(device),
-                             preprocess["input_size"])
+    crops = crop_resize_flip(pixels, sizes.to(device), boxes.to(device), flips.to(device), preprocess["input_size"])
     return normalize(crops, preprocess["mean"], preprocess["std"])
 
 

@@ -24,6 +24,7 @@ position in the layer's feature map. Projections are zero outside the receptive 
 patch is all there is. Speed: one forward pass per image serves all its projections, and each
 projection is computed only inside the window its activation reaches at each layer below.
 """
+
 import functools
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ class ReceptiveField:
     """The input patch one activation of a layer sees: `size` pixels square; activation
     (y, x)'s patch starts at row `offset + y * stride`, column `offset + x * stride`. A patch
     may reach past the image's edges, into the zero padding."""
+
     size: int
     stride: int
     offset: int
@@ -47,8 +49,9 @@ class ReceptiveField:
 
 
 def _geometry(module):
-    return tuple(value[0] if isinstance(value, tuple) else value
-                 for value in (module.kernel_size, module.stride, module.padding))
+    return tuple(
+        value[0] if isinstance(value, tuple) else value for value in (module.kernel_size, module.stride, module.padding)
+    )
 
 
 def receptive_fields(model):
@@ -237,7 +240,7 @@ def project(model, images, requests, images_per_pass=16, projections_per_pass=64
     deconvs = {n: _transposed_conv(model.stage(n).conv) for n in model.conv_layers}
     wanted = sorted({request[0] for request in requests})
     for start in range(0, len(wanted), images_per_pass):
-        chunk = wanted[start:start + images_per_pass]
+        chunk = wanted[start : start + images_per_pass]
         local = {image: i for i, image in enumerate(chunk)}
         rows = [i for i, request in enumerate(requests) if request[0] in local]
         batch = images[chunk].to(device)
@@ -252,15 +255,17 @@ def project(model, images, requests, images_per_pass=16, projections_per_pass=64
         for layer in sorted({requests[i][1] for i in rows}):
             of_layer = [i for i in rows if requests[i][1] == layer]
             for first in range(0, len(of_layer), projections_per_pass):
-                part = of_layer[first:first + projections_per_pass]
-                image, channel, y, x = torch.tensor([(local[requests[i][0]], *requests[i][2:]) for i in part],
-                                                    device=device).T
+                part = of_layer[first : first + projections_per_pass]
+                image, channel, y, x = torch.tensor(
+                    [(local[requests[i][0]], *requests[i][2:]) for i in part], device=device
+                ).T
                 maps = forward[layer][0]
                 if (y >= maps.shape[-2]).any() or (x >= maps.shape[-1]).any():
                     raise ValueError(f"a position lies outside layer {layer}'s {maps.shape[-1]}x{maps.shape[-1]} maps")
                 value = maps[image, channel, y, x]
-                field = _project_layer(model, layer, batch.shape[-1], forward, deconvs, image, channel, value,
-                                       torch.stack([y, x], 1))
+                field = _project_layer(
+                    model, layer, batch.shape[-1], forward, deconvs, image, channel, value, torch.stack([y, x], 1)
+                )
                 for i, patch in zip(part, field):
                     patches[i] = patch
     return patches

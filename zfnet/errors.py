@@ -1,5 +1,6 @@
 """One exception type for "the user gave something wrong", and the wrapper every script's
 entry point uses to turn it into a single line on stderr and exit status 2."""
+
 import os
 import sys
 

@@ -1,6 +1,7 @@
 """What the experiments (occlusion, invariance, correspondence) share: the network their
 --checkpoint and --device name, the layers they need, the class a photo is judged against,
 and layer features in batches."""
+
 import os
 
 import torch
@@ -20,8 +21,10 @@ def require_layers(model, layers, checkpoint_path):
     """UserError naming the checkpoint unless its network has every one of `layers`."""
     missing = [n for n in layers if n not in model.conv_layers + model.fc_layers]
     if missing:
-        raise UserError(f"{checkpoint_path}: this network has no layer {', '.join(map(str, missing))} "
-                        f"(it has {', '.join(map(str, model.conv_layers + model.fc_layers))})")
+        raise UserError(
+            f"{checkpoint_path}: this network has no layer {', '.join(map(str, missing))} "
+            f"(it has {', '.join(map(str, model.conv_layers + model.fc_layers))})"
+        )
 
 
 def class_index(name, classes):
@@ -59,8 +62,9 @@ def layer_features(model, inputs, layers, batch_size, description):
     device = next(model.parameters()).device
     parts = {layer: [] for layer in layers}
     with torch.inference_mode():
-        for batch in tqdm(inputs.split(batch_size), desc=description, unit="batch", leave=False,
-                          disable=len(inputs) <= batch_size):
+        for batch in tqdm(
+            inputs.split(batch_size), desc=description, unit="batch", leave=False, disable=len(inputs) <= batch_size
+        ):
             for layer, output in model.activations(batch.to(device), layers).items():
                 parts[layer].append(output.flatten(1).cpu())
     return {layer: torch.cat(outputs) for layer, outputs in parts.items()}

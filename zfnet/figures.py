@@ -1,4 +1,5 @@
 """Figures, drawn with matplotlib's headless backend and written atomically."""
+
 import matplotlib
 
 matplotlib.use("Agg")  # figures are always saved, never shown: no display needed
@@ -63,6 +64,5 @@ def plot_confusion(matrix, classes, path, title="validation confusion matrix"):
     peak = max(max(row) for row in matrix) or 1
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
-            axis.text(j, i, str(count), ha="center", va="center",
-                      color="white" if count > peak / 2 else "black")
+            axis.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
     save_figure(figure, path)

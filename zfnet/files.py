@@ -7,6 +7,7 @@ The temporary files carry a prefix of their own, so that the debris a killed pro
 disk, a folder that is a file, no permission) is the user's to fix: it ends in one line
 naming the path, and the file that was there before stays as it was.
 """
+
 import glob
 import os
 import tempfile

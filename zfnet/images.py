@@ -5,6 +5,7 @@ their preprocessing cannot drift apart. The result is bit-identical to torchvisi
 `Resize((size, size))`, `ToTensor()`, `Normalize(mean, std)` on the same PIL image, without
 importing torchvision (which would add over a second to predict.py's start).
 """
+
 import contextlib
 import errno
 import os
@@ -26,8 +27,12 @@ def find_images(folder):
     cannot be read, which open_rgb explains."""
     if not os.path.isdir(folder):
         raise UserError(f"image folder not found: {folder}")
-    paths = sorted(os.path.join(root, name) for root, _, names in os.walk(folder)
-                   for name in names if name.lower().endswith(IMAGE_SUFFIXES))
+    paths = sorted(
+        os.path.join(root, name)
+        for root, _, names in os.walk(folder)
+        for name in names
+        if name.lower().endswith(IMAGE_SUFFIXES)
+    )
     if not paths:
         raise UserError(f"no photos in {folder} (looked for {', '.join(IMAGE_SUFFIXES)} files)")
     return paths

@@ -5,6 +5,7 @@ true class, and what these say about each of the paper's findings.
 invariance.py is the command line over `default_photos`, `measure_photos`, `plot`,
 `table_rows` and `findings`.
 """
+
 import argparse
 import math
 import os
@@ -46,8 +47,9 @@ def steps(text):
     if step <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: STEP must be above 0")
     if stop < start:
-        raise argparse.ArgumentTypeError(f"{text!r}: STOP is below START, which leaves no steps; "
-                                         f"write the range from low to high")
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: STOP is below START, which leaves no steps; write the range from low to high"
+        )
     # Steps after START; the tolerance keeps STOP despite rounding. It may overflow to inf,
     # which the limit refuses too.
     span = (stop - start) / step + 1e-9
@@ -62,8 +64,9 @@ def scale_steps(text):
     a negative one would mirror it."""
     amounts = steps(text)
     if amounts[0] <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: scale factors must be above 0, this range starts at "
-                                         f"{amounts[0]:g}")
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: scale factors must be above 0, this range starts at {amounts[0]:g}"
+        )
     return amounts
 
 
@@ -72,8 +75,10 @@ def check_translation(amounts, input_size):
     input, leaving nothing but grey."""
     farthest = max(abs(amount) for amount in amounts)
     if farthest >= input_size:
-        raise UserError(f"--translate reaches {farthest:g} pixels: the photo would leave this network's "
-                        f"{input_size}-pixel input entirely")
+        raise UserError(
+            f"--translate reaches {farthest:g} pixels: the photo would leave this network's "
+            f"{input_size}-pixel input entirely"
+        )
 
 
 def default_photos(images, classes):
@@ -82,8 +87,10 @@ def default_photos(images, classes):
     found = scan_classes(images)
     missing = [name for name in classes if name not in found]
     if missing:
-        raise UserError(f"no photos in {os.path.join(images, missing[0])}; give photos or point --images at a "
-                        f"folder with one sub-folder per class ({', '.join(classes)})")
+        raise UserError(
+            f"no photos in {os.path.join(images, missing[0])}; give photos or point --images at a "
+            f"folder with one sub-folder per class ({', '.join(classes)})"
+        )
     return [found[name][0] for name in classes]
 
 
@@ -106,8 +113,9 @@ def transform(x, kind, amounts):
         theta[:, 0, 1] = -torch.sin(radians)
         theta[:, 1, 0] = torch.sin(radians)
     grid = F.affine_grid(theta, (len(amounts), *x.shape), align_corners=False)
-    return F.grid_sample(x.expand(len(amounts), -1, -1, -1), grid, mode="bilinear", padding_mode="zeros",
-                         align_corners=False)
+    return F.grid_sample(
+        x.expand(len(amounts), -1, -1, -1), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
 
 
 def measure(model, x, ranges, target, batch_size):
@@ -121,11 +129,17 @@ def measure(model, x, ranges, target, batch_size):
         probabilities = model.classifier(features[7].to(next(model.parameters()).device)).softmax(1).cpu()
     distances = {layer: (features[layer][1:] - features[layer][0]).norm(dim=1) for layer in LAYERS}
     settings = [(kind, amount) for kind in TRANSFORMATIONS for amount in ranges[kind]]
-    return [{"transformation": kind, "amount": amount, "layer1_distance": float(distances[1][index]),
-             "layer7_distance": float(distances[7][index]),
-             "true_class_probability": float(probabilities[index + 1, target]),
-             "predicted_class": int(probabilities[index + 1].argmax())}
-            for index, (kind, amount) in enumerate(settings)]
+    return [
+        {
+            "transformation": kind,
+            "amount": amount,
+            "layer1_distance": float(distances[1][index]),
+            "layer7_distance": float(distances[7][index]),
+            "true_class_probability": float(probabilities[index + 1, target]),
+            "predicted_class": int(probabilities[index + 1].argmax()),
+        }
+        for index, (kind, amount) in enumerate(settings)
+    ]
 
 
 def measure_photos(model, inputs, labels, classes, class_name, ranges, batch_size):
@@ -148,15 +162,23 @@ def plot(results, targets, classes, path):
     """Figure 5: a row per transformation; columns layer-1 distance, layer-7 distance and
     probability of the true class; a curve per photo."""
     figure, axes = plt.subplots(3, 3, figsize=(13, 10), layout="constrained")
-    columns = [("layer1_distance", "layer-1 distance"), ("layer7_distance", "layer-7 distance"),
-               ("true_class_probability", "probability of the true class")]
+    columns = [
+        ("layer1_distance", "layer-1 distance"),
+        ("layer7_distance", "layer-7 distance"),
+        ("true_class_probability", "probability of the true class"),
+    ]
     for row, kind in enumerate(TRANSFORMATIONS):
         for column, (field, title) in enumerate(columns):
             axis = axes[row, column]
             for label, rows in results.items():
                 rows = [values for values in rows if values["transformation"] == kind]
-                axis.plot([values["amount"] for values in rows], [values[field] for values in rows], "-o",
-                          markersize=3, label=f"{label} ({classes[targets[label]]})")
+                axis.plot(
+                    [values["amount"] for values in rows],
+                    [values[field] for values in rows],
+                    "-o",
+                    markersize=3,
+                    label=f"{label} ({classes[targets[label]]})",
+                )
             axis.set(xlabel=UNITS[kind], title=f"{kind}: {title}")
             axis.grid(alpha=0.3)
         axes[row, 2].set_ylim(0, 1)
@@ -166,12 +188,20 @@ def plot(results, targets, classes, path):
 
 def table_rows(results, targets, classes):
     """Every measurement as a row of invariance.csv, classes by name."""
-    return [{"photo": label, "true_class": classes[targets[label]], "transformation": values["transformation"],
-             "amount": values["amount"], "layer1_distance": values["layer1_distance"],
-             "layer7_distance": values["layer7_distance"],
-             "true_class_probability": values["true_class_probability"],
-             "predicted_class": classes[values["predicted_class"]]}
-            for label, rows in results.items() for values in rows]
+    return [
+        {
+            "photo": label,
+            "true_class": classes[targets[label]],
+            "transformation": values["transformation"],
+            "amount": values["amount"],
+            "layer1_distance": values["layer1_distance"],
+            "layer7_distance": values["layer7_distance"],
+            "true_class_probability": values["true_class_probability"],
+            "predicted_class": classes[values["predicted_class"]],
+        }
+        for label, rows in results.items()
+        for values in rows
+    ]
 
 
 def closeness(kind, amount):
@@ -213,49 +243,77 @@ def line_fit(rows, field):
 def findings(results, targets, originals, classes):
     """Lines that say, from the measurements, whether each of the paper's findings holds;
     `originals` holds each photo's class probabilities before any transformation."""
+
     def mean_over_photos(measure_rows, kind, field):
-        measured = [measure_rows([values for values in rows if values["transformation"] == kind], field)
-                    for rows in results.values()]
+        measured = [
+            measure_rows([values for values in rows if values["transformation"] == kind], field)
+            for rows in results.values()
+        ]
         measured = [value for value in measured if not np.isnan(value)]
         # Too few amounts on a side leave nothing to fit: nan, printed as such.
         return np.mean(measured) if measured else float("nan")
 
-    shares = {(kind, layer): mean_over_photos(small_step_share, kind, f"layer{layer}_distance")
-              for kind in TRANSFORMATIONS for layer in LAYERS}
+    shares = {
+        (kind, layer): mean_over_photos(small_step_share, kind, f"layer{layer}_distance")
+        for kind in TRANSFORMATIONS
+        for layer in LAYERS
+    }
     holds = [kind for kind in TRANSFORMATIONS if shares[kind, 1] > shares[kind, 7]]
     detail = "; ".join(f"{kind} {shares[kind, 1]:.0%} vs {shares[kind, 7]:.0%}" for kind in TRANSFORMATIONS)
-    verdict = ("as in the paper, small transformations change layer 1 a lot and layer 7 much less"
-               if len(holds) == len(TRANSFORMATIONS) else f"as in the paper only for {', '.join(holds) or 'none'}")
-    lines = [f"Small transformations: the step nearest the original gives layer 1 this share of its largest "
-             f"change over the range, layer 7 that share ({detail}; mean over photos): {verdict}."]
+    verdict = (
+        "as in the paper, small transformations change layer 1 a lot and layer 7 much less"
+        if len(holds) == len(TRANSFORMATIONS)
+        else f"as in the paper only for {', '.join(holds) or 'none'}"
+    )
+    lines = [
+        f"Small transformations: the step nearest the original gives layer 1 this share of its largest "
+        f"change over the range, layer 7 that share ({detail}; mean over photos): {verdict}."
+    ]
 
-    fits = {(kind, layer): mean_over_photos(line_fit, kind, f"layer{layer}_distance")
-            for kind in ("translation", "scale") for layer in LAYERS}
+    fits = {
+        (kind, layer): mean_over_photos(line_fit, kind, f"layer{layer}_distance")
+        for kind in ("translation", "scale")
+        for layer in LAYERS
+    }
     linear = [kind for kind in ("translation", "scale") if fits[kind, 7] >= LINEAR_R2]
-    detail = "; ".join(f"{kind} R2 = {fits[kind, 7]:.2f} (layer 1: {fits[kind, 1]:.2f})"
-                       for kind in ("translation", "scale"))
-    verdict = {2: "roughly linear in both, as in the paper", 1: f"roughly linear only in {''.join(linear)}",
-               0: "not roughly linear in either, unlike the paper"}[len(linear)]
-    lines.append(f"Linearity: a straight line through each side of the layer-7 distance curve explains {detail}, "
-                 f"mean over photos: layer 7 is {verdict} (R2 >= {LINEAR_R2} counts as roughly linear).")
+    detail = "; ".join(
+        f"{kind} R2 = {fits[kind, 7]:.2f} (layer 1: {fits[kind, 1]:.2f})" for kind in ("translation", "scale")
+    )
+    verdict = {
+        2: "roughly linear in both, as in the paper",
+        1: f"roughly linear only in {''.join(linear)}",
+        0: "not roughly linear in either, unlike the paper",
+    }[len(linear)]
+    lines.append(
+        f"Linearity: a straight line through each side of the layer-7 distance curve explains {detail}, "
+        f"mean over photos: layer 7 is {verdict} (R2 >= {LINEAR_R2} counts as roughly linear)."
+    )
 
     judged = {"invariant": [], "not invariant": [], "misclassified even unrotated": []}
     for label, rows in results.items():
         name, target = classes[targets[label]], targets[label]
-        turned = [values for values in rows
-                  if values["transformation"] == "rotation" and closeness("rotation", values["amount"]) > 0]
+        turned = [
+            values
+            for values in rows
+            if values["transformation"] == "rotation" and closeness("rotation", values["amount"]) > 0
+        ]
         probabilities = [values["true_class_probability"] for values in turned]
         kept = sum(values["predicted_class"] == target for values in turned)
-        lines.append(f"Rotation, {label}: P({name}) {originals[label][target]:.2f} unrotated, "
-                     f"{min(probabilities):.2f} to {max(probabilities):.2f} turned; {name} is the most probable "
-                     f"class at {kept} of {len(turned)} angles.")
+        lines.append(
+            f"Rotation, {label}: P({name}) {originals[label][target]:.2f} unrotated, "
+            f"{min(probabilities):.2f} to {max(probabilities):.2f} turned; {name} is the most probable "
+            f"class at {kept} of {len(turned)} angles."
+        )
         if int(originals[label].argmax()) != target:
             judged["misclassified even unrotated"].append(label)
         elif kept >= INVARIANT_SHARE * len(turned):
             judged["invariant"].append(label)
         else:
             judged["not invariant"].append(label)
-    lines.append(f"Rotation invariance (the true class stays the most probable at >= {INVARIANT_SHARE:.0%} of the "
-                 f"angles): " + "; ".join(f"{verdict}: {', '.join(labels) or 'none'}"
-                                         for verdict, labels in judged.items()) + ".")
+    lines.append(
+        f"Rotation invariance (the true class stays the most probable at >= {INVARIANT_SHARE:.0%} of the "
+        f"angles): "
+        + "; ".join(f"{verdict}: {', '.join(labels) or 'none'}" for verdict, labels in judged.items())
+        + "."
+    )
     return lines

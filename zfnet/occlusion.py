@@ -20,6 +20,7 @@ occlusion.py is the command line over `photo_result` (the maps of one photo and 
 were measured against) and `draw` (the paper's figure 7 from them), written where
 `output_paths` says in a folder claimed with `own_names`.
 """
+
 import glob
 import math
 import os
@@ -71,15 +72,16 @@ def occlusion_maps(model, x, size, stride, target, layer, channel, batch_size=64
     results = {"feature": [], "probability": [], "prediction": []}
     with torch.inference_mode():
         steps, feature_map, pooled = _unoccluded(model, x, layer, channel)
-        for rows in tqdm(grid.split(batch_size), desc="occluder positions", unit="batch",
-                         disable=not progress, leave=False):
+        for rows in tqdm(
+            grid.split(batch_size), desc="occluder positions", unit="batch", disable=not progress, leave=False
+        ):
             patch, top, left = x.new_zeros(len(rows), size, size, x.shape[0]), rows[:, 0], rows[:, 1]
             for n, op, clean in steps:
                 patch, top, left = _window_through(op, clean, patch, top, left)
                 if isinstance(op, nn.Conv2d):
                     patch = F.relu(patch)
                     if n == layer:
-                        feature = _whole(feature_map, patch[..., channel:channel + 1], top, left).sum((1, 2, 3))
+                        feature = _whole(feature_map, patch[..., channel : channel + 1], top, left).sum((1, 2, 3))
             features = _whole(pooled, patch, top, left).permute(0, 3, 1, 2).flatten(1)
             for n in model.fc_layers:
                 features = model.stage(n)(features)
@@ -104,9 +106,18 @@ def photo_result(model, x, path, classes, class_name, size, stride, batch_size):
     maps = occlusion_maps(model, x, size, stride, target, FEATURE_LAYER, channel, batch_size, progress=True)
     # The input is square, so the square takes the same offsets down as across.
     offsets = np.array(square_positions(x.shape[-1], size, stride))
-    result = {**{name: values.numpy() for name, values in maps.items()}, "tops": offsets, "lefts": offsets,
-              "size": size, "stride": stride, "layer": FEATURE_LAYER, "channel": channel, "target": target,
-              "classes": np.array(classes), "unoccluded_probability": probabilities.numpy()}
+    result = {
+        **{name: values.numpy() for name, values in maps.items()},
+        "tops": offsets,
+        "lefts": offsets,
+        "size": size,
+        "stride": stride,
+        "layer": FEATURE_LAYER,
+        "channel": channel,
+        "target": target,
+        "classes": np.array(classes),
+        "unoccluded_probability": probabilities.numpy(),
+    }
     return result, (row, column)
 
 
@@ -115,7 +126,7 @@ def own_names(folder):
     zfnet.outputs): NAME.npz, and NAME.png only beside its NAME.npz, since a PNG alone may
     well be one of the user's photos."""
     maps = glob.glob(os.path.join(glob.escape(folder), "*.npz"))
-    return ("*.npz", *(glob.escape(os.path.basename(path)[:-len(".npz")]) + ".png" for path in maps))
+    return ("*.npz", *(glob.escape(os.path.basename(path)[: -len(".npz")]) + ".png" for path in maps))
 
 
 def output_paths(out, names):
@@ -126,8 +137,10 @@ def output_paths(out, names):
     for path, name in names.items():
         stem = os.path.splitext(name)[0]
         if stem in photos:
-            raise UserError(f"{photos[stem]} and {path} would both write {stem}.png and {stem}.npz; "
-                            f"rename one or run them separately")
+            raise UserError(
+                f"{photos[stem]} and {path} would both write {stem}.png and {stem}.npz; "
+                f"rename one or run them separately"
+            )
         photos[stem] = path
     return {path: (out.path(stem + ".png"), out.path(stem + ".npz")) for stem, path in photos.items()}
 
@@ -159,8 +172,15 @@ def draw(path, title, model, x, preprocess, result, strongest):
 
     lowest = lowest_position(result)
     show_input(axes[0], x, preprocess)
-    axes[0].add_patch(Rectangle((offsets[lowest[1]] - 0.5, offsets[lowest[0]] - 0.5), size, size,
-                                facecolor=(0.5, 0.5, 0.5, 0.8), edgecolor="black"))
+    axes[0].add_patch(
+        Rectangle(
+            (offsets[lowest[1]] - 0.5, offsets[lowest[0]] - 0.5),
+            size,
+            size,
+            facecolor=(0.5, 0.5, 0.5, 0.8),
+            edgecolor="black",
+        )
+    )
     axes[0].set_title(f"{title}\nsquare where P({classes[target]}) is lowest")
 
     pixels, (top, left, bottom, right) = strongest_projection(model, x, channel, *strongest)
@@ -169,8 +189,13 @@ def draw(path, title, model, x, preprocess, result, strongest):
     axes[2].set_title(f"feature map {channel}'s strongest activation,\nprojected by the deconvnet")
 
     panels = [
-        (axes[1], result["feature"], f"(a) layer {FEATURE_LAYER}, feature map {channel}:\ntotal activation",
-         "viridis", {}),
+        (
+            axes[1],
+            result["feature"],
+            f"(a) layer {FEATURE_LAYER}, feature map {channel}:\ntotal activation",
+            "viridis",
+            {},
+        ),
         (axes[3], result["probability"], f"(b) probability of {classes[target]}", "magma", {"vmin": 0, "vmax": 1}),
     ]
     for axis, values, panel_title, colormap, limits in panels:
@@ -178,9 +203,10 @@ def draw(path, title, model, x, preprocess, result, strongest):
         figure.colorbar(image, ax=axis, shrink=0.8)
         axis.set_title(panel_title)
 
-    palette = colors.ListedColormap(plt.get_cmap("tab10").colors[:len(classes)])
-    image = axes[4].imshow(result["prediction"], extent=extent, cmap=palette, vmin=-0.5,
-                           vmax=len(classes) - 0.5, interpolation="nearest")
+    palette = colors.ListedColormap(plt.get_cmap("tab10").colors[: len(classes)])
+    image = axes[4].imshow(
+        result["prediction"], extent=extent, cmap=palette, vmin=-0.5, vmax=len(classes) - 0.5, interpolation="nearest"
+    )
     legend = figure.colorbar(image, ax=axes[4], shrink=0.8, ticks=range(len(classes)))
     legend.ax.set_yticklabels(classes)
     axes[4].set_title("(c) most probable class")
@@ -189,9 +215,11 @@ def draw(path, title, model, x, preprocess, result, strongest):
     axes[1].set_ylabel("square centre y (pixels)")
     save_figure(figure, path, dpi=100)
 
+
 # Maps are kept channels-last, (H, W, C) or (B, H, W, C), from here on: a window is then
 # gathered as whole rows of C values, and the convolutions get the memory layout they
 # run fastest in.
+
 
 def _unoccluded(model, x, layer, channel):
     """For the unoccluded input: each convolution and pooling of layers 1-5 with its input
@@ -203,7 +231,7 @@ def _unoccluded(model, x, layer, channel):
         steps.append((n, stage.conv, x[0].permute(1, 2, 0)))
         x = F.relu(stage.conv(x))
         if n == layer:
-            feature_map = x[0, channel:channel + 1].permute(1, 2, 0)
+            feature_map = x[0, channel : channel + 1].permute(1, 2, 0)
         if hasattr(stage, "pool"):
             steps.append((n, stage.pool, x[0].permute(1, 2, 0)))
             x = stage.pool(x)
@@ -264,12 +292,12 @@ def _compose(base, rows, cols, patch, top, left, fill):
     count, patch_height, patch_width, _ = patch.shape
     inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
     patch_rows, patch_cols = rows - top[:, None], cols - left[:, None]
-    covered = (((patch_rows >= 0) & (patch_rows < patch_height))[:, :, None]
-               & ((patch_cols >= 0) & (patch_cols < patch_width))[:, None, :])
+    covered = ((patch_rows >= 0) & (patch_rows < patch_height))[:, :, None] & (
+        (patch_cols >= 0) & (patch_cols < patch_width)
+    )[:, None, :]
     from_base = rows.clamp(0, height - 1)[:, :, None] * width + cols.clamp(0, width - 1)[:, None, :]
     batch = torch.arange(count, device=patch.device)[:, None, None]
-    from_patch = (height * width + (batch * patch_height + patch_rows[:, :, None]) * patch_width
-                  + patch_cols[:, None, :])
+    from_patch = height * width + (batch * patch_height + patch_rows[:, :, None]) * patch_width + patch_cols[:, None, :]
     from_fill = height * width + count * patch_height * patch_width
     index = torch.where(inside, torch.where(covered, from_patch, from_base), from_fill)
     table = torch.cat([base.reshape(-1, channels), patch.reshape(-1, channels), base.new_full((1, channels), fill)])

@@ -6,6 +6,7 @@ marker existed, holds only file names the script itself writes). Anything else i
 in one line, so that `--out` pointed at a photo folder or a thesis never loses a file. Within
 its folder a script never writes over one of its own inputs.
 """
+
 import fnmatch
 import os
 
@@ -16,8 +17,7 @@ MARKER = ".zfnet-outputs"
 
 
 def _ours(entries, own_names):
-    return MARKER in entries or all(any(fnmatch.fnmatch(entry, pattern) for pattern in own_names)
-                                    for entry in entries)
+    return MARKER in entries or all(any(fnmatch.fnmatch(entry, pattern) for pattern in own_names) for entry in entries)
 
 
 class OutputFolder:
@@ -38,16 +38,19 @@ class OutputFolder:
         if os.path.isdir(folder):
             entries = [entry for entry in os.listdir(folder) if not entry.startswith(".zfnet-partial-")]
             if entries and not _ours(entries, own_names):
-                raise UserError(f"{flag} {folder} already holds files that zfnet did not write; "
-                                f"name a new or empty folder")
+                raise UserError(
+                    f"{flag} {folder} already holds files that zfnet did not write; name a new or empty folder"
+                )
             for path in inputs:
                 if os.path.realpath(path) == os.path.realpath(folder):
                     raise UserError(f"{flag} {folder} is one of the inputs")
         make_folder(folder)
         remove_debris(folder)
         if not os.path.exists(os.path.join(folder, MARKER)):
-            atomic_write_text(os.path.join(folder, MARKER),
-                              "This folder holds outputs of zfnet's scripts; running them again replaces them.\n")
+            atomic_write_text(
+                os.path.join(folder, MARKER),
+                "This folder holds outputs of zfnet's scripts; running them again replaces them.\n",
+            )
         return cls(folder, inputs)
 
     def path(self, *names):
@@ -63,5 +66,7 @@ def require_outside(folder, tree, tree_flag, flag="--out"):
     a later run would read the outputs as inputs (a figure is a PNG, a photo to every
     folder scan; a sub-folder of a split is a class)."""
     if os.path.commonpath([os.path.realpath(folder), os.path.realpath(tree)]) == os.path.realpath(tree):
-        raise UserError(f"{flag} {folder} is within {tree_flag} {tree}, whose files are read as inputs "
-                        f"(a later run would read the outputs too); choose an {flag} outside it")
+        raise UserError(
+            f"{flag} {folder} is within {tree_flag} {tree}, whose files are read as inputs "
+            f"(a later run would read the outputs too); choose an {flag} outside it"
+        )

@@ -5,6 +5,7 @@ predict.py is a thin command line over these functions; bench/predict_speed.py t
 `classify`. Nothing here imports matplotlib or torchvision until a figure is drawn, so that
 predict.py starts fast.
 """
+
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -67,7 +68,7 @@ def classify(model, paths, preprocess, classes, device, batch_size, topk):
     """Yield a result dict per path, in order: its `topk` most probable classes, or the error
     that kept it from being classified. Photos are decoded in threads (Pillow releases the
     GIL) one batch ahead, so decoding overlaps with the forward pass."""
-    batches = [paths[start:start + batch_size] for start in range(0, len(paths), batch_size)]
+    batches = [paths[start : start + batch_size] for start in range(0, len(paths), batch_size)]
     with ThreadPoolExecutor(max_workers=2) as pool:
         pending = [pool.submit(decode, path, preprocess) for path in batches[0]] if batches else []
         for index, batch in enumerate(batches):
@@ -85,8 +86,10 @@ def classify(model, paths, preprocess, classes, device, batch_size, topk):
                 if tensor is None:
                     yield {"path": path, "error": error}
                     continue
-                top = [{"class": classes[i], "probability": round(p, 6)}
-                       for p, i in zip(top_probabilities[row].tolist(), top_indices[row].tolist())]
+                top = [
+                    {"class": classes[i], "probability": round(p, 6)}
+                    for p, i in zip(top_probabilities[row].tolist(), top_indices[row].tolist())
+                ]
                 row += 1
                 yield {"path": path, "class": top[0]["class"], "probability": top[0]["probability"], "top": top}
 
@@ -97,8 +100,14 @@ def plot_predictions(results, path):
     from zfnet.figures import plt, save_figure
     from zfnet.images import open_rgb
 
-    figure, axes = plt.subplots(len(results), 2, figsize=(9, 3 * len(results)), squeeze=False,
-                                gridspec_kw={"width_ratios": [1, 1.3]}, layout="constrained")
+    figure, axes = plt.subplots(
+        len(results),
+        2,
+        figsize=(9, 3 * len(results)),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1, 1.3]},
+        layout="constrained",
+    )
     for (photo_axis, bar_axis), result in zip(axes, results):
         photo_axis.imshow(open_rgb(result["path"]))
         photo_axis.set_title(os.path.basename(result["path"]), fontsize=9)

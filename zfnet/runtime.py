@@ -1,4 +1,5 @@
 """Where the scripts run: device choice, the distributed process group, seeded generators."""
+
 import hashlib
 import os
 

@@ -5,6 +5,7 @@ Frequencies are in cycles per input pixel. Bands: low below 1/8, middle 1/8 to 1
 above 1/4. A stride-s layer samples its output every s pixels, so its filters' energy above
 1/(2s) aliases, and a pattern that repeats every s pixels puts power at k/s.
 """
+
 import math
 
 import torch

@@ -6,6 +6,7 @@ nothing.
 split_data.py is a thin command line over `check_request`, `find_source`, `split_folder` and
 `summary`; the benchmarks split the bundled sample with `split_sample`.
 """
+
 import hashlib
 import http.client
 import io
@@ -96,9 +97,11 @@ def download_flower_photos(url, dest):
         sha256 = download(url, archive)
         size = archive.tell()
         if (size, sha256) != (FLOWER_PHOTOS_SIZE, FLOWER_PHOTOS_SHA256):
-            raise UserError(f"{url} gave {size:,} bytes with sha256 {sha256}, expected "
-                            f"{FLOWER_PHOTOS_SIZE:,} bytes with sha256 {FLOWER_PHOTOS_SHA256}; "
-                            "nothing was extracted")
+            raise UserError(
+                f"{url} gave {size:,} bytes with sha256 {sha256}, expected "
+                f"{FLOWER_PHOTOS_SIZE:,} bytes with sha256 {FLOWER_PHOTOS_SHA256}; "
+                "nothing was extracted"
+            )
         archive.seek(0)
         make_folder(dest)
         # Extract beside the final place and move it there whole, so that a failure or an
@@ -155,8 +158,11 @@ def find_source(args):
         if args.no_fallback:
             raise UserError(f"could not download {args.url} ({error}) and --no-fallback is set") from error
         photo_count = sum(len(names) for names in list_source(SAMPLE_DIR)[0].values())
-        print(f"could not download {args.url} ({error}); using the bundled sample at "
-              f"{shown(SAMPLE_DIR)} ({photo_count} photos) instead", file=sys.stderr)
+        print(
+            f"could not download {args.url} ({error}); using the bundled sample at "
+            f"{shown(SAMPLE_DIR)} ({photo_count} photos) instead",
+            file=sys.stderr,
+        )
         return SAMPLE_DIR, "bundled sample", "offline fallback"
 
 
@@ -186,8 +192,14 @@ def check_files(source, relative_paths):
     """Check every file on all cores; return {relative path: sha256} of the usable photos and
     the list of skipped files with the reason."""
     with multiprocessing.Pool() as pool:
-        results = list(tqdm(pool.imap(check_file, [source / path for path in relative_paths], chunksize=16),
-                            total=len(relative_paths), desc="checking", unit="file"))
+        results = list(
+            tqdm(
+                pool.imap(check_file, [source / path for path in relative_paths], chunksize=16),
+                total=len(relative_paths),
+                desc="checking",
+                unit="file",
+            )
+        )
     sha256s, skipped = {}, []
     for path, (sha256, problem) in zip(relative_paths, results):
         if problem is None and "/" not in path:
@@ -215,8 +227,10 @@ def split_class(class_name, names, sha256s, val_ratio, seed):
     while val_size < target and val_units < len(units) - 1:  # at least one unit stays in train
         val_size += len(units[val_units])
         val_units += 1
-    return (sorted(name for unit in units[val_units:] for name in unit),
-            sorted(name for unit in units[:val_units] for name in unit))
+    return (
+        sorted(name for unit in units[val_units:] for name in unit),
+        sorted(name for unit in units[:val_units] for name in unit),
+    )
 
 
 def write_split(source, dest, split, manifest, link):
@@ -276,8 +290,10 @@ def summary(manifest, classes, source, how, dest, copied_instead):
     how_written = "hard-linked" if manifest["link"] else "copied"
     if copied_instead:
         how_written += f", {copied_instead} copied where hard links are impossible"
-    lines.append(f"split written to {shown(dest / 'train')} and {shown(dest / 'val')} ({how_written}); "
-                 f"manifest: {shown(dest / 'manifest.json')}")
+    lines.append(
+        f"split written to {shown(dest / 'train')} and {shown(dest / 'val')} ({how_written}); "
+        f"manifest: {shown(dest / 'manifest.json')}"
+    )
     return "\n".join(lines)
 
 
@@ -328,12 +344,17 @@ def require_own_sides(dest):
         elif folder.is_symlink() or not folder.is_dir():
             why = "it is not a folder"
         else:
-            foreign = sorted(entry.name for entry in os.scandir(folder)
-                             if entry.name not in manifest[side] or not entry.is_dir(follow_symlinks=False))
+            foreign = sorted(
+                entry.name
+                for entry in os.scandir(folder)
+                if entry.name not in manifest[side] or not entry.is_dir(follow_symlinks=False)
+            )
             why = f"its manifest.json does not list {', '.join(foreign)}" if foreign else None
         if why:
-            raise UserError(f"--dest {dest} holds a {side}/ that split_data.py did not write ({why}); a split "
-                            f"replaces {side}/ whole, so choose another --dest or move {folder} away yourself")
+            raise UserError(
+                f"--dest {dest} holds a {side}/ that split_data.py did not write ({why}); a split "
+                f"replaces {side}/ whole, so choose another --dest or move {folder} away yourself"
+            )
 
 
 def split_folder(source, dest, val_ratio, seed, link, dataset):
@@ -352,11 +373,12 @@ def split_folder(source, dest, val_ratio, seed, link, dataset):
         if not usable:
             print(f"warning: class {class_name} has no usable photos; it is left out of the split", file=sys.stderr)
             continue
-        split["train"][class_name], split["val"][class_name] = split_class(
-            class_name, usable, sha256s, val_ratio, seed)
+        split["train"][class_name], split["val"][class_name] = split_class(class_name, usable, sha256s, val_ratio, seed)
         if not split["val"][class_name]:
-            print(f"warning: class {class_name} has only one distinct photo; val/{class_name} stays empty",
-                  file=sys.stderr)
+            print(
+                f"warning: class {class_name} has only one distinct photo; val/{class_name} stays empty",
+                file=sys.stderr,
+            )
 
     manifest = {
         "source": str(source.resolve()),

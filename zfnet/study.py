@@ -2,6 +2,7 @@
 flags on to every run; the output folder they claim; runs of the package's training function
 that a rerun skips when finished and continues when interrupted; and split folders made of
 links."""
+
 import os
 
 from zfnet.arguments import script_parser
@@ -18,7 +19,8 @@ def study_parser(description):
         description,
         allow_abbrev=False,  # an abbreviated train.py flag must not be taken for one of the study's
         epilog="Every other flag (--recipe, --lr, --batch-size, --device, --workers, ...) is train.py's and goes "
-               "unchanged to every run the study trains; see python train.py --help.")
+        "unchanged to every run the study trains; see python train.py --help.",
+    )
 
 
 def parse_study_args(parser, argv, also_set_by_study=()):
@@ -60,8 +62,10 @@ def train_run(train_argv, out, epochs):
         saved = saved_settings(state) if state.get("train_config") else {}
         for key in RUN_DEFINING:
             if saved.get(key) != getattr(config, key):
-                raise UserError(f"{out} was trained with {key} {saved.get(key)!r}, this study asks for "
-                                f"{getattr(config, key)!r}; give the study another --out")
+                raise UserError(
+                    f"{out} was trained with {key} {saved.get(key)!r}, this study asks for "
+                    f"{getattr(config, key)!r}; give the study another --out"
+                )
         if saved.get("epochs") == epochs and len(state["history"]) == epochs:
             print(f"{out}: finished earlier, skipped")
             return state["history"]

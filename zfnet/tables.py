@@ -1,4 +1,5 @@
 """Result tables, written as CSV for programs and as Markdown for people (and the README)."""
+
 import csv
 import io
 import statistics

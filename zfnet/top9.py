@@ -8,6 +8,7 @@ every training snapshot), and the choice of layers and maps to show.
     require_usable(kept, skipped, folder)   # image index i is kept[i]
     values, images, ys, xs = best[5]   # each (maps, 9), strongest first
 """
+
 import sys
 
 import torch
@@ -36,15 +37,17 @@ def strongest_activations(model, batches, layers, device, k=9):
                     found = tuple(torch.cat(pair, 1) for pair in zip(best[layer], found))
                 order = found[0].sort(dim=1, descending=True, stable=True).indices[:, :k]
                 best[layer] = tuple(column.gather(1, order) for column in found)
-    return {layer: (values.cpu(), images.cpu(), (flat // side[layer]).cpu(), (flat % side[layer]).cpu())
-            for layer, (values, images, flat) in best.items()}
+    return {
+        layer: (values.cpu(), images.cpu(), (flat // side[layer]).cpu(), (flat % side[layer]).cpu())
+        for layer, (values, images, flat) in best.items()
+    }
 
 
 def tensor_batches(inputs, batch_size, desc):
     """`(first index, inputs)` for consecutive batches of network inputs already in memory,
     as `strongest_activations` takes them, with a progress bar."""
     for start in tqdm(range(0, len(inputs), batch_size), desc=desc, unit="batch", leave=False):
-        yield start, inputs[start:start + batch_size]
+        yield start, inputs[start : start + batch_size]
 
 
 def usable_batches(paths, preprocess, batch_size, desc, kept, skipped):
@@ -55,7 +58,7 @@ def usable_batches(paths, preprocess, batch_size, desc, kept, skipped):
     `kept`, so that image index i means kept[i]."""
     for start in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", leave=False):
         inputs = []
-        for path in paths[start:start + batch_size]:
+        for path in paths[start : start + batch_size]:
             try:
                 inputs.append(load_input(path, preprocess))
             except UserError as error:
@@ -97,8 +100,10 @@ def chosen_layers(model, layers, checkpoint_path):
     require_layers(model, layers, checkpoint_path)
     fully_connected = [n for n in layers if n in model.fc_layers]
     if fully_connected:
-        raise UserError(f"layer {fully_connected[0]} is fully connected: only the convolutional layers "
-                        f"({', '.join(map(str, model.conv_layers))}) have maps to show")
+        raise UserError(
+            f"layer {fully_connected[0]} is fully connected: only the convolutional layers "
+            f"({', '.join(map(str, model.conv_layers))}) have maps to show"
+        )
     return layers
 
 

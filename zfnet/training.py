@@ -4,6 +4,7 @@ loop (one function per epoch, one for the checkpoints and reports after it).
 train.py is a thin command line over `parse_args` and `train`; the studies (ablation.py,
 transfer.py) and the benchmarks call the same functions.
 """
+
 import argparse
 import json
 import math
@@ -41,8 +42,19 @@ RECIPES = {
 }
 RENAMED_RECIPES = {"seed": "tutorial"}  # runs saved before the rename still resume
 # Settings that change what a run computes: a resumed run must keep them as they were.
-RUN_DEFINING = ("data", "batch_size", "recipe", "lr", "label_smoothing", "seed", "width",
-                "arch", "conv_channels", "fc_features", "precision")
+RUN_DEFINING = (
+    "data",
+    "batch_size",
+    "recipe",
+    "lr",
+    "label_smoothing",
+    "seed",
+    "width",
+    "arch",
+    "conv_channels",
+    "fc_features",
+    "precision",
+)
 # Settings a study (ablation.py, transfer.py) chooses for each of its runs itself.
 STUDY_SET = ("data", "out", "epochs", "seed", "conv_channels", "fc_features", "resume", "snapshot_epochs")
 
@@ -60,36 +72,73 @@ def get_parser(description=__doc__, suppress_defaults=False):
     add("--out", default=DEFAULT_RUN, help="folder for checkpoints, metrics and figures (default: %(default)s)")
     add("--epochs", default=10, type=int, help="total epochs to train (default: %(default)s)")
     add("--batch-size", default=32, type=int, help="images per step and process (default: %(default)s)")
-    add("--recipe", default="fast", choices=sorted(RECIPES),
+    add(
+        "--recipe",
+        default="fast",
+        choices=sorted(RECIPES),
         help="fast: Adam at 4e-4 on a cosine schedule, label smoothing 0.1, crops of at least half "
-             "the photo; tutorial: the blog tutorial's Adam at a constant 2e-4 and RandomResizedCrop(224) "
-             "(default: %(default)s)")
+        "the photo; tutorial: the blog tutorial's Adam at a constant 2e-4 and RandomResizedCrop(224) "
+        "(default: %(default)s)",
+    )
     add("--lr", type=float, help="(peak) learning rate (default: the recipe's)")
     add("--label-smoothing", type=float, help="label smoothing of the loss (default: the recipe's)")
-    add("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+    add(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
         help="auto: bfloat16 autocast where the hardware runs it natively (CUDA GPUs, CPUs with "
-             "AVX512-BF16 or AMX), else float32 (default: %(default)s)")
-    add("--workers", default=min(4, os.cpu_count() or 1), type=int,
-        help="processes that decode the photos into the cache, once (default: %(default)s)")
+        "AVX512-BF16 or AMX), else float32 (default: %(default)s)",
+    )
+    add(
+        "--workers",
+        default=min(4, os.cpu_count() or 1),
+        type=int,
+        help="processes that decode the photos into the cache, once (default: %(default)s)",
+    )
     if suppress_defaults:
         parser.add_argument("--seed", type=int)
         parser.add_argument("--device")
     else:
         add_seed(parser, "initialisation, order, crops and dropout")
         add_device(parser)
-    add("--width", default="half", choices=sorted(WIDTHS),
-        help="half: the tutorial's layer widths; full: the paper's (default: %(default)s)")
-    add("--arch", default="zfnet", choices=sorted(ARCHS),
-        help="zfnet: 7x7 stride-2 first layer; alexnet: 11x11 stride 4 (default: %(default)s)")
-    add("--conv-channels", type=int_list, metavar="C1,C2,C3,C4,C5",
-        help="override the widths of layers 1-5; 0 removes layers 2-4 (ablations)")
-    add("--fc-features", type=int_list, metavar="F6,F7",
-        help="override the widths of layers 6 and 7; 0 removes a layer (ablations)")
-    add("--snapshot-epochs", default=[], type=int_list, metavar="E1,E2,...",
-        help="also save the weights after these epochs into OUT/snapshots/ (for visualize.py evolution)")
-    add("--resume", default=False, action="store_true",
+    add(
+        "--width",
+        default="half",
+        choices=sorted(WIDTHS),
+        help="half: the tutorial's layer widths; full: the paper's (default: %(default)s)",
+    )
+    add(
+        "--arch",
+        default="zfnet",
+        choices=sorted(ARCHS),
+        help="zfnet: 7x7 stride-2 first layer; alexnet: 11x11 stride 4 (default: %(default)s)",
+    )
+    add(
+        "--conv-channels",
+        type=int_list,
+        metavar="C1,C2,C3,C4,C5",
+        help="override the widths of layers 1-5; 0 removes layers 2-4 (ablations)",
+    )
+    add(
+        "--fc-features",
+        type=int_list,
+        metavar="F6,F7",
+        help="override the widths of layers 6 and 7; 0 removes a layer (ablations)",
+    )
+    add(
+        "--snapshot-epochs",
+        default=[],
+        type=int_list,
+        metavar="E1,E2,...",
+        help="also save the weights after these epochs into OUT/snapshots/ (for visualize.py evolution)",
+    )
+    add(
+        "--resume",
+        default=False,
+        action="store_true",
         help="continue an interrupted run in --out from its last.pth (starts a new run if there is none); "
-             "a tutorial-recipe run, whose rate is constant, can also be extended with a larger --epochs")
+        "a tutorial-recipe run, whose rate is constant, can also be extended with a larger --epochs",
+    )
     return parser
 
 
@@ -138,8 +187,7 @@ def resume_state(config):
             print(f"no run to resume in {config.out}; starting a new one")
         return None
     if not config.resume:
-        raise UserError(f"{config.out} already holds a run; pass --resume to continue it "
-                        f"or --out to start a new one")
+        raise UserError(f"{config.out} already holds a run; pass --resume to continue it or --out to start a new one")
     state = read_checkpoint(last)
     if state.get("train_config") is None:
         raise UserError(f"{last} is a model checkpoint without training state; cannot resume from it")
@@ -149,19 +197,28 @@ def resume_state(config):
         if key in config.explicit and getattr(config, key) != saved[key]:
             why = "the run being resumed used that"
             if key == "epochs":
-                why = (f"its {saved['recipe']} recipe's learning-rate schedule spans the whole run, "
-                       f"so it cannot be extended")
-            raise UserError(f"--{key.replace('_', '-')} cannot change from {saved[key]} to "
-                            f"{getattr(config, key)}: {why}; start a new run with another --out instead")
+                why = (
+                    f"its {saved['recipe']} recipe's learning-rate schedule spans the whole run, "
+                    f"so it cannot be extended"
+                )
+            raise UserError(
+                f"--{key.replace('_', '-')} cannot change from {saved[key]} to "
+                f"{getattr(config, key)}: {why}; start a new run with another --out instead"
+            )
         setattr(config, key, saved[key])
     return state
 
 
 def build_model(config, num_classes):
     try:
-        return ZFNet(num_classes=num_classes, width=config.width, arch=config.arch,
-                     conv_channels=config.conv_channels, fc_features=config.fc_features,
-                     input_size=PREPROCESS["input_size"])
+        return ZFNet(
+            num_classes=num_classes,
+            width=config.width,
+            arch=config.arch,
+            conv_channels=config.conv_channels,
+            fc_features=config.fc_features,
+            input_size=PREPROCESS["input_size"],
+        )
     except ValueError as error:
         raise UserError(str(error)) from None
 
@@ -203,7 +260,7 @@ def evaluate(model, cache, indices, num_classes, batch_size, runtime, autocast):
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(indices), batch_size):
-            rows = indices[start:start + batch_size]
+            rows = indices[start : start + batch_size]
             inputs = val_inputs(cache, rows, PREPROCESS).to(runtime.device, non_blocking=True)
             labels = cache.labels[rows.to(cache.labels.device)].to(runtime.device)
             with autocast:
@@ -228,8 +285,9 @@ def write_reports(out, history, classes, best_confusion):
     files cover every epoch)."""
     atomic_write_text(os.path.join(out, "metrics.csv"), csv_text(history))
     plot_curves(history, os.path.join(out, "curves.png"))
-    plot_confusion(best_confusion, classes, os.path.join(out, "confusion.png"),
-                   title="validation confusion matrix of best.pth")
+    plot_confusion(
+        best_confusion, classes, os.path.join(out, "confusion.png"), title="validation confusion matrix of best.pth"
+    )
 
 
 def open_caches(config, samples, runtime):
@@ -240,8 +298,9 @@ def open_caches(config, samples, runtime):
     for turn in ("build", "open"):
         if (turn == "build") == runtime.is_main:
             for side in ("train", "val"):
-                caches[side] = PhotoCache.load_or_build(samples[side], side, PREPROCESS["input_size"],
-                                                        cache_dir, config.workers, quiet=not runtime.is_main)
+                caches[side] = PhotoCache.load_or_build(
+                    samples[side], side, PREPROCESS["input_size"], cache_dir, config.workers, quiet=not runtime.is_main
+                )
         runtime.barrier()
     return caches["train"].to(runtime.device), caches["val"].to(runtime.device)
 
@@ -261,8 +320,11 @@ def train(config):
         return Run(config, runtime).train()
     except KeyboardInterrupt:
         if runtime.is_main and os.path.exists(os.path.join(config.out, "last.pth")):
-            print(f"\nstopped; the last finished epoch is saved: continue with "
-                  f"`python train.py --out {config.out} --resume`", file=sys.stderr)
+            print(
+                f"\nstopped; the last finished epoch is saved: continue with "
+                f"`python train.py --out {config.out} --resume`",
+                file=sys.stderr,
+            )
         raise
     finally:
         runtime.close()
@@ -291,9 +353,13 @@ class Run:
             torch.backends.cudnn.benchmark = True
         torch.manual_seed(derived_seed(config.seed, "init"))
         self.model = build_model(config, len(self.classes)).to(device, memory_format=MEMORY_FORMAT)
-        self.sampler = DistributedSampler(range(len(self.train_cache)), num_replicas=runtime.world_size,
-                                          rank=runtime.rank, shuffle=True,
-                                          seed=derived_seed(config.seed, "order") % 2**31)
+        self.sampler = DistributedSampler(
+            range(len(self.train_cache)),
+            num_replicas=runtime.world_size,
+            rank=runtime.rank,
+            shuffle=True,
+            seed=derived_seed(config.seed, "order") % 2**31,
+        )
         steps_per_epoch = math.ceil(len(self.sampler) / config.batch_size)
         self.optimizer, self.scheduler = build_optimizer(self.model, config, steps_per_epoch)
         self.history, self.best_accuracy, self.best_confusion, self.start_epoch = [], -1.0, None, 0
@@ -309,14 +375,17 @@ class Run:
     def train(self):
         config, runtime = self.config, self.runtime
         if runtime.is_main:
-            atomic_write_text(os.path.join(config.out, "class_indices.json"),
-                              json.dumps(class_indices(self.classes), indent=4) + "\n")
+            atomic_write_text(
+                os.path.join(config.out, "class_indices.json"), json.dumps(class_indices(self.classes), indent=4) + "\n"
+            )
             if self.start_epoch:
                 self.log(f"resuming {config.out} after epoch {self.start_epoch} of {config.epochs}")
-            self.log(f"training on {self.device} ({runtime.world_size} process{'es' if runtime.enabled else ''}, "
-                     f"{'bfloat16' if self.bfloat16 else 'float32'}): {len(self.train_cache)} train / "
-                     f"{len(self.val_cache)} val photos, {len(self.classes)} classes, {config.arch} "
-                     f"{config.width} width, {config.recipe} recipe")
+            self.log(
+                f"training on {self.device} ({runtime.world_size} process{'es' if runtime.enabled else ''}, "
+                f"{'bfloat16' if self.bfloat16 else 'float32'}): {len(self.train_cache)} train / "
+                f"{len(self.val_cache)} val photos, {len(self.classes)} classes, {config.arch} "
+                f"{config.width} width, {config.recipe} recipe"
+            )
         for epoch in range(self.start_epoch + 1, config.epochs + 1):
             row, confusion = self.train_one_epoch(epoch)
             self.history.append(row)
@@ -324,8 +393,12 @@ class Run:
                 self.save(epoch, row["val_acc"], confusion)
         if runtime.is_main:
             self.finish()
-        return {"history": self.history, "best_accuracy": self.best_accuracy, "out": config.out,
-                "classes": self.classes}
+        return {
+            "history": self.history,
+            "best_accuracy": self.best_accuracy,
+            "out": config.out,
+            "classes": self.classes,
+        }
 
     def train_one_epoch(self, epoch):
         """Train one epoch and validate; returns its history row and validation confusion matrix."""
@@ -339,14 +412,20 @@ class Run:
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         started = time.perf_counter()
-        bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}/{config.epochs}",
-                   unit="batch", leave=False, disable=not runtime.is_main)
+        bar = tqdm(
+            range(0, len(order), config.batch_size),
+            desc=f"epoch {epoch}/{config.epochs}",
+            unit="batch",
+            leave=False,
+            disable=not runtime.is_main,
+        )
         for step, start in enumerate(bar):
-            rows = order[start:start + config.batch_size]
+            rows = order[start : start + config.batch_size]
             inputs = train_inputs(self.train_cache, rows, crops, PREPROCESS, crop_scale).to(device, non_blocking=True)
             labels = self.train_cache.labels[rows.to(self.train_cache.labels.device)].to(device)
-            logits, loss = train_step(self.trained, self.optimizer, self.scheduler, inputs, labels, self.autocast,
-                                      config.label_smoothing)
+            logits, loss = train_step(
+                self.trained, self.optimizer, self.scheduler, inputs, labels, self.autocast, config.label_smoothing
+            )
             loss_sum += loss * len(rows)
             correct += (logits.argmax(1) == labels).sum()
             if device.type == "cpu" or step % 20 == 0:  # reading the loss waits for the GPU
@@ -356,15 +435,24 @@ class Run:
         train_loss = runtime.sum(loss_sum).item() / seen
         train_accuracy = runtime.sum(correct).item() / seen
 
-        val_loss_sum, val_correct, confusion = evaluate(self.model, self.val_cache, self.val_rows, len(self.classes),
-                                                        2 * config.batch_size, runtime, self.autocast)
+        val_loss_sum, val_correct, confusion = evaluate(
+            self.model, self.val_cache, self.val_rows, len(self.classes), 2 * config.batch_size, runtime, self.autocast
+        )
         val_loss, val_accuracy = val_loss_sum / len(self.val_cache), val_correct / len(self.val_cache)
         seconds = time.perf_counter() - started
-        self.log(f"epoch {epoch:3d}/{config.epochs}  train loss {train_loss:.4f} acc {train_accuracy:.4f}  "
-                 f"val loss {val_loss:.4f} acc {val_accuracy:.4f}  {seconds:6.1f} s  {seen / train_seconds:6.1f} img/s")
-        return {"epoch": epoch, "train_loss": round(train_loss, 6), "train_acc": round(train_accuracy, 6),
-                "val_loss": round(val_loss, 6), "val_acc": round(val_accuracy, 6),
-                "seconds": round(seconds, 2), "images_per_second": round(seen / train_seconds, 1)}, confusion
+        self.log(
+            f"epoch {epoch:3d}/{config.epochs}  train loss {train_loss:.4f} acc {train_accuracy:.4f}  "
+            f"val loss {val_loss:.4f} acc {val_accuracy:.4f}  {seconds:6.1f} s  {seen / train_seconds:6.1f} img/s"
+        )
+        return {
+            "epoch": epoch,
+            "train_loss": round(train_loss, 6),
+            "train_acc": round(train_accuracy, 6),
+            "val_loss": round(val_loss, 6),
+            "val_acc": round(val_accuracy, 6),
+            "seconds": round(seconds, 2),
+            "images_per_second": round(seen / train_seconds, 1),
+        }, confusion
 
     def save(self, epoch, val_accuracy, confusion):
         """The checkpoints after an epoch (best.pth when it is the best so far, a snapshot
@@ -377,10 +465,18 @@ class Run:
         if epoch in config.snapshot_epochs:
             save_checkpoint(payload, os.path.join(config.out, "snapshots", f"epoch_{epoch:03d}.pth"))
         train_config = {key: getattr(config, key) for key in RUN_DEFINING + ("epochs",)}
-        save_checkpoint({**payload, "optimizer": self.optimizer.state_dict(),
-                         "scheduler": self.scheduler.state_dict(), "history": self.history,
-                         "best_accuracy": self.best_accuracy, "best_confusion": self.best_confusion,
-                         "train_config": train_config}, os.path.join(config.out, "last.pth"))
+        save_checkpoint(
+            {
+                **payload,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "history": self.history,
+                "best_accuracy": self.best_accuracy,
+                "best_confusion": self.best_confusion,
+                "train_config": train_config,
+            },
+            os.path.join(config.out, "last.pth"),
+        )
         write_reports(config.out, self.history, self.classes, self.best_confusion)
 
     def finish(self):
@@ -390,18 +486,26 @@ class Run:
         if self.start_epoch >= config.epochs:
             if not all(os.path.exists(os.path.join(config.out, name)) for name in REPORTS):
                 write_reports(config.out, self.history, self.classes, self.best_confusion)
-            more = ("pass a larger --epochs to extend it" if extendable(config.recipe) else
-                    f"its {config.recipe} recipe's schedule ended there, so to train longer start a new run "
-                    f"with another --out and a larger --epochs")
+            more = (
+                "pass a larger --epochs to extend it"
+                if extendable(config.recipe)
+                else f"its {config.recipe} recipe's schedule ended there, so to train longer start a new run "
+                f"with another --out and a larger --epochs"
+            )
             self.log(f"{config.out} has already trained {self.start_epoch} epochs; {more}")
             return
         best = max(self.history, key=lambda row: row["val_acc"])
-        self.log(f"best val accuracy {best['val_acc']:.4f} at epoch {best['epoch']}; "
-                 f"checkpoints, metrics and figures in {config.out}/")
+        self.log(
+            f"best val accuracy {best['val_acc']:.4f} at epoch {best['epoch']}; "
+            f"checkpoints, metrics and figures in {config.out}/"
+        )
         files = ["best.pth", "last.pth"] + (["snapshots"] if config.snapshot_epochs else [])
         sizes = ", ".join(f"{name} {megabytes(os.path.join(config.out, name)):.0f} MB" for name in files)
         cache = os.path.join(config.data, ".cache")
-        cache_size = (f"; the decoded-photo cache {cache}/ takes {megabytes(cache):.0f} MB"
-                      if os.path.isdir(cache) else "")
-        self.log(f"disk: {megabytes(config.out):.0f} MB in {config.out}/ ({sizes}; last.pth holds the optimizer "
-                 f"state a resume needs){cache_size}")
+        cache_size = (
+            f"; the decoded-photo cache {cache}/ takes {megabytes(cache):.0f} MB" if os.path.isdir(cache) else ""
+        )
+        self.log(
+            f"disk: {megabytes(config.out):.0f} MB in {config.out}/ ({sizes}; last.pth holds the optimizer "
+            f"state a resume needs){cache_size}"
+        )

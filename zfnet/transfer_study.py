@@ -4,6 +4,7 @@ scratch on the same photos.
 
 transfer.py is a thin command line over `transfer_study`.
 """
+
 import os
 
 import torch
@@ -38,8 +39,10 @@ def draw_photos(photos, args):
     if short:
         name, count = next(iter(short.items()))
         more = f"; {len(short) - 1} more classes are short" if len(short) > 1 else ""
-        raise UserError(f"class {name} has {count} photos in {os.path.join(args.data, 'train')}, "
-                        f"fewer than --per-class {largest}{more}")
+        raise UserError(
+            f"class {name} has {count} photos in {os.path.join(args.data, 'train')}, "
+            f"fewer than --per-class {largest}{more}"
+        )
 
     def drawn(paths, draw, name):
         order = torch.randperm(len(paths), generator=generator(args.seed, "draw", draw, name))
@@ -59,8 +62,12 @@ def frozen_layers(path, device):
 @torch.no_grad()  # not inference_mode: the softmax trains on these features with autograd
 def softmax_inputs(layers, paths, preprocess, device, batch_size=64):
     """What a softmax on top of the frozen layers sees for each photo: layer 7's outputs."""
-    return torch.cat([torch.flatten(layers(inputs.to(device)), 1).cpu()
-                      for _, inputs in decoded_batches(paths, preprocess, batch_size, "layer 7 features")])
+    return torch.cat(
+        [
+            torch.flatten(layers(inputs.to(device)), 1).cpu()
+            for _, inputs in decoded_batches(paths, preprocess, batch_size, "layer 7 features")
+        ]
+    )
 
 
 def fit_softmax(features, labels, num_classes):
@@ -96,10 +103,18 @@ def plot_accuracy(rows, num_classes, path, title):
     spread over draws."""
     figure, axis = plt.subplots(figsize=(6.5, 4.5))
     counts = [row["per_class"] for row in rows]
-    for key, label, style in (("transfer", "frozen layers 1-7 + new softmax", "-o"),
-                              ("scratch", "same network from scratch", "-s")):
-        axis.errorbar(counts, [row[f"{key}_accuracy"] for row in rows], yerr=[row[f"{key}_sd"] for row in rows],
-                      fmt=style, capsize=4, label=label)
+    for key, label, style in (
+        ("transfer", "frozen layers 1-7 + new softmax", "-o"),
+        ("scratch", "same network from scratch", "-s"),
+    ):
+        axis.errorbar(
+            counts,
+            [row[f"{key}_accuracy"] for row in rows],
+            yerr=[row[f"{key}_sd"] for row in rows],
+            fmt=style,
+            capsize=4,
+            label=label,
+        )
     axis.axhline(1 / num_classes, color="grey", linestyle="--", label="chance")
     axis.set_xscale("log", base=2)
     axis.set_xticks(counts, [str(count) for count in counts])
@@ -111,9 +126,16 @@ def plot_accuracy(rows, num_classes, path, title):
 
 def network_flags(config):
     """train.py flags that build the network a checkpoint's `model_config` describes."""
-    return ["--arch", config["arch"], "--width", config["width"],
-            "--conv-channels", ",".join(map(str, config["conv_channels"])),
-            "--fc-features", ",".join(map(str, config["fc_features"]))]
+    return [
+        "--arch",
+        config["arch"],
+        "--width",
+        config["width"],
+        "--conv-channels",
+        ",".join(map(str, config["conv_channels"])),
+        "--fc-features",
+        ",".join(map(str, config["fc_features"])),
+    ]
 
 
 def transfer_study(args):
@@ -142,8 +164,11 @@ def transfer_study(args):
             split = out.path("splits", name)
             link_split(split, {"train": {c: paths[:count] for c, paths in train.items()}, "val": test})
             print(f"== from scratch: draw {draw}, {count} photos per class")
-            history = train_run([*run_flags, "--data", os.path.abspath(split), "--seed", str(args.seed + draw)],
-                                out.path("scratch", name), args.epochs)
+            history = train_run(
+                [*run_flags, "--data", os.path.abspath(split), "--seed", str(args.seed + draw)],
+                out.path("scratch", name),
+                args.epochs,
+            )
             results[count]["scratch"].append(history[-1]["val_acc"])
 
     rows, markdown_rows = [], []
@@ -153,12 +178,21 @@ def transfer_study(args):
             mean, spread = mean_and_spread(measured[key])
             row.update({f"{key}_accuracy": round(mean, 4), f"{key}_sd": round(spread, 4)})
         rows.append(row)
-        markdown_rows.append({"photos per class": count, "draws": args.draws,
-                              "transfer accuracy": plus_minus(measured["transfer"]),
-                              "from scratch accuracy": plus_minus(measured["scratch"])})
+        markdown_rows.append(
+            {
+                "photos per class": count,
+                "draws": args.draws,
+                "transfer accuracy": plus_minus(measured["transfer"]),
+                "from scratch accuracy": plus_minus(measured["scratch"]),
+            }
+        )
     title = f"Transfer to {len(classes)} classes, {len(test_labels)} test photos"
     stem = out.path("transfer")  # no input lies in --out, as claim_study_folder made sure
-    write_tables(rows, markdown_rows, stem, f"{title}; layers 1-7 of {os.path.relpath(args.checkpoint)} "
-                 f"(trained on {', '.join(checkpoint['classes'])})")
+    write_tables(
+        rows,
+        markdown_rows,
+        stem,
+        f"{title}; layers 1-7 of {os.path.relpath(args.checkpoint)} (trained on {', '.join(checkpoint['classes'])})",
+    )
     plot_accuracy(rows, len(classes), out.path("transfer.png"), title)
     return stem
