@@ -2,7 +2,7 @@
 into DEST/train and DEST/val, DEST being --dest (default: flower_data).
 
     python split_data.py                                   # download flower_photos, split 90/10
-    python split_data.py --source ../shared/flower_photos  # split a folder you already have
+    python split_data.py --source ~/photos/flower_photos   # split a folder you already have
     python split_data.py --source photos --dest photo_data --val-ratio 0.2 --seed 1 --link
 
 The source has one sub-folder per class. Every file is decoded first: what is not a usable

@@ -1,7 +1,7 @@
 """Time to accuracy: the blog tutorial's recipe against train.py's default recipe on the same
 split.
 
-    python split_data.py --source ../shared/flower_photos --seed 0
+    python split_data.py --source /path/to/flower_photos --seed 0
     python bench/time_to_accuracy.py --data flower_data      # about 35 minutes on 2 CPU cores
     python bench/time_to_accuracy.py --quick                 # the bundled sample, one epoch each
 
