@@ -12,6 +12,7 @@ from zfnet.data import (
     CACHE_SIDE,
     PhotoCache,
     TutorialPhotos,
+    colour_jitter,
     crop_resize_flip,
     random_resized_crop_boxes,
     scan_split,
@@ -306,3 +307,16 @@ def test_tutorial_photos_pass_over_links_to_nowhere_and_name_a_bomb(colour_split
     photos = TutorialPhotos(colour_split / "train", transforms.ToTensor())
     with pytest.raises(UserError, match=f"{bomb}: image too large to decode safely"):
         photos[0]
+
+
+def test_colour_jitter_matches_torchvisions_adjusters():
+    from torchvision.transforms import functional as tf
+
+    pixels = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 255
+    factors = 1 + 0.4 * (2 * torch.rand(3, 4, generator=torch.Generator().manual_seed(1)) - 1)
+    expected = []
+    for image, (brightness, contrast, saturation) in zip(pixels / 255, factors.T):
+        image = tf.adjust_brightness(image, brightness.item())
+        image = tf.adjust_contrast(image, contrast.item())
+        expected.append(tf.adjust_saturation(image, saturation.item()) * 255)
+    assert torch.allclose(colour_jitter(pixels, factors), torch.stack(expected), atol=0.02)

@@ -5,7 +5,17 @@ import math
 import pytest
 import torch
 
-from zfnet.spectra import BANDS, band_areas, band_shares, energy_shares, grid_contrast, power_spectra, verdict
+from zfnet.spectra import (
+    BANDS,
+    band_areas,
+    band_shares,
+    energy_shares,
+    grid_contrast,
+    noise_smoothness,
+    power_spectra,
+    smoothness,
+    verdict,
+)
 
 
 def test_frequency_bands_of_known_filters():
@@ -43,3 +53,21 @@ def test_verdicts_need_a_clear_difference():
     assert verdict(0.10, 0.20, "more") == "unlike the paper's claim"
     assert verdict(0.143, 0.150, "fewer").startswith("too close to call")
     assert band_areas()["middle"] == pytest.approx(math.pi * (1 / 16 - 1 / 64), abs=0.01)
+
+
+def test_smoothness_tells_noise_from_smooth_filters():
+    noise = torch.randn(48, 3, 7, 7, generator=torch.Generator().manual_seed(1))
+    assert 0.16 < smoothness(noise) < 0.20
+    assert abs(noise_smoothness(7) - smoothness(noise)) < 0.02
+    assert 0.16 < noise_smoothness(7) < 0.20 and noise_smoothness(7, below=1 / 8) < 0.05
+    y, x = (torch.arange(7, dtype=torch.float64) - 3).view(7, 1), (torch.arange(7, dtype=torch.float64) - 3)
+    blob = torch.exp(-(x**2 + y**2) / (2 * 1.5**2))
+    colour_blob = torch.stack([blob, -blob, 0.5 * blob])[None]  # a colour-opponent blob
+    edge = x * blob  # a wide vertical edge (a derivative of the blob)
+    oriented = (x + y) * blob  # the same edge at 45 degrees, light to dark in red, the reverse in blue
+    # Removing a filter's mean leaves a pedestal that ends at the 7x7 border, so even a
+    # perfect blob keeps a tenth of its energy above 1/4 cycle per pixel.
+    assert smoothness(colour_blob) > 0.88
+    for smooth in (torch.stack([edge] * 3)[None], torch.stack([oriented, oriented, -oriented])[None]):
+        assert smoothness(smooth) > 0.95
+    assert smoothness(torch.cat([colour_blob, noise[:1].double()])) < smoothness(colour_blob)

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import ROOT, assert_one_line_error, call_script
+from tests.helpers import ROOT, assert_one_line_error, call_script, tiny_network
 from zfnet import training
 from zfnet.checkpoint import load_checkpoint
 from zfnet.errors import UserError
@@ -235,3 +235,60 @@ def test_an_out_folder_holding_the_users_files_is_refused_and_kept(colour_split,
     assert_one_line_error(
         call_script("train.py", "--data", colour_split, "--out", tmp_path / "file"), "is a file, not a folder"
     )
+
+
+def test_renormalisation_caps_every_filters_rms_after_a_step():
+    torch.manual_seed(0)
+    model = tiny_network(input_size=64)
+    with torch.no_grad():
+        model.layer1.conv.weight[:4].mul_(50)  # four filters far above the radius, the rest below
+    below = model.layer1.conv.weight[4:].clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    inputs, labels = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 0])
+    training.train_step(model, optimizer, scheduler, inputs, labels, torch.autocast("cpu", enabled=False), 0.0, 0.1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            rms = module.weight.square().mean(dim=(1, 2, 3)).sqrt()
+            assert (rms <= 0.1 + 1e-6).all()
+    assert torch.allclose(model.layer1.conv.weight[:4].square().mean(dim=(1, 2, 3)).sqrt(), torch.tensor(0.1))
+    assert not torch.equal(model.layer1.conv.weight[4:], below)  # the step itself still moved them
+
+
+def test_a_run_records_its_whole_recipe_and_a_resume_keeps_it(colour_split, tmp_path, monkeypatch):
+    run_train(colour_split, tmp_path / "straight", "--epochs", "2", "--recipe", "tutorial", *SMALL)
+    run_train(colour_split, tmp_path / "resumed", "--epochs", "1", "--recipe", "tutorial", *SMALL)
+    saved = torch.load(tmp_path / "resumed" / "last.pth", weights_only=True)["train_config"]["recipe_settings"]
+    assert saved == training.RECIPES["tutorial"]
+    # Today's recipe changes after the run started; the run goes on as it began.
+    monkeypatch.setitem(training.RECIPES, "tutorial", {**training.RECIPES["tutorial"], "jitter": 0.5, "lr": 1e-2})
+    run_train(colour_split, tmp_path / "resumed", "--epochs", "2", "--resume")
+    straight, resumed = weights(tmp_path / "straight" / "last.pth"), weights(tmp_path / "resumed" / "last.pth")
+    assert all(torch.equal(straight[name], resumed[name]) for name in straight)
+
+
+def test_a_run_saved_before_recipes_were_recorded_still_resumes(colour_split, tmp_path):
+    run_train(colour_split, tmp_path / "straight", "--epochs", "2", "--recipe", "tutorial", *SMALL)
+    run_train(colour_split, tmp_path / "old", "--epochs", "1", "--recipe", "tutorial", *SMALL)
+    state = torch.load(tmp_path / "old" / "last.pth", weights_only=True)
+    del state["train_config"]["recipe_settings"]
+    state["train_config"]["recipe"] = "seed"  # the tutorial recipe's name back then
+    torch.save(state, tmp_path / "old" / "last.pth")
+    run_train(colour_split, tmp_path / "old", "--epochs", "2", "--resume")
+    straight, old = weights(tmp_path / "straight" / "last.pth"), weights(tmp_path / "old" / "last.pth")
+    assert all(torch.equal(straight[name], old[name]) for name in straight)
+
+
+def test_a_small_layer1_start_and_its_own_rate_are_applied(colour_split):
+    plain = training.parse_args(["--data", str(colour_split), *SMALL])
+    scaled = training.parse_args(["--data", str(colour_split), *SMALL])
+    scaled.recipe_settings = {**scaled.recipe_settings, "layer1_init_scale": 0.1, "layer1_lr_scale": 5}
+    torch.manual_seed(0)
+    a = training.build_model(plain, 3)
+    torch.manual_seed(0)
+    b = training.build_model(scaled, 3)
+    assert torch.allclose(b.layer1.conv.weight, 0.1 * a.layer1.conv.weight)
+    assert torch.equal(b.layer2.conv.weight, a.layer2.conv.weight)
+    optimizer, _ = training.build_optimizer(b, scaled, steps_per_epoch=10)
+    rates = {group["lr"] for group in optimizer.param_groups}
+    assert rates == {plain.lr, 5 * plain.lr}

@@ -302,16 +302,33 @@ def crop_resize_flip(pixels, sizes, boxes, flips, output_size):
     return F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def train_inputs(cache, indices, generator, preprocess, crop_scale=(0.08, 1.0)):
+def colour_jitter(pixels, factors):
+    """Brightness, contrast and saturation of float pixels (N, 3, H, W) in [0, 255] scaled by
+    `factors` (3, N), in that order, as torchvision's ColorJitter adjusts them (grey is the
+    ITU-R 601 luma; contrast pivots on each image's mean grey)."""
+    brightness, contrast, saturation = factors.to(pixels).view(3, -1, 1, 1, 1)
+    luma = torch.tensor([0.299, 0.587, 0.114], device=pixels.device).view(1, 3, 1, 1)
+    pixels = (pixels * brightness).clamp(0, 255)
+    mean_grey = (pixels * luma).sum(1, keepdim=True).mean(dim=(2, 3), keepdim=True)
+    pixels = (mean_grey + (pixels - mean_grey) * contrast).clamp(0, 255)
+    grey = (pixels * luma).sum(1, keepdim=True)
+    return (grey + (pixels - grey) * saturation).clamp(0, 255)
+
+
+def train_inputs(cache, indices, generator, preprocess, crop_scale=(0.08, 1.0), jitter=0.0):
     """Training inputs for cache rows `indices`: RandomResizedCrop (of `crop_scale`),
-    RandomHorizontalFlip and normalisation on the cache's device, with random numbers from
-    the CPU `generator`."""
+    RandomHorizontalFlip, colour jitter of strength `jitter` (factors drawn from
+    [1 - jitter, 1 + jitter]) and normalisation on the cache's device, with random numbers
+    from the CPU `generator`."""
     sizes = cache.sizes[indices]
     boxes = random_resized_crop_boxes(sizes, generator, scale=crop_scale)
     flips = torch.rand(len(indices), generator=generator) < 0.5
     pixels = cache.take(indices)
     device = pixels.device
     crops = crop_resize_flip(pixels, sizes.to(device), boxes.to(device), flips.to(device), preprocess["input_size"])
+    if jitter:
+        factors = 1 + jitter * (2 * torch.rand(3, len(indices), generator=generator) - 1)
+        crops = colour_jitter(crops, factors)
     return normalize(crops, preprocess["mean"], preprocess["std"])
 
 

@@ -74,3 +74,21 @@ def verdict(coarse_value, fine_value, claim):
         return f"too close to call (within {CLOSE:.0%}) for the paper's claim"
     in_line = (coarse_value > fine_value) == (claim == "more")
     return "in line with the paper's claim" if in_line else "unlike the paper's claim"
+
+
+SMOOTH_BELOW = 1 / 4  # cycles per pixel: the low and middle bands
+
+
+def smoothness(weights, below=SMOOTH_BELOW):
+    """Share of the filters' energy below `below` cycles per pixel once each filter's mean per
+    colour channel is removed (all filters pooled): near 1 for smooth colour blobs and wide
+    edges, `noise_smoothness` for filters of white noise, as a layer starts out."""
+    centred = weights.double() - weights.double().mean(dim=(2, 3), keepdim=True)
+    return energy_shares(centred, [(0, below)])[0]
+
+
+def noise_smoothness(kernel_size, below=SMOOTH_BELOW, filters=4096):
+    """`smoothness` of white-noise filters of `kernel_size`: the value that says "not learned
+    yet" (about 0.18 for 7x7 filters), from a fixed draw so that it is the same every time."""
+    noise = torch.randn(filters, 3, kernel_size, kernel_size, generator=torch.Generator().manual_seed(0))
+    return smoothness(noise, below)

@@ -31,14 +31,26 @@ from zfnet.tables import csv_text
 
 PREPROCESS = {"input_size": 224, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
 MEMORY_FORMAT = torch.channels_last  # the layout the fastest oneDNN and cuDNN kernels use; never slower here
-# Both recipes train with Adam. "tutorial" is the recipe of the blog post this project grew
-# from (see the README): a constant 2e-4 and RandomResizedCrop(224). "fast" reaches better
-# accuracy in a fraction of the time (bench/time_to_accuracy.py): twice the rate, annealed to
-# zero on a cosine over the run, label smoothing, and crops of at least half the photo,
-# closer to the whole photos that validation and predict.py see.
+# A recipe names every setting of how a run learns, so that a checkpoint records the whole
+# recipe it ran (a later change to a named recipe never alters a run being resumed).
+# "tutorial" is the recipe of the blog post this project grew from (see the README): Adam at
+# a constant 2e-4 and RandomResizedCrop(224). "fast" reaches better accuracy in a fraction of
+# the time (bench/time_to_accuracy.py): twice the rate, annealed to zero on a cosine over the
+# run, label smoothing, and crops of at least half the photo, closer to the whole photos that
+# validation and predict.py see.
+PLAIN = {
+    "optimizer": "adam",  # adam, adamw (decoupled weight decay) or sgd (with momentum)
+    "momentum": 0.0,
+    "weight_decay": 0.0,  # on weights only, never biases
+    "warmup_epochs": 0,  # linear warm-up of the rate before its schedule
+    "jitter": 0.0,  # brightness, contrast and saturation factors drawn from [1 - j, 1 + j]
+    "layer1_init_scale": 1.0,  # layer 1's initial weights times this
+    "layer1_lr_scale": 1.0,  # layer 1's learning rate times this
+    "renorm_radius": 0.0,  # the paper's cap on each convolutional filter's RMS after a step; 0: off
+}
 RECIPES = {
-    "tutorial": {"lr": 2e-4, "label_smoothing": 0.0, "schedule": "constant", "crop_scale": 0.08},
-    "fast": {"lr": 4e-4, "label_smoothing": 0.1, "schedule": "cosine", "crop_scale": 0.5},
+    "tutorial": {**PLAIN, "lr": 2e-4, "label_smoothing": 0.0, "schedule": "constant", "crop_scale": 0.08},
+    "fast": {**PLAIN, "lr": 4e-4, "label_smoothing": 0.1, "schedule": "cosine", "crop_scale": 0.5},
 }
 RENAMED_RECIPES = {"seed": "tutorial"}  # runs saved before the rename still resume
 # Settings that change what a run computes: a resumed run must keep them as they were.
@@ -150,6 +162,7 @@ def parse_args(argv=None, description=__doc__):
     for key in ("lr", "label_smoothing"):
         if getattr(config, key) is None:
             setattr(config, key, RECIPES[config.recipe][key])
+    config.recipe_settings = {**RECIPES[config.recipe], "lr": config.lr, "label_smoothing": config.label_smoothing}
     check_settings(config)
     return config
 
@@ -174,9 +187,9 @@ def saved_settings(state):
     return saved
 
 
-def extendable(recipe):
-    """Whether a finished run of `recipe` can train on: only a constant rate has no end."""
-    return RECIPES[recipe]["schedule"] == "constant"
+def extendable(settings):
+    """Whether a finished run of a recipe's `settings` can train on: only a constant rate has no end."""
+    return settings["schedule"] == "constant"
 
 
 def resume_state(config):
@@ -192,7 +205,13 @@ def resume_state(config):
     if state.get("train_config") is None:
         raise UserError(f"{last} is a model checkpoint without training state; cannot resume from it")
     saved = saved_settings(state)
-    defining = RUN_DEFINING + (() if extendable(saved["recipe"]) else ("epochs",))
+    # Runs saved before recipes were recorded whole ran their named recipe's settings of today.
+    config.recipe_settings = state["train_config"].get("recipe_settings") or {
+        **RECIPES[saved["recipe"]],
+        "lr": saved["lr"],
+        "label_smoothing": saved["label_smoothing"],
+    }
+    defining = RUN_DEFINING + (() if extendable(config.recipe_settings) else ("epochs",))
     for key in defining:
         if key in config.explicit and getattr(config, key) != saved[key]:
             why = "the run being resumed used that"
@@ -210,8 +229,9 @@ def resume_state(config):
 
 
 def build_model(config, num_classes):
+    """The network `config` describes, freshly initialised as its recipe says."""
     try:
-        return ZFNet(
+        model = ZFNet(
             num_classes=num_classes,
             width=config.width,
             arch=config.arch,
@@ -221,26 +241,60 @@ def build_model(config, num_classes):
         )
     except ValueError as error:
         raise UserError(str(error)) from None
+    # A small start lets what layer 1 learns stand out of its random initialisation; at the
+    # usual scale the filters of a short run stay indistinguishable from noise.
+    with torch.no_grad():
+        model.layer1.conv.weight.mul_(config.recipe_settings["layer1_init_scale"])
+    return model
 
 
 def build_optimizer(model, config, steps_per_epoch):
-    """Adam and the recipe's per-step learning-rate schedule."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    """The recipe's optimizer and its per-step learning-rate schedule (warm-up, then constant
+    or a cosine to zero over the run)."""
+    settings = config.recipe_settings
+    if settings["layer1_lr_scale"] == 1 and settings["weight_decay"] == 0:
+        groups = [{"params": list(model.parameters())}]
+    else:
+        groups = [
+            {
+                "params": [parameter],
+                "lr": config.lr * (settings["layer1_lr_scale"] if name.startswith("layer1.") else 1),
+                "weight_decay": settings["weight_decay"] if parameter.ndim > 1 else 0.0,
+            }
+            for name, parameter in model.named_parameters()
+        ]
+    if settings["optimizer"] == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=settings["momentum"])
+    else:
+        kind = torch.optim.AdamW if settings["optimizer"] == "adamw" else torch.optim.Adam
+        optimizer = kind(groups, lr=config.lr, weight_decay=0.0)
     total = config.epochs * steps_per_epoch
+    warmup = settings["warmup_epochs"] * steps_per_epoch
 
     def factor(step):
-        if extendable(config.recipe):
-            return 1.0
-        return 0.5 * (1 + math.cos(math.pi * step / total))
+        ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+        if extendable(settings):
+            return ramp
+        return ramp * 0.5 * (1 + math.cos(math.pi * step / total))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def renormalize(model, radius):
+    """The paper's filter renormalisation: each convolutional filter whose RMS exceeds
+    `radius` is scaled back to it (Zeiler & Fergus 2014, section 3)."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                rms = module.weight.square().mean(dim=(1, 2, 3), keepdim=True).sqrt()
+                module.weight.mul_((radius / rms.clamp_min(1e-12)).clamp(max=1.0))
 
 
 def uses_bfloat16(device, precision):
     return precision == "bf16" or (precision == "auto" and native_bfloat16(device))
 
 
-def train_step(model, optimizer, scheduler, inputs, labels, autocast, label_smoothing):
+def train_step(model, optimizer, scheduler, inputs, labels, autocast, label_smoothing, renorm_radius=0.0):
     """One optimisation step; returns the batch's logits and mean loss (detached)."""
     with autocast:
         logits = model(inputs.contiguous(memory_format=MEMORY_FORMAT))
@@ -248,6 +302,8 @@ def train_step(model, optimizer, scheduler, inputs, labels, autocast, label_smoo
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+    if renorm_radius:
+        renormalize(model, renorm_radius)
     scheduler.step()
     return logits.detach(), loss.detach()
 
@@ -408,7 +464,8 @@ class Run:
         order = torch.tensor(list(self.sampler))
         crops = generator(config.seed, "crops", epoch, runtime.rank)
         torch.manual_seed(derived_seed(config.seed, "dropout", epoch, runtime.rank))
-        crop_scale = (RECIPES[config.recipe]["crop_scale"], 1.0)
+        settings = config.recipe_settings
+        crop_scale = (settings["crop_scale"], 1.0)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         started = time.perf_counter()
@@ -421,10 +478,18 @@ class Run:
         )
         for step, start in enumerate(bar):
             rows = order[start : start + config.batch_size]
-            inputs = train_inputs(self.train_cache, rows, crops, PREPROCESS, crop_scale).to(device, non_blocking=True)
+            inputs = train_inputs(self.train_cache, rows, crops, PREPROCESS, crop_scale, settings["jitter"])
+            inputs = inputs.to(device, non_blocking=True)
             labels = self.train_cache.labels[rows.to(self.train_cache.labels.device)].to(device)
             logits, loss = train_step(
-                self.trained, self.optimizer, self.scheduler, inputs, labels, self.autocast, config.label_smoothing
+                self.trained,
+                self.optimizer,
+                self.scheduler,
+                inputs,
+                labels,
+                self.autocast,
+                config.label_smoothing,
+                settings["renorm_radius"],
             )
             loss_sum += loss * len(rows)
             correct += (logits.argmax(1) == labels).sum()
@@ -464,7 +529,7 @@ class Run:
             save_checkpoint({**payload, "val_accuracy": val_accuracy}, os.path.join(config.out, "best.pth"))
         if epoch in config.snapshot_epochs:
             save_checkpoint(payload, os.path.join(config.out, "snapshots", f"epoch_{epoch:03d}.pth"))
-        train_config = {key: getattr(config, key) for key in RUN_DEFINING + ("epochs",)}
+        train_config = {key: getattr(config, key) for key in RUN_DEFINING + ("epochs", "recipe_settings")}
         save_checkpoint(
             {
                 **payload,
@@ -488,7 +553,7 @@ class Run:
                 write_reports(config.out, self.history, self.classes, self.best_confusion)
             more = (
                 "pass a larger --epochs to extend it"
-                if extendable(config.recipe)
+                if extendable(config.recipe_settings)
                 else f"its {config.recipe} recipe's schedule ended there, so to train longer start a new run "
                 f"with another --out and a larger --epochs"
             )
