@@ -53,7 +53,17 @@ from zfnet.figures import plt, save_figure
 from zfnet.files import atomic_write_text
 from zfnet.outputs import OutputFolder, require_outside
 from zfnet.runtime import pick_device
-from zfnet.spectra import BANDS, band_areas, band_shares, energy_shares, grid_contrast, power_spectra, verdict
+from zfnet.spectra import (
+    BANDS,
+    band_areas,
+    band_shares,
+    energy_shares,
+    grid_contrast,
+    noise_smoothness,
+    power_spectra,
+    smoothness,
+    verdict,
+)
 from zfnet.tables import csv_text, markdown_table
 from zfnet.top9 import spread_evenly, strongest_activations, tensor_batches
 
@@ -148,6 +158,8 @@ def measure(path, model, checkpoint, val_samples, args, device):
         "dead": int((faded | silent).sum()),
         "dead_mask": faded | silent,
         "bands": band_shares(weights),
+        "smoothness": smoothness(weights),
+        "noise_smoothness": noise_smoothness(kernel),
         "weights": weights,
         "projections": projections,
         "spectrum": spectrum,
@@ -169,6 +181,10 @@ def report_rows(nets):
         rows.append(
             (f"layer-1 energy, {band} frequencies ({span} cycles/px)", [round(n["bands"][band], 4) for n in nets])
         )
+    rows.append(
+        ("layer-1 smoothness: energy below 1/4 cycle/px, means removed", [round(n["smoothness"], 4) for n in nets])
+    )
+    rows.append(("the same for white-noise filters of this size", [round(n["noise_smoothness"], 4) for n in nets]))
     rows.append(("layer-2 projections: stride-grid contrast", [round(n["aliasing"], 2) for n in nets]))
     return rows
 

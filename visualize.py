@@ -45,6 +45,7 @@ from zfnet.files import atomic_write_text
 from zfnet.images import find_images, load_input, unnormalize
 from zfnet.outputs import OutputFolder, require_outside
 from zfnet.runtime import pick_device
+from zfnet.spectra import noise_smoothness, smoothness
 from zfnet.tables import csv_text
 from zfnet.top9 import (
     chosen_layers,
@@ -217,9 +218,11 @@ def filters(args):
         )
         axis.imshow(grid.permute(1, 2, 0).numpy())
         kernel, stride = model.layer1.conv.kernel_size[0], model.layer1.conv.stride[0]
+        smooth = f"smoothness {smoothness(weights):.0%} (white noise {noise_smoothness(kernel):.0%})"
         axis.set_title(
-            f"{os.path.relpath(path)}\n{len(weights)} filters, {kernel}x{kernel}, stride {stride}", fontsize=9
+            f"{os.path.relpath(path)}\n{len(weights)} filters, {kernel}x{kernel}, stride {stride}; {smooth}", fontsize=9
         )
+        print(f"{os.path.relpath(path)}: layer-1 {smooth}")
         axis.axis("off")
     save_figure(figure, out)
     print(f"wrote {out}")

@@ -21,6 +21,7 @@ from tests.helpers import (
     write_photo,
 )
 from zfnet.outputs import OutputFolder
+from zfnet.spectra import noise_smoothness
 
 
 def checkpoint(path, arch, classes=("blue", "green", "red"), change_layer1=None):
@@ -77,6 +78,10 @@ def test_report_measures_both_networks_and_states_the_claims(colour_split, tmp_p
         assert sum(float(rows[key][column]) for key in bands) == pytest.approx(1, abs=1e-3)
         assert 0 <= float(rows["validation accuracy"][column]) <= 1
         assert float(rows["layer-2 projections: stride-grid contrast"][column]) > 0
+        assert 0.1 < float(rows["layer-1 smoothness: energy below 1/4 cycle/px, means removed"][column]) < 0.3
+    assert [float(value) for value in rows["the same for white-noise filters of this size"]] == pytest.approx(
+        [noise_smoothness(11), noise_smoothness(7)], abs=1e-4
+    )
     markdown = (out / "compare.md").read_text()
     assert markdown.startswith(f"# First layers compared on {os.path.join('data', 'val')} (12 photos)")
     assert "## What these two networks show" in markdown

@@ -28,6 +28,7 @@ from tests.helpers import (
 from zfnet.checkpoint import load_checkpoint
 from zfnet.deconv import receptive_fields
 from zfnet.images import load_input
+from zfnet.spectra import noise_smoothness, smoothness
 
 
 @pytest.fixture(autouse=True)
@@ -110,7 +111,9 @@ def test_top9_writes_beside_the_checkpoint_by_default(photos, tmp_path):
 
 def test_filters_one_checkpoint_or_two_side_by_side(checkpoint, tmp_path):
     other = save_network(tmp_path / "alexnet.pth", tiny_network(arch="alexnet"))
-    visualize("filters", "--checkpoint", checkpoint, "--out", tmp_path / "one")
+    one = visualize("filters", "--checkpoint", checkpoint, "--out", tmp_path / "one")
+    weights = load_checkpoint(checkpoint)[0].layer1.conv.weight.detach()
+    assert f"layer-1 smoothness {smoothness(weights):.0%} (white noise {noise_smoothness(7):.0%})" in one.stdout
     visualize("filters", "--checkpoint", other, checkpoint, "--out", tmp_path / "two")
     with Image.open(tmp_path / "one" / "filters.png") as one, Image.open(tmp_path / "two" / "filters.png") as two:
         assert two.width > 1.5 * one.width
