@@ -9,7 +9,7 @@
 
 Writes into --out (default: visualize/ beside the checkpoint, or beside the snapshots folder):
 top9_layerN.png and top9.json (every patch's image, position, box and value); filters.png;
-evolution_layerN.png, evolution_change.png and evolution_change.csv. --out must be a new or
+evolution_layerN.png, evolution_change.png, evolution_change.csv and evolution_weights.csv. --out must be a new or
 empty folder, or one these commands wrote, outside --images. A photo that cannot be used
 (truncated, not an image, too large to decode safely, a broken link) is skipped with a note.
 """
@@ -69,6 +69,7 @@ OWN_NAMES = (
     "evolution_layer*.png",
     "evolution_change.png",
     "evolution_change.csv",
+    "evolution_weights.csv",
 )
 
 TOP9 = """Figure 2: for each chosen layer's most active maps (or the maps named), the 9 strongest
@@ -86,7 +87,7 @@ snapshot), the projection of its strongest activation at every snapshot; and how
 layer's projections still change from one snapshot to the next, measured at the place of the
 last snapshot's strongest activation (1 - cosine similarity).
 
-Writes evolution_layerN.png, evolution_change.png and evolution_change.csv."""
+Writes evolution_layerN.png, evolution_change.png, evolution_change.csv and evolution_weights.csv."""
 
 
 def load_model(path, device):
@@ -275,19 +276,75 @@ def plot_evolution(panels, maps, epochs, path, title):
     save_figure(figure, path)
 
 
-def plot_changes(changes, path):
-    """Mean change of each layer's projections from the previous snapshot, against epoch."""
-    figure, axis = plt.subplots(figsize=(6, 4))
+def weight_drift(snapshots, layers):
+    """Rows of each layer's weights at each snapshot: their distance from the first snapshot's
+    and from the previous one's, each relative to the norm of the earlier weights. A layer that
+    settled has moved far from its start and little lately; one that never learned has moved
+    little from its start too (both changes are small)."""
+    rows = []
+    for layer in layers:
+        weights = [model.stage(layer).conv.weight.detach().double() for _, model in snapshots]
+        for (epoch, _), previous, current in zip(snapshots, [None, *weights], weights):
+            rows.append(
+                {
+                    "layer": layer,
+                    "epoch": epoch,
+                    "from_first": round(((current - weights[0]).norm() / weights[0].norm()).item(), 6),
+                    "from_previous": ""
+                    if previous is None
+                    else round(((current - previous).norm() / previous.norm()).item(), 6),
+                }
+            )
+    return rows
+
+
+def plot_changes(changes, drift, epochs, path):
+    """Left: mean change of each layer's projections from the previous snapshot. Right: each
+    layer's weights, their distance from the first snapshot's and from the previous one's."""
+    figure, (projections, weights) = plt.subplots(1, 2, figsize=(12, 4.5))
     for layer, by_epoch in changes.items():
-        epochs = sorted(by_epoch)
-        axis.plot(epochs, [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs], "-o", label=f"layer {layer}")
-    axis.set(
+        shown = sorted(by_epoch)
+        projections.plot(shown, [sum(by_epoch[e]) / len(by_epoch[e]) for e in shown], "-o", label=f"layer {layer}")
+    projections.set(
         xlabel="epoch",
         ylabel="1 - cosine similarity to the previous snapshot",
-        title="how much each layer's projections still change",
+        title="projections: how much each layer's projections still change",
     )
-    axis.grid(alpha=0.3)
-    axis.legend()
+    for index, layer in enumerate(changes):
+        rows = [row for row in drift if row["layer"] == layer]
+        colour = f"C{index}"
+        weights.plot(
+            [r["epoch"] for r in rows],
+            [r["from_first"] for r in rows],
+            "-o",
+            color=colour,
+            label=f"layer {layer}: from epoch {epochs[0]}",
+        )
+        later = [r for r in rows if r["from_previous"] != ""]
+        weights.plot(
+            [r["epoch"] for r in later],
+            [r["from_previous"] for r in later],
+            "--s",
+            color=colour,
+            label=f"layer {layer}: from the previous snapshot",
+        )
+    weights.set(
+        xlabel="epoch",
+        ylabel="weight change, relative to the earlier weights' norm",
+        title=f"weights: moved from epoch {epochs[0]} (solid) and lately (dashed)",
+    )
+    for axis in (projections, weights):
+        axis.set_xticks(epochs)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.text(
+        0.5,
+        -0.02,
+        "A layer that settled moved far from its start and little lately; one that never learned moved little "
+        "from its start too. Snapshot epoch 0 (train.py --snapshot-epochs 0,...) is the initial weights.",
+        ha="center",
+        fontsize=9,
+    )
     save_figure(figure, path)
 
 
@@ -309,6 +366,7 @@ def evolution(args):
     )
     figures = {layer: out.path(f"evolution_layer{layer}.png") for layer in layers}
     change_figure, change_table = out.path("evolution_change.png"), out.path("evolution_change.csv")
+    weights_table = out.path("evolution_weights.csv")
     paths, inputs = usable_inputs(paths, preprocess, args.batch_size, "decoding images", args.images)
     strongest = {
         epoch: strongest_activations(
@@ -354,9 +412,17 @@ def evolution(args):
         plot_evolution(panels, maps, epochs, figures[layer], f"layer {layer}: strongest activation per epoch")
         print(f"wrote {figures[layer]}")
 
-    plot_changes(changes, change_figure)
+    drift = weight_drift(snapshots, layers)
+    plot_changes(changes, drift, epochs, change_figure)
     atomic_write_text(change_table, csv_text(rows))
-    print(f"wrote {change_figure} and {change_table}")
+    atomic_write_text(weights_table, csv_text(drift))
+    for row in drift:
+        if row["epoch"] == epochs[-1]:
+            print(
+                f"layer {row['layer']}: weights moved {row['from_first']:.1%} from epoch {epochs[0]}, "
+                f"{row['from_previous']:.1%} since the previous snapshot"
+            )
+    print(f"wrote {change_figure}, {change_table} and {weights_table}")
 
 
 def add_command(commands, name, description, summary, run):

@@ -7,10 +7,12 @@ import sys
 import pytest
 import torch
 
+from model import ZFNet
 from tests.helpers import ROOT, assert_one_line_error, call_script, tiny_network
 from zfnet import training
 from zfnet.checkpoint import load_checkpoint
 from zfnet.errors import UserError
+from zfnet.runtime import derived_seed
 
 
 def run_train(data, out, *flags):
@@ -27,7 +29,7 @@ SMALL = ("--fc-features", "128,128")
 
 def test_training_learns_and_writes_every_output(colour_split, tmp_path):
     out = tmp_path / "run"
-    result = run_train(colour_split, out, "--epochs", "4", "--lr", "5e-4", "--snapshot-epochs", "1,3")
+    result = run_train(colour_split, out, "--epochs", "4", "--lr", "5e-4", "--snapshot-epochs", "0,1,3")
     history = result["history"]
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
@@ -43,7 +45,11 @@ def test_training_learns_and_writes_every_output(colour_split, tmp_path):
         "metrics.csv",
         "snapshots",
     ]
-    assert sorted(os.listdir(out / "snapshots")) == ["epoch_001.pth", "epoch_003.pth"]
+    assert sorted(os.listdir(out / "snapshots")) == ["epoch_000.pth", "epoch_001.pth", "epoch_003.pth"]
+    initial = torch.load(out / "snapshots" / "epoch_000.pth", weights_only=True)
+    torch.manual_seed(derived_seed(0, "init"))  # the run's seed 0: the weights it started from
+    fresh = ZFNet(num_classes=3).state_dict()
+    assert initial["epoch"] == 0 and all(torch.equal(initial["model"][name], fresh[name]) for name in fresh)
     model, best = load_checkpoint(out / "best.pth")
     assert best["classes"] == ["blue", "green", "red"]
     assert best["model_config"]["num_classes"] == 3 and best["model_config"]["width"] == "half"
@@ -214,7 +220,8 @@ def test_the_end_of_run_summary_reports_disk_use(colour_split, tmp_path, capsys)
     [
         (("--fc-features=-5,3",), "--fc-features must not be negative"),
         (("--conv-channels", "48,0,0,0,0"), "layers 1 and 5 kept"),
-        (("--snapshot-epochs", "0,3", "--epochs", "2"), "--snapshot-epochs must lie between 1 and --epochs"),
+        (("--snapshot-epochs", "1,3", "--epochs", "2"), "--snapshot-epochs must lie between 0 (the initial weights)"),
+        (("--snapshot-epochs=-1", "--epochs", "2"), "--snapshot-epochs must lie between 0 (the initial weights)"),
         (("--label-smoothing", "1"), "--label-smoothing must lie in [0, 1)"),
     ],
 )

@@ -158,6 +158,15 @@ def test_evolution_figures_and_change_table(photos, tmp_path):
     assert all(abs(float(row["change_from_previous"])) < 1e-5 for row in by_epoch["2"])
     assert any(float(row["change_from_previous"]) > 0.01 for row in by_epoch["5"])
     assert all(os.path.isfile(row["strongest_image"]) for row in rows)
+    with open(out / "evolution_weights.csv") as file:
+        drift = {(row["layer"], row["epoch"]): row for row in csv.DictReader(file)}
+    first, last = tiny_network(seed=2), tiny_network(seed=3)
+    for layer in ("1", "2"):
+        assert drift[layer, "1"]["from_first"] == "0.0" and drift[layer, "1"]["from_previous"] == ""
+        assert float(drift[layer, "2"]["from_first"]) == 0 and float(drift[layer, "2"]["from_previous"]) == 0
+        a, b = (net.stage(int(layer)).conv.weight.detach().double() for net in (first, last))
+        assert float(drift[layer, "5"]["from_first"]) == pytest.approx(((b - a).norm() / a.norm()).item(), abs=1e-5)
+        assert drift[layer, "5"]["from_previous"] == drift[layer, "5"]["from_first"]
 
 
 def test_evolution_searches_at_most_max_images_from_every_class(photos, tmp_path):

@@ -142,7 +142,8 @@ def get_parser(description=__doc__, suppress_defaults=False):
         default=[],
         type=int_list,
         metavar="E1,E2,...",
-        help="also save the weights after these epochs into OUT/snapshots/ (for visualize.py evolution)",
+        help="also save the weights after these epochs into OUT/snapshots/ (for visualize.py evolution; "
+        "0 saves the initial weights)",
     )
     add(
         "--resume",
@@ -175,8 +176,8 @@ def check_settings(config):
     for flag, widths in (("--conv-channels", config.conv_channels), ("--fc-features", config.fc_features)):
         if widths is not None and any(width < 0 for width in widths):
             raise UserError(f"{flag} must not be negative, got {','.join(map(str, widths))}")
-    if not all(1 <= epoch <= config.epochs for epoch in config.snapshot_epochs):
-        raise UserError(f"--snapshot-epochs must lie between 1 and --epochs ({config.epochs})")
+    if not all(0 <= epoch <= config.epochs for epoch in config.snapshot_epochs):
+        raise UserError(f"--snapshot-epochs must lie between 0 (the initial weights) and --epochs ({config.epochs})")
     build_model(config, num_classes=2)  # layer widths that make no network fail here, not after decoding
 
 
@@ -441,6 +442,11 @@ class Run:
                 f"{'bfloat16' if self.bfloat16 else 'float32'}): {len(self.train_cache)} train / "
                 f"{len(self.val_cache)} val photos, {len(self.classes)} classes, {config.arch} "
                 f"{config.width} width, {config.recipe} recipe"
+            )
+        if runtime.is_main and self.start_epoch == 0 and 0 in config.snapshot_epochs:
+            save_checkpoint(
+                model_payload(self.model, self.classes, PREPROCESS, 0),
+                os.path.join(config.out, "snapshots", "epoch_000.pth"),
             )
         for epoch in range(self.start_epoch + 1, config.epochs + 1):
             row, confusion = self.train_one_epoch(epoch)
