@@ -168,7 +168,13 @@ def top9_layer(model, preprocess, paths, layer, best, field, args, figure_path):
         min(3, len(panels)),
         figure_path,
         f"layer {layer}: strongest activations, projected (left) and their "
-        f"{field.size}x{field.size} image patches (right)",
+        f"{field.size}x{field.size} image patches (right)\neach projection stretched by its own 99th-percentile "
+        f"magnitude around grey"
+        + (
+            "; layer 1's projections are the map's filter times each activation, so they look alike"
+            if layer == model.conv_layers[0]
+            else ""
+        ),
     )
     print(f"wrote {figure_path}")
     return index
