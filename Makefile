@@ -1,5 +1,5 @@
 # The README's two commands. Each sets up the virtual environment it needs (once), then:
-#   make run    split the photos, train ZFNet, classify sunflower.jpg
+#   make run    split the photos, train ZFNet, classify sunflower.jpg, build the explorer site
 #   make test   check the code style, then run the test suite (what CI runs)
 PYTHON ?= python3
 VENV := .venv
@@ -11,6 +11,7 @@ run: $(VENV)/.installed
 	$(BIN)/python split_data.py
 	$(BIN)/python train.py --resume
 	$(BIN)/python predict.py sunflower.jpg
+	$(BIN)/python explore.py
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -27,7 +27,6 @@ from tqdm import tqdm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the project's modules, wherever the bench is started from
-from model import ZFNet  # noqa: E402
 from zfnet.arguments import (  # noqa: E402
     add_checkpoint,
     add_device,
@@ -37,7 +36,7 @@ from zfnet.arguments import (  # noqa: E402
     positive_int,
     script_parser,
 )
-from zfnet.checkpoint import load_checkpoint, model_payload, save_checkpoint  # noqa: E402
+from zfnet.checkpoint import load_checkpoint, save_random_network  # noqa: E402
 from zfnet.data import scan_classes  # noqa: E402
 from zfnet.deconv import paste, project, receptive_fields  # noqa: E402
 from zfnet.errors import run_main  # noqa: E402
@@ -86,17 +85,6 @@ def parse_args(argv=None):
     if args.quick:
         vars(args).update(QUICK)
     return args
-
-
-def save_random_network(folder, photos):
-    """A narrow ZFNet with random weights for the classes of `photos`, saved as train.py
-    saves a checkpoint; returns its path."""
-    torch.manual_seed(0)
-    classes = list(scan_classes(photos))
-    model = ZFNet(num_classes=len(classes), **QUICK_WIDTHS).eval()
-    path = os.path.join(folder, "random.pth")
-    save_checkpoint(model_payload(model, classes, PREPROCESS, 0), path)
-    return path
 
 
 def captum_projections(model, inputs, requests, values):
@@ -174,7 +162,10 @@ def main(argv=None):
     args = parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:  # --quick's network, deleted afterwards
         if args.quick:
-            args.checkpoint = save_random_network(folder, args.images)
+            classes = list(scan_classes(args.images))
+            args.checkpoint = save_random_network(
+                os.path.join(folder, "random.pth"), classes, PREPROCESS, **QUICK_WIDTHS
+            )
         benchmark(args)
 
 

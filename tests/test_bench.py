@@ -16,6 +16,7 @@ QUICK_RUNS = {
     ("bench/time_to_accuracy.py", "--quick"): "epochs to",
     ("bench/train_speed.py", "--quick"): "img/s",
     ("bench/make_photo_set.py", "--quick"): "photos,",
+    ("bench/explore_speed.py", "--quick"): "| build | seconds | goal |",
     ("bench/filter_smoothness.py", "--quick"): "| run | recipe | epochs | val accuracy | smooth < 1/4 |",
 }
 

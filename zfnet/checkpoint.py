@@ -121,3 +121,12 @@ def load_checkpoint(path, device="cpu"):
     """`(model, checkpoint)`: the network on `device` in eval mode, and the checkpoint dict."""
     checkpoint = read_checkpoint(path)
     return build_model(checkpoint, path).to(device), checkpoint
+
+
+def save_random_network(path, classes, preprocess, seed=0, **widths):
+    """A ZFNet with random weights for `classes` (ZFNet's `widths` overridden as given),
+    saved as train.py saves a checkpoint, for the benchmarks' quick runs; returns `path`."""
+    torch.manual_seed(seed)
+    model = ZFNet(num_classes=len(classes), input_size=preprocess["input_size"], **widths).eval()
+    save_checkpoint(model_payload(model, classes, preprocess, 0), path)
+    return path

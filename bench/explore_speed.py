@@ -1,0 +1,122 @@
+"""Explorer speed and size: explore.py builds the whole site into a new folder (cold), then
+again into the same folder (warm: everything reused from its cache), each timed as a user
+runs it, start-up included; then the site's size on disk.
+
+    python bench/explore_speed.py --checkpoint runs/zfnet/best.pth --images flower_data/val
+    python bench/explore_speed.py --quick     # a check that it runs: a tiny random network, in seconds
+
+The goal (issue 13): for the half-width network (688 feature maps in layers 1 to 5, each with
+its top 9; 20 photo pages) over the 310 validation photos, the cold build in under 3 minutes
+on the two-core CPU and the site under 60 MB. The site is written into a temporary folder
+(deleted afterwards); the snapshots and figures of the checkpoint's run folder are used as
+explore.py uses them. --quick builds 3 photo pages for a narrow random network over the
+bundled sample (the times say nothing then).
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # the project's modules, wherever the bench is started from
+from zfnet.arguments import add_checkpoint, add_device, add_images, non_negative_int, script_parser  # noqa: E402
+from zfnet.checkpoint import save_random_network  # noqa: E402
+from zfnet.data import scan_classes  # noqa: E402
+from zfnet.errors import UserError, run_main  # noqa: E402
+from zfnet.training import PREPROCESS  # noqa: E402
+
+QUICK = {"images": os.path.join(ROOT, "samples", "flower_photos"), "photos": 3}
+QUICK_WIDTHS = {"conv_channels": (8, 16, 16, 16, 16), "fc_features": (32, 32)}
+GOALS = {"seconds": 180, "megabytes": 60}
+
+
+def parse_args(argv=None):
+    parser = script_parser(__doc__)
+    add_checkpoint(parser)
+    add_images(parser)
+    add_device(parser)
+    parser.set_defaults(device="cpu")  # the goal is for the CPU
+    parser.add_argument("--photos", default=20, type=non_negative_int, help="photo pages (default: %(default)s)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a quick check on the bundled sample with a narrow random network and --photos "
+        f"{QUICK['photos']} (--checkpoint, --images and --photos are ignored)",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        vars(args).update(QUICK)
+    return args
+
+
+def timed_build(args, out, threads=None):
+    """Seconds that `python explore.py` takes to build (or bring up to date) the site in
+    `out`; with `threads`, PyTorch runs on that many (OMP_NUM_THREADS)."""
+    command = [
+        sys.executable,
+        os.path.join(ROOT, "explore.py"),
+        "--checkpoint",
+        args.checkpoint,
+        "--images",
+        args.images,
+        "--out",
+        out,
+        "--device",
+        args.device,
+        "--photos",
+        str(args.photos),
+    ]
+    environment = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=environment)
+    seconds = time.perf_counter() - started
+    if result.returncode:
+        raise UserError(f"explore.py failed: {result.stderr.strip().splitlines()[-1]}")
+    return seconds
+
+
+def footprint(folder):
+    """`(files, megabytes on disk, megabytes of content)` of a folder tree."""
+    sizes = [os.stat(os.path.join(root, name)) for root, _, names in os.walk(folder) for name in names]
+    return len(sizes), sum(s.st_blocks * 512 for s in sizes) / 1e6, sum(s.st_size for s in sizes) / 1e6
+
+
+def benchmark(args):
+    with tempfile.TemporaryDirectory() as folder:
+        out = os.path.join(folder, "explore")
+        builds = [
+            ("cold: a new folder", timed_build(args, out)),
+            ("warm: the same folder again (cache reused)", timed_build(args, out)),
+            # PyTorch's threads wait for each other: on a busy machine one thread can be the faster.
+            ("cold, one PyTorch thread (OMP_NUM_THREADS=1)", timed_build(args, os.path.join(folder, "one"), 1)),
+        ]
+        files, on_disk, content = footprint(out)
+        cache = os.path.getsize(os.path.join(out, "cache.pt")) / 1e6
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"\n{os.path.relpath(args.checkpoint)} over {os.path.relpath(args.images)}, {args.photos} photo pages, "
+        f"on {args.device} ({os.cpu_count()} cores, load average {load:.1f} at the end)\n"
+    )
+    print("| build | seconds | goal |")
+    print("|---|---|---|")
+    for name, seconds in builds:
+        print(f"| {name} | {seconds:.1f} | {'under ' + str(GOALS['seconds']) if name.startswith('cold:') else ''} |")
+    print("\n| site | files | MB on disk | MB of content | goal |\n|---|---|---|---|---|")
+    print(f"| the whole folder | {files} | {on_disk:.1f} | {content:.1f} | under {GOALS['megabytes']} MB |")
+    print(f"| of which cache.pt | 1 | | {cache:.1f} | |")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:  # --quick's network, deleted afterwards
+        if args.quick:
+            args.checkpoint = save_random_network(
+                os.path.join(folder, "random.pth"), list(scan_classes(args.images)), PREPROCESS, **QUICK_WIDTHS
+            )
+        benchmark(args)
+
+
+if __name__ == "__main__":
+    run_main(main)

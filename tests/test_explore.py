@@ -1,0 +1,495 @@
+"""explore.py: the site it builds from a tiny network, checked as files (the top 9 against a
+brute-force search, the cache, the errors, the output folder) and in a real browser (headless
+Chromium through Selenium: every page loads without a console error, every link and picture
+resolves, and a reader can click from the overview to a map, to one of its photos and back).
+
+The browser tests need Chromium and its driver (Debian: apt-get install chromium
+chromium-driver) and the selenium package; without them they fail, saying so.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from urllib.parse import unquote, urlparse
+
+import pytest
+import torch
+
+import model as model_module
+import zfnet.site.data
+from tests.helpers import (
+    CLASSES,
+    ROOT,
+    assert_one_line_error,
+    call_script,
+    flags_without_defaults,
+    folder_contents,
+    hide_progress_bars,
+    run_script,
+    save_network,
+    tiny_network,
+    write_photo,
+    write_truncated_photo,
+)
+from zfnet.checkpoint import load_checkpoint, model_payload, save_checkpoint
+from zfnet.images import load_input
+from zfnet.outputs import MARKER
+from zfnet.top9 import strongest_activations, tensor_batches
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+WIDTHS = {"conv_channels": (4, 6, 6, 5, 4), "fc_features": (16, 16)}  # few maps: few pages to visit
+SIZE = 64
+PHOTOS_PER_CLASS = 3
+
+
+def write_run(folder):
+    """A run folder as train.py leaves it (best.pth, last.pth with its settings, curves and
+    confusion figures, two snapshots) and another tool's figure in it."""
+    run = folder / "run"
+    network = tiny_network(SIZE, **WIDTHS)
+    best = save_network(run / "best.pth", network, epoch=3)
+    payload = model_payload(network, CLASSES, {"input_size": SIZE, "mean": [0.5] * 3, "std": [0.5] * 3}, 3)
+    save_checkpoint({**payload, "train_config": {"recipe": "fast", "lr": 4e-4, "epochs": 3}}, str(run / "last.pth"))
+    for epoch in (1, 2):
+        save_network(
+            run / "snapshots" / f"epoch_{epoch:03d}.pth", tiny_network(SIZE, seed=epoch, **WIDTHS), epoch=epoch
+        )
+    for name in ("curves.png", "confusion.png", "visualize/filters.png"):
+        write_photo(run / name, seed=len(name), size=(60, 40))
+    return best
+
+
+def write_images(folder):
+    return str(folder / "images"), [
+        write_photo(folder / "images" / name / f"{name}{i}.jpg", seed=10 * k + i, size=(70 + 10 * i, 60))
+        for k, name in enumerate(CLASSES)
+        for i in range(PHOTOS_PER_CLASS)
+    ]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A site built with the defaults beside a tiny run's best.pth: (checkpoint, images, site folder, result)."""
+    folder = tmp_path_factory.mktemp("explore")
+    checkpoint = write_run(folder)
+    images, _ = write_images(folder)
+    started = time.perf_counter()
+    result = call_script("explore.py", "--checkpoint", checkpoint, "--images", images, "--device", "cpu")
+    result.seconds = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr
+    return checkpoint, images, os.path.join(os.path.dirname(checkpoint), "explore"), result
+
+
+def pages_of(site):
+    return sorted(
+        os.path.relpath(os.path.join(root, name), site)
+        for root, _, names in os.walk(site)
+        for name in names
+        if name.endswith(".html")
+    )
+
+
+def test_the_site_has_every_page(built):
+    checkpoint, images, site, result = built
+    expected = [
+        "evolution.html",
+        "index.html",
+        *(f"layer{n}.html" for n in range(1, 6)),
+        *(f"layer{n}/map{m:03d}.html" for n in range(1, 6) for m in range(WIDTHS["conv_channels"][n - 1])),
+        *(f"photo/{name}-{name}{i}.html" for name in CLASSES for i in range(PHOTOS_PER_CLASS)),
+    ]
+    assert pages_of(site) == sorted(expected)
+    for name in ("style.css", "cache.pt", "curves.png", "confusion.png", "img/filters.png", MARKER):
+        assert os.path.isfile(os.path.join(site, name)), name
+    assert f"{os.path.abspath(os.path.join(site, 'index.html'))}" in result.stdout
+    index = open(os.path.join(site, "index.html")).read()
+    assert "../visualize/filters.png" in index  # the other tools' figures are linked, not copied
+    assert "fast" in index and "Accuracy on these photos" in index
+    # Nothing is fetched from elsewhere: no CDN, no web fonts, no scripts.
+    for page in pages_of(site):
+        text = open(os.path.join(site, page)).read()
+        assert "http://" not in text and "https://" not in text and "<script" not in text, page
+
+
+def test_every_text_is_escaped(tmp_path):
+    checkpoint = save_network(
+        tmp_path / "run" / "best.pth",
+        tiny_network(SIZE, classes=["<b>a&b</b>", "c"], **WIDTHS),
+        classes=["<b>a&b</b>", "c"],
+    )
+    write_photo(tmp_path / "images" / "<i>x.jpg", seed=1)
+    result = call_script("explore.py", "--checkpoint", checkpoint, "--images", tmp_path / "images", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    site = tmp_path / "run" / "explore"
+    for page in pages_of(site):
+        text = (site / page).read_text()
+        assert "<b>a&b" not in text and "<i>x" not in text, page
+    assert "&lt;b&gt;a&amp;b&lt;/b&gt;" in (site / "index.html").read_text()
+
+
+def brute_force_top(model, paths, preprocess, layer, k):
+    """Every map's k strongest photos by trying every position of every photo, one photo at a
+    time: (values, images, ys, xs), strongest first, equal values keeping the earlier photo and
+    the first position in reading order."""
+    best = []  # per photo: (maps,) values and (y, x)
+    for path in paths:
+        with torch.no_grad():
+            maps = model.activations(load_input(path, preprocess)[None], [layer])[layer][0]
+        channels, height, width = maps.shape
+        values = torch.full((channels,), -1.0)
+        places = torch.zeros(channels, 2, dtype=torch.long)
+        for y in range(height):
+            for x in range(width):
+                better = maps[:, y, x] > values
+                values[better] = maps[better, y, x]
+                places[better] = torch.tensor([y, x])
+        best.append((values, places))
+    values = torch.stack([v for v, _ in best], 1)  # (maps, photos)
+    order = values.sort(dim=1, descending=True, stable=True).indices[:, :k]
+    places = torch.stack([p for _, p in best], 1)  # (maps, photos, 2)
+    chosen = places.gather(1, order[:, :, None].expand(-1, -1, 2))
+    return values.gather(1, order), order, chosen[..., 0], chosen[..., 1]
+
+
+def test_the_top9_are_those_of_a_brute_force_search_and_of_strongest_activations(built):
+    checkpoint, images, site, _ = built
+    model, saved = load_checkpoint(checkpoint)
+    survey = torch.load(os.path.join(site, "cache.pt"), weights_only=True)["survey"]
+    paths = survey["paths"]
+    inputs = torch.stack([load_input(path, saved["preprocess"]) for path in paths])
+    reference = strongest_activations(model, tensor_batches(inputs, 4, "reference"), model.conv_layers, "cpu")
+    for layer in model.conv_layers:
+        values, images_found, ys, xs = survey["top"][layer]
+        brute = brute_force_top(model, paths, saved["preprocess"], layer, 9)
+        assert torch.allclose(values, brute[0], rtol=1e-5, atol=1e-6)
+        for ours, theirs, strongest in zip((images_found, ys, xs), brute[1:], reference[layer][1:]):
+            assert torch.equal(ours, theirs) and torch.equal(ours, strongest)
+
+
+def test_a_map_page_shows_its_top9_with_their_photos(built):
+    _, _, site, _ = built
+    survey = torch.load(os.path.join(site, "cache.pt"), weights_only=True)["survey"]
+    values, images, ys, xs = survey["top"][5]
+    page = open(os.path.join(site, "layer5", "map002.html")).read()
+    shown = re.findall(
+        r"<b>(\d)\.</b> activation ([^<]+)<br>(?:<a [^>]+>)?([^<]+)(?:</a>)?<br>at \((\d+), (\d+)\)", page
+    )
+    assert len(shown) == 9
+    for rank, (number, value, name, y, x) in enumerate(shown):
+        assert int(number) == rank + 1 and float(value) == pytest.approx(values[2, rank].item(), rel=1e-2)
+        assert name == os.path.basename(survey["paths"][images[2, rank]])
+        assert (int(y), int(x)) == (ys[2, rank].item(), xs[2, rank].item())
+
+
+def test_a_rerun_reuses_everything_and_runs_no_network(built, monkeypatch):
+    checkpoint, images, site, first = built
+    pictures = {
+        path: os.stat(path).st_mtime_ns
+        for root, _, names in os.walk(os.path.join(site, "img"))
+        for path in (os.path.join(root, name) for name in names)
+    }
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a re-run ran the network")
+
+    for name in ("forward", "stages_forward", "activations"):
+        monkeypatch.setattr(model_module.ZFNet, name, refuse)
+    monkeypatch.setattr(zfnet.site.data, "survey", refuse)
+    started = time.perf_counter()
+    result = call_script("explore.py", "--checkpoint", checkpoint, "--images", images, "--device", "cpu")
+    seconds = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr
+    assert seconds < first.seconds / 2, (seconds, first.seconds)
+    assert {path: os.stat(path).st_mtime_ns for path in pictures} == pictures
+
+
+def test_missing_pictures_are_made_again_and_another_checkpoint_starts_afresh(tmp_path):
+    checkpoint = write_run(tmp_path)
+    images, _ = write_images(tmp_path)
+    arguments = ("--checkpoint", checkpoint, "--images", images, "--device", "cpu", "--photos", "2")
+    assert call_script("explore.py", *arguments).returncode == 0
+    site = tmp_path / "run" / "explore"
+    photo_pictures = sorted((site / "img" / "photo").iterdir())
+    assert len(photo_pictures) == 2
+    deleted = [site / "img" / "layer3" / "map001.jpg", photo_pictures[0] / "layer2.jpg"]
+    for path in deleted:
+        path.unlink()
+    assert call_script("explore.py", *arguments).returncode == 0
+    assert all(path.exists() for path in deleted)
+
+    save_network(checkpoint, tiny_network(SIZE, seed=5, **{**WIDTHS, "conv_channels": (4, 6, 6, 5, 3)}))
+    assert call_script("explore.py", *arguments).returncode == 0
+    assert not (site / "layer5" / "map003.html").exists() and not (site / "img" / "layer5" / "map003.jpg").exists()
+    assert (site / "layer5" / "map002.html").exists()
+
+
+def test_photos_by_count_and_by_name(built, tmp_path):
+    checkpoint, images, _, _ = built
+    loose = write_photo(tmp_path / "loose.png", seed=3, size=(50, 80))
+    inside = os.path.join(images, "roses", "roses1.jpg")
+    out = tmp_path / "site"
+    result = call_script(
+        "explore.py",
+        "--checkpoint",
+        checkpoint,
+        "--images",
+        images,
+        "--device",
+        "cpu",
+        "--out",
+        out,
+        "--photos",
+        loose,
+        inside,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(out / "photo")) == ["loose.html", "roses-roses1.html"]
+    assert "the class the network predicts" in (out / "photo" / "loose.html").read_text()
+    assert "the class of its folder" in (out / "photo" / "roses-roses1.html").read_text()
+    result = call_script(
+        "explore.py", "--checkpoint", checkpoint, "--images", images, "--device", "cpu", "--out", out, "--photos", "2"
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(os.listdir(out / "photo")) == 2 and len(os.listdir(out / "img" / "photo")) == 2
+
+
+def test_a_photo_that_cannot_be_decoded_is_skipped_with_a_note(built, tmp_path):
+    checkpoint, _, _, _ = built
+    images, _ = write_images(tmp_path)
+    broken = write_truncated_photo(os.path.join(images, "daisy", "broken.jpg"))
+    result = call_script(
+        "explore.py",
+        "--checkpoint",
+        checkpoint,
+        "--images",
+        images,
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "site",
+        "--photos",
+        "1",
+    )
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: skipped")]
+    assert len(notes) == 1 and broken in notes[0]
+    assert "1 could not be decoded" in (tmp_path / "site" / "index.html").read_text()
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--checkpoint", "missing.pth"], "checkpoint not found"),
+        (["--images", "no/such/folder"], "image folder not found"),
+        (["--photos", "no/such/photo.jpg"], "no/such/photo.jpg: no such file"),
+        (["--photos"], "expected at least one argument"),
+        (["--batch-size", "0"], "must be at least 1"),
+        (["--port", "-1"], "must not be negative"),
+    ],
+)
+def test_bad_input_is_one_line(built, tmp_path, arguments, message):
+    checkpoint, images, _, _ = built
+    defaults = ["--checkpoint", checkpoint, "--images", images, "--out", tmp_path / "site", "--device", "cpu"]
+    result = run_script("explore.py", *defaults, *arguments)
+    assert_one_line_error(result, message)
+    assert not (tmp_path / "site").exists()
+
+
+def test_no_usable_photo_is_one_line(built, tmp_path, monkeypatch):
+    checkpoint, _, _, _ = built
+    hide_progress_bars(monkeypatch)
+    write_truncated_photo(tmp_path / "images" / "a.jpg")
+    result = call_script(
+        "explore.py",
+        "--checkpoint",
+        checkpoint,
+        "--images",
+        tmp_path / "images",
+        "--out",
+        tmp_path / "site",
+        "--device",
+        "cpu",
+    )
+    assert_one_line_error(result, "none of the 1 photos")
+
+
+def test_help_shows_every_default():
+    result = call_script("explore.py", "--help")
+    assert result.returncode == 0 and flags_without_defaults(result.stdout) == []
+
+
+def test_a_folder_of_the_users_files_is_refused_and_untouched(built, tmp_path):
+    checkpoint, images, _, _ = built
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("chapter 1")
+    before = folder_contents(tmp_path / "mine")
+    result = run_script("explore.py", "--checkpoint", checkpoint, "--images", images, "--out", tmp_path / "mine")
+    assert_one_line_error(result, "already holds files that zfnet did not write")
+    assert folder_contents(tmp_path / "mine") == before
+
+
+def test_out_inside_the_photos_or_as_a_file_is_refused(built, tmp_path):
+    checkpoint, images, _, _ = built
+    inside = run_script(
+        "explore.py", "--checkpoint", checkpoint, "--images", images, "--out", os.path.join(images, "site")
+    )
+    assert_one_line_error(inside, "is within --images")
+    (tmp_path / "file").write_text("x")
+    assert_one_line_error(
+        run_script("explore.py", "--checkpoint", checkpoint, "--images", images, "--out", tmp_path / "file"),
+        "is a file, not a folder",
+    )
+
+
+def test_a_site_folder_from_before_the_marker_is_taken_back(built, tmp_path):
+    checkpoint, images, _, _ = built
+    old = tmp_path / "old"
+    (old / "img").mkdir(parents=True)
+    (old / "index.html").write_text("<p>old</p>")
+    (old / "layer1.html").write_text("<p>old</p>")
+    result = call_script(
+        "explore.py", "--checkpoint", checkpoint, "--images", images, "--out", old, "--device", "cpu", "--photos", "0"
+    )
+    assert result.returncode == 0, result.stderr
+    assert (old / MARKER).exists() and "old" not in (old / "index.html").read_text()
+
+
+def test_serve_serves_the_site_on_localhost_until_interrupted(built):
+    checkpoint, images, _, _ = built
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            os.path.join(ROOT, "explore.py"),
+            "--checkpoint",
+            checkpoint,
+            "--images",
+            images,
+            "--device",
+            "cpu",
+            "--serve",
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        for line in process.stdout:
+            if line.startswith("serving on "):
+                break
+        url = line.split()[2]
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/explore/index.html")
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert b"ZFNet explorer" in response.read()
+        with urllib.request.urlopen(url.replace("explore/index.html", "visualize/filters.png"), timeout=30) as response:
+            assert response.status == 200  # the run folder is served: the links to other tools work
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "stopped" in out
+
+
+# In a real browser.
+
+
+@pytest.fixture(scope="module")
+def browser():
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(path)]
+    if missing:
+        pytest.fail(
+            f"the browser tests need Chromium and chromedriver ({', '.join(missing)} missing): "
+            f"apt-get install -y chromium chromium-driver",
+            pytrace=False,
+        )
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.options import Options
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail("the browser tests need selenium: pip install -r requirements-dev.txt", pytrace=False)
+    options = Options()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--allow-file-access-from-files",
+        "--window-size=1400,1000",
+    ):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    yield driver
+    driver.quit()
+
+
+def local_file(url):
+    parsed = urlparse(url)
+    assert parsed.scheme == "file", f"a link leaves the computer: {url}"
+    return unquote(parsed.path)
+
+
+def test_every_page_loads_cleanly_with_every_link_and_picture(built, browser):
+    _, _, site, _ = built
+    from selenium.webdriver.common.by import By
+
+    start = "file://" + os.path.abspath(os.path.join(site, "index.html"))
+    queue, seen = [start], {start}
+    while queue:
+        url = queue.pop()
+        browser.get(url)
+        assert browser.find_element(By.TAG_NAME, "h1").text, url
+        errors = [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")]
+        assert errors == [], (url, errors)
+        broken = browser.execute_script(
+            "return [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)"
+        )
+        assert broken == [], (url, broken)
+        targets = browser.execute_script(
+            "return [...document.querySelectorAll('a[href]')].map(a => a.href)"
+            ".concat([...document.querySelectorAll('img[src], link[href]')].map(e => e.src || e.href))"
+        )
+        for target in targets:
+            if target.startswith("data:"):
+                continue
+            path = local_file(target)
+            assert os.path.isfile(path), (url, target)
+            page = target.split("#")[0]
+            if page.endswith(".html") and os.path.abspath(path).startswith(os.path.abspath(site)) and page not in seen:
+                seen.add(page)
+                queue.append(page)
+    assert len(seen) == len(pages_of(site))  # every page is reachable from the overview
+
+
+def test_a_reader_can_click_from_the_overview_to_a_map_and_its_photo_and_back(built, browser, tmp_path):
+    _, _, site, _ = built
+    from selenium.webdriver.common.by import By
+
+    browser.get("file://" + os.path.abspath(os.path.join(site, "index.html")))
+    browser.save_screenshot(str(tmp_path / "index.png"))
+    browser.find_element(By.LINK_TEXT, "Layer 5").click()
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Layer 5"
+    browser.find_element(By.CSS_SELECTOR, "a.map-card").click()
+    title = browser.find_element(By.TAG_NAME, "h1").text
+    assert title.startswith("Layer 5, map ")
+    browser.save_screenshot(str(tmp_path / "map.png"))
+    photo = browser.find_element(By.CSS_SELECTOR, ".pair-figure figcaption a")
+    name = photo.text
+    photo.click()
+    assert browser.find_element(By.TAG_NAME, "h1").text == name
+    assert browser.find_elements(By.CSS_SELECTOR, 'a[href*="layer5/"]')
+    browser.back()
+    assert browser.find_element(By.TAG_NAME, "h1").text == title
+    browser.find_element(By.PARTIAL_LINK_TEXT, "all ").click()
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Layer 5"
+    browser.find_element(By.CSS_SELECTOR, "a.brand").click()
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Overview"
+    for shot in ("index.png", "map.png"):
+        assert (tmp_path / shot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,341 @@
+"""explore.py's work: compute what the site shows (zfnet.site.data), write its pictures
+(zfnet.site.pictures) and pages (zfnet.site.pages), and serve it when asked.
+
+The folder is claimed as every tool's output folder is (zfnet.outputs). What a build computes
+is kept in its cache.pt and every picture is written once: a re-run for the same checkpoint
+and photos computes only what is missing (a photo page not made before, a deleted picture),
+and rewrites the pages. A build for another checkpoint or other photos first removes the
+pictures of the previous one.
+"""
+
+import functools
+import glob
+import http.server
+import os
+import re
+import shutil
+import sys
+from urllib.parse import quote
+
+import torch
+from tqdm import tqdm
+
+from zfnet.arguments import out_folder
+from zfnet.checkpoint import load_checkpoint, read_checkpoint
+from zfnet.errors import UserError
+from zfnet.images import find_images, load_input
+from zfnet.outputs import OutputFolder, require_outside
+from zfnet.runtime import pick_device
+from zfnet.site import data, pages
+from zfnet.site.pictures import (
+    Sheet,
+    as_uint8,
+    patch_picture,
+    projection_picture,
+    write_classes,
+    write_filters,
+    write_map,
+    write_picture,
+)
+from zfnet.spectra import noise_smoothness, smoothness
+from zfnet.top9 import require_usable, spread_evenly
+
+# Everything a build writes (the patterns let OutputFolder take back a folder of them).
+OWN_NAMES = (
+    "index.html",
+    "style.css",
+    "layer*.html",
+    "layer[0-9]",
+    "photo",
+    "img",
+    "evolution.html",
+    "cache.pt",
+    "curves.png",
+    "confusion.png",
+)
+RUN_FIGURES = ("curves.png", "confusion.png")  # train.py's, copied in
+TOOLS = ("visualize", "occlusion", "invariance", "correspondence", "compare_arch")  # their PNGs are linked
+THUMBNAIL = 112  # pixels
+IMAGES_PER_PASS = 32  # photos whose projections are made together (bounds the memory they take)
+
+
+def build(args):
+    """Build (or bring up to date) the site that `args` (explore.py's) describe; returns the
+    folder."""
+    device = pick_device(args.device)
+    model, checkpoint = load_checkpoint(args.checkpoint, device)
+    classes, preprocess = checkpoint["classes"], checkpoint["preprocess"]
+    paths = find_images(args.images)
+    listed = {path: load_input(path, preprocess) for path in args.photo_files}  # a bad one stops us now
+    folder = out_folder(args, "explore")
+    require_outside(folder, args.images, "--images")
+    out = OutputFolder.claim(folder, inputs=[args.checkpoint, *paths, *listed], own_names=OWN_NAMES)
+
+    key = data.survey_key(args.checkpoint, paths)
+    cache = data.load_cache(out.path("cache.pt"), key)
+    decoded = {}
+    if cache is None:
+        _clear(folder)
+        found, decoded["inputs"] = data.survey(model, paths, preprocess, args.batch_size)
+        cache = {"key": key, "survey": found, "photos": {}}
+    survey = cache["survey"]
+    require_usable(survey["paths"], survey["skipped"], args.images)
+
+    def inputs():
+        """The survey photos' inputs, decoded only when a missing picture needs them."""
+        if decoded.get("inputs") is None:
+            decoded["inputs"] = torch.stack(
+                [
+                    load_input(path, preprocess)
+                    for path in tqdm(survey["paths"], desc="decoding the photos", leave=False)
+                ]
+            )
+        return decoded["inputs"]
+
+    site = pages.Site(
+        folder=folder,
+        checkpoint=args.checkpoint,
+        images=args.images,
+        classes=classes,
+        preprocess=preprocess,
+        model=model,
+        survey=survey,
+        labels=data.class_labels(survey["paths"], args.images, classes),
+    )
+    site.sheets = {n: Sheet(field.size) for n, field in site.fields.items()}
+    site.ids = photo_ids(survey["paths"], args.images, listed)
+    write_map_sheets(site, out, model, inputs)
+    write_photo_pages(site, out, cache, model, inputs, chosen_photos(args, site, listed), listed)
+    write_thumbnails(site, out, inputs, listed)
+    site.evolution = write_evolution(site, out, cache, args, inputs)
+    describe_run(site, out, args.checkpoint, checkpoint, model)
+    data.save_cache(out.path("cache.pt"), cache)
+    pages.write_site(site, out)
+    return folder
+
+
+def _clear(folder):
+    """Remove a previous build's files (of another checkpoint or other photos)."""
+    for pattern in OWN_NAMES:
+        for path in glob.glob(os.path.join(glob.escape(folder), pattern)):
+            remove(path)
+
+
+def remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def photo_ids(paths, images, listed):
+    """`{path: id}`: a name for each photo's page and pictures, made of letters, digits, - and
+    _: its path inside --images (or, for a photo named by --photos outside it, its file
+    name) without the extension, / as -; a number is added where two would be the same."""
+    ids, taken = {}, set()
+    for path in [*paths, *(path for path in listed if path not in paths)]:
+        inside = os.path.relpath(path, images)
+        name = os.path.basename(path) if inside.startswith(os.pardir) else inside
+        base = re.sub(r"[^A-Za-z0-9_-]+", "-", os.path.splitext(name)[0]).strip("-") or "photo"
+        stem, number = base, 1
+        while stem in taken:
+            number += 1
+            stem = f"{base}-{number}"
+        ids[path] = stem
+        taken.add(stem)
+    return ids
+
+
+def chosen_photos(args, site, listed):
+    """The photos that get a page: those named by --photos, else --photos N of the survey's,
+    spread over the folder, up to half of them misclassified ones when classes are known."""
+    if listed:
+        return list(listed)
+    paths, wrong = site.survey["paths"], site.misclassified()
+    right = sorted(set(range(len(paths))) - set(wrong))
+    picked = [wrong[i] for i in spread_evenly(len(wrong), args.photo_count // 2)] if wrong and args.photo_count else []
+    rest = args.photo_count - len(picked)
+    picked += [right[i] for i in spread_evenly(len(right), rest)] if right and rest else []
+    return [paths[i] for i in sorted(picked)]
+
+
+def missing(out, names):
+    """The pictures of `names` (relative to the site's folder) that are not there."""
+    return [name for name in names if not os.path.exists(out.path(name))]
+
+
+def write_map_sheets(site, out, model, inputs):
+    """Each map's sheet (zfnet.site.pictures): its top-9 projections over its top-9 patches.
+    The projections of all missing sheets are made together, a few photos at a time, so that
+    each photo's forward pass serves all of its projections."""
+    todo = [
+        (n, m)
+        for n in model.conv_layers
+        for m in range(len(site.survey["top"][n][0]))
+        if missing(out, [site.map_sheet(n, m)])
+    ]
+    if not todo:
+        return
+    requests = []
+    for n, m in todo:
+        _, images, ys, xs = site.survey["top"][n]
+        requests += [(images[m, r].item(), n, m, ys[m, r].item(), xs[m, r].item()) for r in range(images.shape[1])]
+    pictures, seen = {}, data.seen(inputs(), site.preprocess)
+    photos = sorted({request[0] for request in requests})
+    for start in tqdm(
+        range(0, len(photos), IMAGES_PER_PASS), desc="projecting the top 9 of every map", unit="pass", leave=False
+    ):
+        wanted = set(photos[start : start + IMAGES_PER_PASS])
+        part = [request for request in requests if request[0] in wanted]
+        for (image, n, m, y, x), patch in zip(part, data.deconvnet(model, inputs(), part)):
+            box = site.fields[n].box(y, x)
+            pictures[(n, m, image)] = (projection_picture(patch), patch_picture(seen[image], box))
+    for n, m in todo:
+        images = site.survey["top"][n][1][m].tolist()
+        shown = [pictures[(n, m, image)] for image in images]
+        site.sheets[n].write(out.path(site.map_sheet(n, m)), [[p for p, _ in shown], [s for _, s in shown]])
+
+
+def write_photo_pages(site, out, cache, model, inputs, chosen, listed):
+    """The pictures of each chosen photo's page, computed for the photos without them; the
+    cache keeps the numbers of the chosen photos only (and the pictures of others go)."""
+    site.photos = []
+    index = {path: i for i, path in enumerate(site.survey["paths"])}
+    for path in tqdm(chosen, desc="photo pages", unit="photo", leave=False):
+        photo = site.ids[path]
+        entry = cache["photos"].get(photo)
+        if entry is None or entry["stamp"] != data.photo_stamp(path) or missing(out, site.photo_files(photo)):
+            x = listed[path] if path in listed else inputs()[index[path]]
+            numbers, pictures = data.analyse_photo(model, x, path, site.classes)
+            entry = {"stamp": data.photo_stamp(path), **numbers}
+            write_photo_pictures(site, out, photo, data.seen(x[None], site.preprocess)[0], numbers, pictures)
+            cache["photos"][photo] = entry
+        site.photos.append((path, photo, entry))
+    kept = {photo for _, photo, _ in site.photos}
+    cache["photos"] = {photo: entry for photo, entry in cache["photos"].items() if photo in kept}
+    prune(out.path("img", "photo"), kept)
+
+
+def write_photo_pictures(site, out, photo, seen, numbers, pictures):
+    files = dict(zip(("whole", *site.model.conv_layers, "a", "b", "c"), site.photo_files(photo)))
+    whole = Sheet(seen.shape[-1])
+    whole.write(out.path(files["whole"]), [[as_uint8(seen), *map(projection_picture, pictures["class"].values())]])
+    for n, rows in pictures["rows"].items():
+        site.sheets[n].write(
+            out.path(files[n]),
+            [[patch_picture(seen, box), *map(projection_picture, projections)] for box, *projections in rows],
+        )
+    maps = numbers["occlusion"]
+    write_map(
+        out.path(files["a"]), maps["feature"], "viridis", maps["feature"].min().item(), maps["feature"].max().item()
+    )
+    write_map(out.path(files["b"]), maps["probability"], "magma", 0, 1)
+    write_classes(out.path(files["c"]), maps["prediction"], len(site.classes))
+
+
+def write_thumbnails(site, out, inputs, listed):
+    """A small picture of each photo that a page shows: the chosen and the misclassified."""
+    paths = site.survey["paths"]
+    wanted = {site.ids[path]: path for path, _, _ in site.photos}
+    wanted.update({site.ids[paths[i]]: paths[i] for i in site.misclassified()})
+    index = {path: i for i, path in enumerate(paths)}
+    for photo, path in wanted.items():
+        if missing(out, [site.thumbnail(photo)]):
+            x = listed[path] if path in listed else inputs()[index[path]]
+            write_picture(out.path(site.thumbnail(photo)), data.seen(x[None], site.preprocess)[0], THUMBNAIL)
+    prune(out.path("img", "thumb"), {f"{photo}.jpg" for photo in wanted})
+
+
+def prune(folder, keep):
+    """Remove the entries of `folder` not in `keep` (pictures no page shows any more)."""
+    if os.path.isdir(folder):
+        for entry in os.scandir(folder):
+            if entry.name not in keep:
+                remove(entry.path)
+
+
+def snapshot_models(paths, model, device):
+    """`[(epoch, model)]` of train.py's snapshots `paths`, oldest first, or [] (with a note)
+    when one cannot be used or is of another network."""
+    snapshots = []
+    for path in paths:
+        try:
+            snapshot, checkpoint = load_checkpoint(path, device)
+        except UserError as error:
+            print(f"note: no evolution page: {error}", file=sys.stderr)
+            return []
+        if checkpoint["model_config"] != model.config:
+            print(f"note: no evolution page: {path} is of another network", file=sys.stderr)
+            return []
+        snapshots.append((checkpoint["epoch"], snapshot))
+    return sorted(snapshots, key=lambda pair: pair[0])
+
+
+def write_evolution(site, out, cache, args, inputs):
+    """Figure 4 from the run's snapshots, when it has two or more: `{epochs, maps, found}`
+    for the page, or None. The snapshots are loaded only when their figure is not cached."""
+    run = os.path.dirname(args.checkpoint) or "."
+    paths = sorted(glob.glob(os.path.join(glob.escape(run), "snapshots", "epoch_*.pth")))
+    if len(paths) < 2:
+        return None
+    key = [cache["key"], *(data.file_digest(path) for path in paths)]
+    layers = site.model.conv_layers
+    entry = cache.get("evolution")
+    if entry is None or entry["key"] != key or missing(out, [site.evolution_sheet(n) for n in layers]):
+        snapshots = snapshot_models(paths, site.model, next(site.model.parameters()).device)
+        if not snapshots:
+            return None
+        maps = {n: site.rankings[n][: data.EVOLUTION_MAPS] for n in layers}
+        found, projections = data.evolution(snapshots, inputs(), layers, maps, args.batch_size)
+        for n in layers:
+            site.sheets[n].write(
+                out.path(site.evolution_sheet(n)), [[projection_picture(p) for p in row] for row in projections[n]]
+            )
+        entry = cache["evolution"] = {
+            "key": key,
+            "epochs": [epoch for epoch, _ in snapshots],
+            "maps": maps,
+            "found": found,
+        }
+    return entry
+
+
+def describe_run(site, out, checkpoint_path, checkpoint, model):
+    """What the overview says about the run: the checkpoint's own numbers, last.pth's
+    settings, train.py's figures (copied in), the layer-1 filters and the other tools' PNGs."""
+    run = os.path.dirname(checkpoint_path) or "."
+    site.checkpoint_info = checkpoint
+    site.train_config = checkpoint.get("train_config")  # last.pth's own, when that is the checkpoint
+    last = os.path.join(run, "last.pth")
+    if site.train_config is None and os.path.isfile(last):
+        try:
+            site.train_config = read_checkpoint(last).get("train_config")
+        except UserError as error:
+            print(f"note: the run's settings are not shown: {error}", file=sys.stderr)
+    site.figures = []
+    for name in RUN_FIGURES:
+        if os.path.isfile(os.path.join(run, name)):
+            shutil.copyfile(os.path.join(run, name), out.path(name))
+            site.figures.append(name)
+    weights = model.stage(1).conv.weight
+    if missing(out, [site.filters]):
+        write_filters(out.path(site.filters), weights)
+    site.smoothness = (smoothness(weights.detach().cpu()), noise_smoothness(weights.shape[-1]))
+    site.tools = {tool: sorted(glob.glob(os.path.join(glob.escape(run), tool, "*.png"))) for tool in TOOLS}
+    site.tools = {tool: found for tool, found in site.tools.items() if found}
+
+
+def serve(folder, port, run):
+    """Serve on 127.0.0.1 only, until Ctrl-C: the run folder `run` when the site lies in it
+    (the default), so that the links to the other tools' figures work, else the site alone."""
+    site = os.path.abspath(folder)
+    run = os.path.abspath(run)
+    root = run if os.path.commonpath([site, run]) == run else site
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=root)
+    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
+        path = quote(os.path.relpath(os.path.join(site, "index.html"), root).replace(os.sep, "/"))
+        print(f"serving on http://127.0.0.1:{server.server_address[1]}/{path} (Ctrl-C to stop)", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("stopped")
