@@ -49,7 +49,7 @@ from zfnet.data import PhotoCache, scan_split, val_inputs
 from zfnet.deconv import project, receptive_fields
 from zfnet.errors import UserError, run_main
 from zfnet.experiments import require_layers
-from zfnet.figures import plt, save_figure
+from zfnet.figures import caption, plain_log_ticks, plt, run_names, save_figure
 from zfnet.files import atomic_write_text
 from zfnet.outputs import OutputFolder, require_outside
 from zfnet.runtime import pick_device
@@ -147,6 +147,7 @@ def measure(path, model, checkpoint, val_samples, args, device):
     arch = model.config["arch"]
     return {
         "name": f"{arch} ({os.path.relpath(path)})",
+        "path": path,
         "arch": arch,
         "kernel": kernel,
         "stride": stride,
@@ -231,52 +232,67 @@ def signed_grid(tensors, dead=None):
 
 def plot(nets, path):
     """Row 1: each network's layer-1 filters, and their energy against spatial frequency.
-    Row 2: each network's layer-2 projections, and their power against horizontal frequency."""
-    figure, axes = plt.subplots(2, 3, figsize=(15, 9.5))
-    for column, net in enumerate(nets):
+    Row 2: each network's layer-2 projections, and their power against horizontal frequency.
+    A colour per network in the curves, that of its titles over the pictures."""
+    figure, axes = plt.subplots(2, 3, figsize=(16, 10), layout="constrained")
+    colours = plt.get_cmap("tab10").colors
+    names = run_names([net["path"] for net in nets])
+    for column, (net, name) in enumerate(zip(nets, names)):
+        net_label = f"{name} ({net['arch']}, {net['kernel']}x{net['kernel']} stride {net['stride']})"
         axes[0, column].imshow(signed_grid(net["weights"], net["dead_mask"]), interpolation="nearest")
         axes[0, column].set_title(
-            f"{net['name']}: layer-1 filters {net['kernel']}x{net['kernel']}, stride "
-            f"{net['stride']}\n({net['dead']} dead, framed red)",
+            f"{net_label}\nlayer-1 filters: {net['dead']} of {net['filters']} dead (framed red)",
             fontsize=10,
+            color=colours[column],
         )
         strongest = net["projections"].flatten(1).norm(dim=1).argsort(descending=True)[:16]
         axes[1, column].imshow(signed_grid(net["projections"][strongest]), interpolation="nearest")
-        axes[1, column].set_title(f"{net['name']}: layer-2 projections (16 strongest maps)", fontsize=10)
+        axes[1, column].set_title(
+            f"{net_label}\nlayer-2 projections of the 16 strongest maps", fontsize=10, color=colours[column]
+        )
         for row in (0, 1):
             axes[row, column].axis("off")
 
     edges = torch.linspace(0, 0.5 * math.sqrt(2), 25).tolist()
     centres = [(low + high) / 2 for low, high in zip(edges[:-1], edges[1:])]
-    for net in nets:
+    for column, (net, name) in enumerate(zip(nets, names)):
         share = energy_shares(net["weights"], zip(edges[:-1], edges[1:]))
-        axes[0, 2].plot(
-            centres, share, "-o", markersize=3, label=f"{net['name']}, {net['kernel']}x{net['kernel']}/{net['stride']}"
-        )
+        axes[0, 2].plot(centres, share, "-o", markersize=3, color=colours[column], label=name)
         # Summed over vertical frequency, relative to the mean: comparable across FFT sizes.
         horizontal = net["spectrum"].sum(0) * len(net["spectrum"])
         frequencies = torch.fft.fftfreq(len(horizontal))
         order = frequencies.argsort()
-        axes[1, 2].semilogy(frequencies[order], horizontal[order], label=f"{net['name']}, stride {net['stride']}")
-    for low, high, shade in ((1 / 8, 1 / 4, 0.12), (1 / 4, 0.5 * math.sqrt(2), 0.05)):
-        axes[0, 2].axvspan(low, high, color="grey", alpha=shade)
+        axes[1, 2].semilogy(frequencies[order], horizontal[order], color=colours[column], label=name)
+    for band, shade in (("middle", 0.25), ("high", 0.1)):
+        low, high = BANDS[band]
+        span = f"{low:g}-{high:g}" if high < math.inf else f"over {low:g}"
+        axes[0, 2].axvspan(low, min(high, edges[-1]), color="grey", alpha=shade, label=f"{band} band ({span})")
     axes[0, 2].set(
-        xlabel="spatial frequency (cycles per pixel); shaded: middle, high",
+        xlabel="spatial frequency (cycles per pixel)",
         ylabel="share of layer-1 filter energy",
         title="layer-1 filter energy by frequency",
     )
-    for stride in sorted({net["stride"] for net in nets}):
-        for k in range(1, stride // 2 + 1):
-            axes[1, 2].axvline(k / stride, color="grey", linestyle=":")
-            axes[1, 2].axvline(-k / stride, color="grey", linestyle=":")
+    grid = sorted({k / net["stride"] for net in nets for k in range(1, net["stride"] // 2 + 1)})
+    label = "k / first-layer stride (where aliasing shows)"
+    for frequency in grid:
+        for signed in (frequency, -frequency):
+            axes[1, 2].axvline(signed, color="grey", linestyle=":", label=label)
+            label = None  # one legend entry for all the lines
     axes[1, 2].set(
-        xlabel="horizontal frequency (cycles per pixel); dotted: k / first-layer stride",
-        ylabel="power relative to the mean",
+        xlabel="horizontal frequency (cycles per pixel)",
+        ylabel="power relative to the mean (log scale)",
         title="layer-2 projections by frequency",
     )
+    plain_log_ticks(axes[1, 2])
     for axis in axes[:, 2]:
         axis.grid(alpha=0.3)
-        axis.legend()
+        # Under the plot, where it hides no curve (the curves fill the plot from side to side).
+        axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=9)
+    caption(
+        figure,
+        "What to look for: the better first layer has fewer dead (red-framed) filters, more energy in the middle "
+        "band and weaker peaks at the dotted stride frequencies (aliasing). In the pictures grey is 0.",
+    )
     save_figure(figure, path)
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from model import ZFNet
-from tests.helpers import variant_parameters
+from tests.helpers import record_figure_texts, variant_parameters
 from zfnet import ablation_study
 
 
@@ -46,3 +46,21 @@ def test_parameter_counts_match_a_hand_count():
     wide_top = (pooled * 4096 + 4096) + (4096 * 4096 + 4096) + (4096 * 5 + 5)
     narrow_top = (pooled * 2048 + 2048) + (2048 * 2048 + 2048) + (2048 * 5 + 5)
     assert variant_parameters("wider-layers6-7") == full - narrow_top + wide_top
+
+
+def error_rows(seeds):
+    """Rows as the study gives them to `plot_errors`, with made-up errors."""
+    errors = {"train_error": 0.1, "train_error_sd": 0.01, "val_error": 0.3, "val_error_sd": 0.02}
+    return [{"variant": name, "parameters": 2e6, "seeds": seeds, **errors} for name in ("base", "no_layer6_7")]
+
+
+@pytest.mark.parametrize("seeds, spread", [(3, "mean ± 1 std over 3 seeds"), (1, None)])
+def test_the_chart_explains_its_bars_and_lines(tmp_path, monkeypatch, seeds, spread):
+    texts = record_figure_texts(monkeypatch)
+    ablation_study.plot_errors(error_rows(seeds), 5, str(tmp_path / "ablation.png"), "Ablation")
+    assert {"error on training photos", "error on validation photos", "guessing at random"} <= set(texts), texts
+    assert "top-1 error after the last epoch (share of photos wrong)" in texts
+    assert "variant (parameters, millions)" in texts and "base (2.0 M)" in texts
+    # The legend says what the error bars are, when there are any.
+    assert (spread in texts) if spread else not any("std" in text for text in texts), texts
+    assert any(text.startswith("What to look for:") for text in texts), texts

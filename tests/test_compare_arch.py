@@ -90,8 +90,21 @@ def test_report_measures_both_networks_and_states_the_claims(colour_split, tmp_p
         "in line with the paper's claim"
     ) in markdown
     assert (out / "compare.png").read_bytes().startswith(b"\x89PNG")
-    assert any(os.path.join("zfnet", "best.pth") in text for text in texts), texts
-    assert not any(str(tmp_path) in text for text in texts), texts
+    # The figure names each run by its folder (the run's name), never by a path.
+    assert "alexnet (alexnet, 11x11 stride 4)\nlayer-1 filters: 2 of 48 dead (framed red)" in texts, texts
+    assert "zfnet (zfnet, 7x7 stride 2)\nlayer-2 projections of the 16 strongest maps" in texts, texts
+    assert not any(str(tmp_path) in text or "best.pth" in text for text in texts), texts
+    for label in (
+        "spatial frequency (cycles per pixel)",
+        "share of layer-1 filter energy",
+        "horizontal frequency (cycles per pixel)",
+        "power relative to the mean (log scale)",
+        "middle band (0.125-0.25)",  # the legends explain the shading and the dotted lines
+        "high band (over 0.25)",
+        "k / first-layer stride (where aliasing shows)",
+    ):
+        assert label in texts, (label, texts)
+    assert any(text.startswith("What to look for:") for text in texts), texts
 
 
 def test_a_checkpoint_for_other_classes_is_refused(colour_split, tmp_path):

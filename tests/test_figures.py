@@ -1,6 +1,21 @@
-import torch
+import os
 
-from zfnet.figures import plot_confusion, plot_curves, stretched
+import pytest
+import torch
+from PIL import Image
+
+from tests.helpers import record_figure_texts
+from zfnet.figures import (
+    caption,
+    plain_log_ticks,
+    plot_confusion,
+    plot_curves,
+    plt,
+    run_name,
+    run_names,
+    save_figure,
+    stretched,
+)
 
 
 def test_projections_are_stretched_symmetrically_around_grey():
@@ -30,3 +45,76 @@ def test_curves_and_confusion_are_written_as_png(tmp_path):
     plot_confusion([[3, 1], [0, 4]], ["a", "b"], str(tmp_path / "confusion.png"))
     for name in ("curves.png", "confusion.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+
+
+def saved_texts(monkeypatch, draw):
+    """The texts of the figure(s) that `draw()` saves."""
+    texts = record_figure_texts(monkeypatch)
+    draw()
+    return texts
+
+
+def test_curves_label_their_axes_and_say_what_to_look_for(tmp_path, monkeypatch):
+    history = [{"epoch": e, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.1, "val_acc": 0.4} for e in (1, 2)]
+    texts = saved_texts(monkeypatch, lambda: plot_curves(history, str(tmp_path / "curves.png")))
+    for text in ("epoch", "cross-entropy loss (mean per photo)", "top-1 accuracy (share of photos right)"):
+        assert text in texts
+    assert {"training photos", "validation photos"} <= set(texts)  # the legend names both curves
+    assert any(text.startswith("What to look for:") for text in texts), texts
+
+
+def test_confusion_explains_its_colour_and_says_what_to_look_for(tmp_path, monkeypatch):
+    texts = saved_texts(
+        monkeypatch, lambda: plot_confusion([[3, 1], [0, 4]], ["a", "b"], str(tmp_path / "confusion.png"))
+    )
+    assert {"predicted class", "true class", "photos"} <= set(texts)  # "photos": the colour bar's label
+    assert any(text.startswith("What to look for:") for text in texts), texts
+
+
+def test_the_caption_lies_under_everything_else_and_is_saved_with_it(tmp_path):
+    figure, axis = plt.subplots(layout="constrained")
+    axis.set(xlabel="x label", title="title")
+    caption(figure, "What to look for: this.")
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    below = figure.texts[0].get_window_extent(renderer)
+    assert below.y1 < axis.get_tightbbox(renderer).y0  # under the x label, not on it
+    save_figure(figure, str(tmp_path / "captioned.png"))
+    with Image.open(tmp_path / "captioned.png") as saved:
+        height = saved.size[1]
+    assert height > figure.get_size_inches()[1] * 120  # the tight box grew to take the caption in
+
+
+def test_runs_are_named_by_their_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_name(str(tmp_path / "runs" / "zfnet" / "best.pth")) == "zfnet"
+    assert run_name(os.path.join("runs", "zfnet", "best.pth")) == "zfnet"
+    # Any other checkpoint: its path, relative to here.
+    assert run_name(str(tmp_path / "runs" / "zfnet" / "last.pth")) == os.path.join("runs", "zfnet", "last.pth")
+    paths = [str(tmp_path / "a" / "zfnet" / "best.pth"), str(tmp_path / "b" / "zfnet" / "best.pth")]
+    # Two runs of the same name: the paths tell them apart.
+    assert run_names(paths) == [os.path.join("a", "zfnet", "best.pth"), os.path.join("b", "zfnet", "best.pth")]
+    assert run_names([paths[0], str(tmp_path / "alexnet" / "best.pth")]) == ["zfnet", "alexnet"]
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ([0.01, 4, 20], {"0.01", "0.1", "1", "10"}),  # several powers of ten
+        ([2, 4, 9], {"2", "5"}),  # within one, where matplotlib would write 2x10^0, 3x10^0...
+    ],
+)
+def test_log_axes_show_plain_numbers(values, expected):
+    figure, axis = plt.subplots()
+    axis.semilogy(range(len(values)), values)
+    plain_log_ticks(axis)
+    figure.canvas.draw()
+    low, high = axis.get_ylim()
+    shown = [
+        label.get_text()
+        for axis_labels in (axis.get_yticklabels(), axis.get_yticklabels(minor=True))
+        for label in axis_labels
+        if label.get_text() and low <= label.get_position()[1] <= high
+    ]
+    assert expected <= set(shown) and all("$" not in text for text in shown), shown  # "$": matplotlib's 10^k
+    plt.close(figure)

@@ -3,7 +3,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.helpers import save_network, tiny_network
+from tests.helpers import record_figure_texts, save_network, tiny_network
 from zfnet import transfer_study
 from zfnet.data import scan_classes, scan_split
 from zfnet.errors import UserError
@@ -60,3 +60,17 @@ def test_network_flags_rebuild_the_checkpoints_network(pretrained):
     _, checkpoint = transfer_study.frozen_layers(pretrained, "cpu")
     flags = transfer_study.network_flags(checkpoint["model_config"])
     assert flags == ["--arch", "zfnet", "--width", "half", "--conv-channels", "8,16,16,16,16", "--fc-features", "64,64"]
+
+
+@pytest.mark.parametrize("draws, spread", [(3, "mean ± 1 std over 3 draws"), (1, None)])
+def test_the_chart_explains_its_curves_and_error_bars(tmp_path, monkeypatch, draws, spread):
+    accuracies = {"transfer_accuracy": 0.6, "transfer_sd": 0.05, "scratch_accuracy": 0.3, "scratch_sd": 0.04}
+    rows = [{"per_class": count, "draws": draws, **accuracies} for count in (1, 4, 16)]
+    texts = record_figure_texts(monkeypatch)
+    transfer_study.plot_accuracy(rows, 5, str(tmp_path / "transfer.png"), "Transfer")
+    legend = {"frozen layers 1-7 + new softmax", "same network from scratch", "guessing at random"}
+    assert legend <= set(texts), texts
+    assert {"training photos per class (log scale)", "test accuracy (share of test photos right)"} <= set(texts)
+    assert {"1", "4", "16"} <= set(texts)  # plain numbers at the counts measured, not 2^k
+    assert (spread in texts) if spread else not any("std" in text for text in texts), texts
+    assert any(text.startswith("What to look for:") for text in texts), texts

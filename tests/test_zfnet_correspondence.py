@@ -5,10 +5,23 @@ import os
 
 import pytest
 import torch
+from matplotlib.container import BarContainer
 from PIL import Image
 
-from tests.helpers import ROOT, tiny_network
-from zfnet.correspondence import box_problem, delta, input_box, masked, measure, read_parts
+from tests.helpers import ROOT, record_figure_texts, tiny_network
+from zfnet import correspondence
+from zfnet.correspondence import LAYERS, box_problem, delta, input_box, masked, measure, plot, read_parts, table
+from zfnet.figures import save_figure
+
+
+def keeping(save, kept):
+    """`save` (figure, ...), keeping each figure in the list `kept` to look into."""
+
+    def saving(figure, *args, **kwargs):
+        kept.append(figure)
+        save(figure, *args, **kwargs)
+
+    return saving
 
 
 def test_delta_counts_sign_disagreements_over_pairs():
@@ -85,3 +98,41 @@ def test_the_random_draws_do_not_depend_on_how_many_go_through_the_network_at_on
     drawn_one_by_one = measure(model, inputs, boxes, 5, torch.Generator().manual_seed(1), batch_size=1)
     assert whole == drawn_one_by_one
     assert all(len(values) == (1 if masks == "part" else 5) for (_, masks, _), values in whole[0].items())
+
+
+def test_the_figure_gives_each_part_one_colour_and_explains_the_bars(tmp_path, monkeypatch):
+    inputs = torch.zeros(2, 3, 32, 32)
+    boxes = [{"disc": (2, 2, 12, 12), "petals": (16, 16, 30, 28)}] * 2
+    # Made-up Deltas: the part's own boxes once, the random ones over three draws.
+    results = {
+        (part, masks, layer): [10.0] if masks == "part" else [20.0, 24.0, 28.0]
+        for part in boxes[0]
+        for masks in ("part", "random")
+        for layer in LAYERS
+    }
+    rows, _ = table(results, list(boxes[0]), {layer: 100 for layer in LAYERS}, 2, 3)
+    texts = record_figure_texts(monkeypatch)
+    figures = []
+    monkeypatch.setattr(correspondence, "save_figure", keeping(save_figure, figures))
+    preprocess = {"mean": [0.5] * 3, "std": [0.5] * 3}
+    plot(inputs, boxes, ["p0.jpg", "p1.jpg"], rows, preprocess, str(tmp_path / "correspondence.png"))
+    legend = {
+        "disc (boxes in the photos)",
+        "petals (boxes in the photos)",
+        "each photo's own box of the part",
+        "random boxes of the same size (mean ± 1 std over 3 draws)",  # what the error bars are
+    }
+    assert legend <= set(texts), texts
+    assert {"layer 5 (lower = changed more alike)", "layer 7 (lower = changed more alike)"} <= set(texts), texts
+    assert texts.count("share of features changed\nin opposite directions") == 2, texts
+    assert any(text.startswith("What to look for:") for text in texts), texts
+
+    # A colour per part: its boxes in the photos, its solid bar and the lines of its hatched one.
+    photos, charts = figures[0].subfigs
+    box_colours = [[patch.get_edgecolor() for patch in axis.patches] for axis in photos.axes]
+    assert box_colours[0] == box_colours[1] and box_colours[0][0] != box_colours[0][1]
+    for axis in charts.axes:
+        own, random = (bars.patches for bars in axis.containers if isinstance(bars, BarContainer))
+        assert [bar.get_facecolor() for bar in own] == box_colours[0]
+        assert [bar.get_edgecolor() for bar in random] == box_colours[0]
+        assert all(bar.get_hatch() == "//" and bar.get_facecolor() == (1, 1, 1, 1) for bar in random)

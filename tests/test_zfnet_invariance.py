@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import CLASSES, tiny_network, write_photo
+from tests.helpers import CLASSES, record_figure_texts, tiny_network, write_photo
 from zfnet import invariance
 from zfnet.errors import UserError
 
@@ -196,3 +196,22 @@ def test_default_photos_are_the_first_of_each_class(tmp_path):
     ]
     with pytest.raises(UserError, match="no photos in .*tulips"):
         invariance.default_photos(str(tmp_path / "images"), [*CLASSES, "tulips"])
+
+
+def test_the_figure_labels_every_axis_and_names_each_photo_once(tmp_path, monkeypatch):
+    def linear(kind, amount):
+        return invariance.closeness(kind, amount)
+
+    results = {name: made_up(linear, linear, lambda kind, amount: 0, AMOUNTS) for name in ("a.jpg", "b.jpg")}
+    texts = record_figure_texts(monkeypatch)
+    invariance.plot(results, {"a.jpg": 0, "b.jpg": 2}, CLASSES, str(tmp_path / "invariance.png"))
+    for label in (
+        "distance from the original's\nlayer-1 features (Euclidean)",
+        "distance from the original's\nlayer-7 features (Euclidean)",
+        "P(true class)",
+        *invariance.UNITS.values(),
+    ):
+        assert texts.count(label) == 3, (label, texts)  # on each of the three plots of its row or column
+    # One legend for the whole figure: each photo's colour is explained once.
+    assert texts.count("a.jpg (daisy)") == 1 and texts.count("b.jpg (sunflowers)") == 1, texts
+    assert any(text.startswith("What to look for:") for text in texts), texts

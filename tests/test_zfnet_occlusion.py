@@ -8,9 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import tiny_network
+from tests.helpers import CLASSES, PREPROCESS, record_figure_texts, tiny_network
 from zfnet.errors import UserError
-from zfnet.occlusion import occlusion_maps, output_paths, own_names, square_positions, strongest_activation
+from zfnet.occlusion import (
+    draw,
+    occlusion_maps,
+    output_paths,
+    own_names,
+    photo_result,
+    square_positions,
+    strongest_activation,
+)
 from zfnet.outputs import OutputFolder
 
 
@@ -121,3 +129,19 @@ def test_output_paths_are_the_photos_names_in_the_claimed_folder(tmp_path):
         output_paths(out, {"x/a.jpg": "a.jpg", "y/a.png": "a.png"})
     with pytest.raises(UserError, match="would replace one of the inputs"):
         output_paths(out, {"z/c.jpg": "c.jpg"})
+
+
+def test_the_figure_labels_every_map_and_says_what_to_look_for(tmp_path, monkeypatch):
+    model = tiny_network(64)
+    x = torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(3))
+    result, strongest = photo_result(model, x, "a.jpg", CLASSES, "roses", 16, 8, batch_size=64)
+    texts = record_figure_texts(monkeypatch)
+    draw(str(tmp_path / "a.png"), "a.jpg", model, x, PREPROCESS, result, strongest)
+    channel = result["channel"]
+    assert "a.jpg\nsquare where P(roses) is lowest" in texts
+    # The colour bars say what their colours measure; the pictures, what their marks are.
+    for label in (f"activation of map {channel}, summed over it", "P(roses)", "most probable class"):
+        assert label in texts, (label, texts)
+    assert "grey: the 16-pixel square there" in texts and "black frame: its receptive field; grey: 0" in texts
+    assert texts.count("square centre x (pixels)") == 3 and texts.count("square centre y (pixels)") == 3, texts
+    assert any(text.startswith("What to look for: P(roses) in (b)") for text in texts), texts

@@ -10,7 +10,7 @@ import numpy as np
 
 from model import WIDTHS
 from zfnet.data import scan_split
-from zfnet.figures import plt, save_figure
+from zfnet.figures import caption, plt, save_figure
 from zfnet.study import claim_study_folder, train_run
 from zfnet.tables import mean_and_spread, plus_minus, write_tables
 from zfnet.training import build_model, parse_args
@@ -97,24 +97,37 @@ def run_variant(name, args, num_classes, out):
 def plot_errors(rows, num_classes, path, title):
     """Horizontal bars of train and validation error per variant (with the spread over seeds
     when there are several), against the error of guessing."""
-    figure, axis = plt.subplots(figsize=(8, 0.6 * len(rows) + 1.5))
+    figure, axis = plt.subplots(figsize=(9, 0.6 * len(rows) + 2), layout="constrained")
     positions = np.arange(len(rows))
-    for offset, (key, label) in enumerate((("train_error", "train"), ("val_error", "validation"))):
-        spread = [row[f"{key}_sd"] for row in rows] if rows[0]["seeds"] > 1 else None
+    seeds = rows[0]["seeds"]
+    for offset, (key, label) in enumerate((("train_error", "training photos"), ("val_error", "validation photos"))):
+        spread = [row[f"{key}_sd"] for row in rows] if seeds > 1 else None
         axis.barh(
             positions - 0.2 + 0.4 * offset,
             [row[key] for row in rows],
             height=0.4,
             xerr=spread,
             capsize=3,
-            label=f"{label} error",
+            label=f"error on {label}",
         )
-    axis.axvline(1 - 1 / num_classes, color="grey", linestyle="--", label="chance")
+    axis.axvline(1 - 1 / num_classes, color="grey", linestyle="--", label="guessing at random")
     axis.set_yticks(positions, [f"{row['variant']} ({row['parameters'] / 1e6:.1f} M)" for row in rows])
     axis.invert_yaxis()
-    axis.set(xlabel="top-1 error after the last epoch", title=title, xlim=(0, 1))
+    axis.set(
+        xlabel="top-1 error after the last epoch (share of photos wrong)",
+        ylabel="variant (parameters, millions)",
+        title=title,
+        xlim=(0, 1),
+    )
     axis.grid(axis="x", alpha=0.3)
-    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
+    # Above the plot, where it hides no bar: under it, it would meet the caption.
+    spread = f"mean ± 1 std over {seeds} seeds" if seeds > 1 else None
+    figure.legend(loc="outside upper center", ncol=3, fontsize=9, title=spread)
+    caption(
+        figure,
+        "What to look for: validation error above the base's (the part mattered) or far above training error "
+        "(overfitting).",
+    )
     save_figure(figure, path)
 
 

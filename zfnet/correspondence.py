@@ -15,12 +15,12 @@ from itertools import chain, combinations
 
 import numpy as np
 import torch
-from matplotlib.patches import Rectangle
+from matplotlib.patches import Patch, Rectangle
 from tqdm import tqdm
 
 from zfnet.errors import UserError
 from zfnet.experiments import layer_features
-from zfnet.figures import plt, save_figure, show_input
+from zfnet.figures import caption, plt, save_figure, show_input
 from zfnet.images import load_input, open_rgb
 
 LAYERS = (5, 7)
@@ -227,30 +227,34 @@ def csv_rows(rows):
 
 
 def plot(inputs, boxes, labels, rows, preprocess, path):
-    """The photos with their part boxes above, Delta per part against random boxes below."""
+    """The photos with their part boxes above, Delta per part against random boxes below.
+    A colour per part, in the photos and in the bars; the fill tells the part's own boxes
+    (solid) from random ones (hatched)."""
     parts = list(boxes[0])
-    figure = plt.figure(figsize=(2.4 * len(inputs), 6), layout="constrained")
-    photo_axes, chart_axes = figure.subfigures(2, 1, height_ratios=[1, 1.1])
+    draws = next(row["draws"] for row in rows if row["masks"] == "random")
+    figure = plt.figure(figsize=(max(10, 2.4 * len(inputs)), 6.5), layout="constrained")
+    photo_axes, chart_axes = figure.subfigures(2, 1, height_ratios=[1, 1.2])
     part_colours = dict(zip(parts, plt.get_cmap("tab10").colors))
     for axis, x, photo_boxes, label in zip(photo_axes.subplots(1, len(inputs)), inputs, boxes, labels):
         show_input(axis, x, preprocess)
         for part, (left, top, right, bottom) in photo_boxes.items():
             axis.add_patch(
                 Rectangle(
-                    (left - 0.5, top - 0.5),
-                    right - left,
-                    bottom - top,
-                    fill=False,
-                    lw=2,
-                    edgecolor=part_colours[part],
-                    label=part,
+                    (left - 0.5, top - 0.5), right - left, bottom - top, fill=False, lw=2, edgecolor=part_colours[part]
                 )
             )
         axis.set_title(label, fontsize=8)
-    photo_axes.axes[0].legend(loc="lower left", fontsize=8)
+    fills = {
+        "part": ({}, "each photo's own box of the part"),
+        "random": ({"hatch": "//"}, f"random boxes of the same size (mean ± 1 std over {draws} draws)"),
+    }
+    legend = [Patch(facecolor=part_colours[part], label=f"{part} (boxes in the photos)") for part in parts]
+    legend += [Patch(facecolor="white", edgecolor="dimgrey", label=text, **fill) for fill, text in fills.values()]
+    # Above the photos: a legend below them would meet the caption when the figure is saved.
+    photo_axes.legend(handles=legend, loc="outside upper center", ncol=2, fontsize=9, title="colour: part; fill: masks")
+    positions, colours = np.arange(len(parts)), [part_colours[part] for part in parts]
     for axis, layer in zip(chart_axes.subplots(1, len(LAYERS)), LAYERS):
-        positions = np.arange(len(parts))
-        for offset, masks, label in ((-0.2, "part", "the part"), (0.2, "random", "random boxes of the same size")):
+        for offset, (masks, (fill, _)) in zip((-0.2, 0.2), fills.items()):
             chosen = [row for part in parts for row in rows if row["part"] == part and row["masks"] == masks]
             # Only the random boxes vary from draw to draw: they alone get error bars (one std).
             spread = [row[f"layer{layer}_share_std"] for row in chosen] if masks == "random" else None
@@ -260,9 +264,21 @@ def plot(inputs, boxes, labels, rows, preprocess, path):
                 width=0.4,
                 yerr=spread,
                 capsize=4,
-                label=label,
+                # Hatched bars: white with lines in the part's colour.
+                color=colours if masks == "part" else "white",
+                edgecolor=colours,
+                **fill,
             )
         axis.set_xticks(positions, parts)
-        axis.set(title=f"layer {layer}", ylabel="Delta / (pairs x features)")
-        axis.legend(fontsize=8)
+        axis.set(
+            title=f"layer {layer} (lower = changed more alike)",
+            xlabel="masked part",
+            ylabel="share of features changed\nin opposite directions",
+        )
+        axis.grid(axis="y", alpha=0.3)
+    caption(
+        figure,
+        "What to look for: solid bars below hatched ones: masking the same part changes the photos' features "
+        "more alike than random boxes do.",
+    )
     save_figure(figure, path, dpi=80)

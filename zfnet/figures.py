@@ -1,9 +1,14 @@
-"""Figures, drawn with matplotlib's headless backend and written atomically."""
+"""Figures, drawn with matplotlib's headless backend and written atomically, and what every
+figure shares so that it reads without the report: a caption saying what to look for, runs
+named by their names, plain numbers on log axes."""
+
+import os
 
 import matplotlib
 
 matplotlib.use("Agg")  # figures are always saved, never shown: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker, transforms  # noqa: E402
 
 from zfnet.files import atomic_write  # noqa: E402
 from zfnet.images import unnormalize  # noqa: E402
@@ -12,6 +17,36 @@ from zfnet.images import unnormalize  # noqa: E402
 def save_figure(figure, path, dpi=120):
     atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=dpi, bbox_inches="tight"))
     plt.close(figure)
+
+
+def caption(figure, text):
+    """`text` under the whole figure, below its lowest labels: one line (wrapped when longer
+    than the figure is wide) saying what to look for. Saving with a tight box takes it in.
+    Legends outside the axes belong above or beside them: saving with a tight box would draw
+    one at the figure's bottom over the caption."""
+    below = transforms.offset_copy(figure.transFigure, fig=figure, y=-8, units="points")
+    figure.text(0.5, 0, text, transform=below, ha="center", va="top", wrap=True, fontsize=10, style="italic")
+
+
+def run_name(path):
+    """How a figure names the run a checkpoint comes from: train.py's folder for its best.pth
+    (the folder is the run: runs/zfnet/best.pth is "zfnet"), else the path relative to here."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.basename(folder) if name == "best.pth" else os.path.relpath(path)
+
+
+def run_names(paths):
+    """`run_name` of each path, or the paths relative to here when two runs would share a name."""
+    names = [run_name(path) for path in paths]
+    return names if len(set(names)) == len(names) else [os.path.relpath(path) for path in paths]
+
+
+def plain_log_ticks(axis):
+    """Label a log-scale y axis with plain numbers (0.01, 0.1, 1, 10) at 1, 2 and 5 times each
+    power of ten, rather than matplotlib's 10^k and 4x10^0."""
+    axis.yaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
+    axis.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def show_input(axis, x, preprocess):
@@ -41,23 +76,28 @@ def show_projection(axis, projection):
 def plot_curves(history, path):
     """Loss and accuracy of training and validation against epoch."""
     epochs = [row["epoch"] for row in history]
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    for side, style in (("train", "-o"), ("val", "-s")):
-        loss_axis.plot(epochs, [row[f"{side}_loss"] for row in history], style, label=side)
-        accuracy_axis.plot(epochs, [row[f"{side}_acc"] for row in history], style, label=side)
-    loss_axis.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
-    accuracy_axis.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    for side, label, style in (("train", "training photos", "-o"), ("val", "validation photos", "-s")):
+        loss_axis.plot(epochs, [row[f"{side}_loss"] for row in history], style, markersize=4, label=label)
+        accuracy_axis.plot(epochs, [row[f"{side}_acc"] for row in history], style, markersize=4, label=label)
+    loss_axis.set(xlabel="epoch", ylabel="cross-entropy loss (mean per photo)", title="loss")
+    accuracy_axis.set(xlabel="epoch", ylabel="top-1 accuracy (share of photos right)", title="accuracy", ylim=(0, 1))
     for axis in (loss_axis, accuracy_axis):
         axis.grid(alpha=0.3)
         axis.legend()
+    caption(
+        figure,
+        "What to look for: validation loss flattening or rising while training loss keeps falling: overfitting.",
+    )
     save_figure(figure, path)
 
 
 def plot_confusion(matrix, classes, path, title="validation confusion matrix"):
     """A confusion matrix (rows: true class, columns: predicted) with its counts."""
-    size = max(4, 0.9 * len(classes) + 1.5)
-    figure, axis = plt.subplots(figsize=(size, size))
-    axis.imshow(matrix, cmap="Blues")
+    size = max(5, 0.9 * len(classes) + 1.5)
+    figure, axis = plt.subplots(figsize=(size + 1, size), layout="constrained")
+    image = axis.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=axis, shrink=0.8, label="photos", ticks=ticker.MaxNLocator(integer=True))
     axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     axis.set_yticks(range(len(classes)), classes)
     axis.set(xlabel="predicted class", ylabel="true class", title=title)
@@ -65,4 +105,8 @@ def plot_confusion(matrix, classes, path, title="validation confusion matrix"):
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
             axis.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
+    caption(
+        figure,
+        "What to look for: large counts off the diagonal: classes mixed up.",
+    )
     save_figure(figure, path)

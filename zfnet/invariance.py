@@ -18,7 +18,7 @@ from tqdm import tqdm
 from zfnet.data import scan_classes
 from zfnet.errors import UserError
 from zfnet.experiments import judged_class, layer_features
-from zfnet.figures import plt, save_figure
+from zfnet.figures import caption, plt, save_figure
 
 LAYERS = (1, 7)
 TRANSFORMATIONS = ("translation", "scale", "rotation")
@@ -160,15 +160,15 @@ def measure_photos(model, inputs, labels, classes, class_name, ranges, batch_siz
 
 def plot(results, targets, classes, path):
     """Figure 5: a row per transformation; columns layer-1 distance, layer-7 distance and
-    probability of the true class; a curve per photo."""
-    figure, axes = plt.subplots(3, 3, figsize=(13, 10), layout="constrained")
+    probability of the true class; a curve (and colour) per photo."""
+    figure, axes = plt.subplots(3, 3, figsize=(13, 10.5), layout="constrained")
     columns = [
-        ("layer1_distance", "layer-1 distance"),
-        ("layer7_distance", "layer-7 distance"),
-        ("true_class_probability", "probability of the true class"),
+        ("layer1_distance", "layer-1 distance", "distance from the original's\nlayer-1 features (Euclidean)"),
+        ("layer7_distance", "layer-7 distance", "distance from the original's\nlayer-7 features (Euclidean)"),
+        ("true_class_probability", "probability of the true class", "P(true class)"),
     ]
     for row, kind in enumerate(TRANSFORMATIONS):
-        for column, (field, title) in enumerate(columns):
+        for column, (field, title, ylabel) in enumerate(columns):
             axis = axes[row, column]
             for label, rows in results.items():
                 rows = [values for values in rows if values["transformation"] == kind]
@@ -179,10 +179,18 @@ def plot(results, targets, classes, path):
                     markersize=3,
                     label=f"{label} ({classes[targets[label]]})",
                 )
-            axis.set(xlabel=UNITS[kind], title=f"{kind}: {title}")
+            axis.set(xlabel=UNITS[kind], ylabel=ylabel, title=f"{kind}: {title}")
             axis.grid(alpha=0.3)
         axes[row, 2].set_ylim(0, 1)
-    axes[0, 2].legend(fontsize=7)
+    # One legend for every plot, above them: in a plot it would hide curves.
+    figure.legend(
+        *axes[0, 0].get_legend_handles_labels(), loc="outside upper center", ncol=3, title="photo (true class)"
+    )
+    caption(
+        figure,
+        "What to look for: layer 1 jumps at the smallest change while layer 7 moves more gently; "
+        "P(true class) stays high under shifts and scaling, less so under rotation.",
+    )
     save_figure(figure, path, dpi=100)
 
 

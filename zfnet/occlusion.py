@@ -36,7 +36,7 @@ from tqdm import tqdm
 from zfnet.deconv import paste, project, receptive_fields
 from zfnet.errors import UserError
 from zfnet.experiments import judged_class
-from zfnet.figures import plt, save_figure, show_input, show_projection
+from zfnet.figures import caption, plt, save_figure, show_input, show_projection
 
 FEATURE_LAYER = 5  # the paper's figure 7 follows the strongest feature map of layer 5
 
@@ -157,6 +157,12 @@ def strongest_projection(model, x, channel, row, column):
     return paste(project(model, x[None], [(0, FEATURE_LAYER, channel, row, column)])[0], box, x.shape[-1]), box
 
 
+def note_under(axis, text):
+    """`text` where the x-label of `axis` would be: show_input and show_projection hide the
+    axis, and the x-label with it."""
+    axis.text(0.5, -0.04, text, transform=axis.transAxes, ha="center", va="top")
+
+
 def draw(path, title, model, x, preprocess, result, strongest):
     """The paper's figure 7 for one photo from its `result` and the (row, column) of its
     strongest activation, as `photo_result` gives them: the photo titled `title`, with the
@@ -182,11 +188,13 @@ def draw(path, title, model, x, preprocess, result, strongest):
         )
     )
     axes[0].set_title(f"{title}\nsquare where P({classes[target]}) is lowest")
+    note_under(axes[0], f"grey: the {size}-pixel square there")
 
     pixels, (top, left, bottom, right) = strongest_projection(model, x, channel, *strongest)
     show_projection(axes[2], pixels)
     axes[2].add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, edgecolor="black"))
     axes[2].set_title(f"feature map {channel}'s strongest activation,\nprojected by the deconvnet")
+    note_under(axes[2], "black frame: its receptive field; grey: 0")
 
     panels = [
         (
@@ -195,24 +203,41 @@ def draw(path, title, model, x, preprocess, result, strongest):
             f"(a) layer {FEATURE_LAYER}, feature map {channel}:\ntotal activation",
             "viridis",
             {},
+            f"activation of map {channel}, summed over it",
         ),
-        (axes[3], result["probability"], f"(b) probability of {classes[target]}", "magma", {"vmin": 0, "vmax": 1}),
+        (
+            axes[3],
+            result["probability"],
+            f"(b) probability of {classes[target]}",
+            "magma",
+            {"vmin": 0, "vmax": 1},
+            f"P({classes[target]})",
+        ),
     ]
-    for axis, values, panel_title, colormap, limits in panels:
+    for axis, values, panel_title, colormap, limits, meaning in panels:
         image = axis.imshow(values, extent=extent, cmap=colormap, **limits)
-        figure.colorbar(image, ax=axis, shrink=0.8)
+        figure.colorbar(image, ax=axis, shrink=0.8, label=meaning)
         axis.set_title(panel_title)
 
     palette = colors.ListedColormap(plt.get_cmap("tab10").colors[: len(classes)])
     image = axes[4].imshow(
         result["prediction"], extent=extent, cmap=palette, vmin=-0.5, vmax=len(classes) - 0.5, interpolation="nearest"
     )
-    legend = figure.colorbar(image, ax=axes[4], shrink=0.8, ticks=range(len(classes)))
+    legend = figure.colorbar(image, ax=axes[4], shrink=0.8, ticks=range(len(classes)), label="most probable class")
     legend.ax.set_yticklabels(classes)
     axes[4].set_title("(c) most probable class")
     for axis in (axes[1], axes[3], axes[4]):
-        axis.set(xlim=(-0.5, side - 0.5), ylim=(side - 0.5, -0.5), xlabel="square centre x (pixels)")
-    axes[1].set_ylabel("square centre y (pixels)")
+        axis.set(
+            xlim=(-0.5, side - 0.5),
+            ylim=(side - 0.5, -0.5),
+            xlabel="square centre x (pixels)",
+            ylabel="square centre y (pixels)",
+        )
+    caption(
+        figure,
+        f"What to look for: P({classes[target]}) in (b) should drop, and the class in (c) change, where the "
+        f"square hides the {classes[target]}, not where it hides the background.",
+    )
     save_figure(figure, path, dpi=100)
 
 

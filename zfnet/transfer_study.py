@@ -14,7 +14,7 @@ from torch import nn
 from zfnet.checkpoint import load_checkpoint
 from zfnet.data import decoded_batches, scan_split
 from zfnet.errors import UserError
-from zfnet.figures import plt, save_figure
+from zfnet.figures import caption, plt, save_figure
 from zfnet.runtime import generator, pick_device
 from zfnet.study import claim_study_folder, link_split, train_run
 from zfnet.tables import mean_and_spread, plus_minus, write_tables
@@ -101,8 +101,9 @@ def accuracy(logits, labels):
 def plot_accuracy(rows, num_classes, path, title):
     """Test accuracy against training photos per class, transfer and from scratch, with the
     spread over draws."""
-    figure, axis = plt.subplots(figsize=(6.5, 4.5))
+    figure, axis = plt.subplots(figsize=(7, 5), layout="constrained")
     counts = [row["per_class"] for row in rows]
+    draws = rows[0]["draws"]
     for key, label, style in (
         ("transfer", "frozen layers 1-7 + new softmax", "-o"),
         ("scratch", "same network from scratch", "-s"),
@@ -115,12 +116,24 @@ def plot_accuracy(rows, num_classes, path, title):
             capsize=4,
             label=label,
         )
-    axis.axhline(1 / num_classes, color="grey", linestyle="--", label="chance")
+    axis.axhline(1 / num_classes, color="grey", linestyle="--", label="guessing at random")
     axis.set_xscale("log", base=2)
     axis.set_xticks(counts, [str(count) for count in counts])
-    axis.set(xlabel="training photos per class", ylabel="test accuracy", title=title, ylim=(0, 1))
+    axis.minorticks_off()  # ticks at the counts measured only
+    axis.set(
+        xlabel="training photos per class (log scale)",
+        ylabel="test accuracy (share of test photos right)",
+        title=title,
+        ylim=(0, 1.03),  # a little room above 1, where a perfect score's marks would be cut in half
+    )
     axis.grid(alpha=0.3)
-    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
+    # Above the plot, where it hides no curve: under it, it would meet the caption.
+    spread = f"mean ± 1 std over {draws} draws" if draws > 1 else None
+    figure.legend(loc="outside upper center", ncol=2, fontsize=9, title=spread)
+    caption(
+        figure,
+        "What to look for: the transferred features' lead over training from scratch, largest with few photos.",
+    )
     save_figure(figure, path)
 
 
