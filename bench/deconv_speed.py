@@ -33,6 +33,7 @@ from zfnet.arguments import (  # noqa: E402
     add_images,
     add_maps_per_layer,
     add_max_images,
+    parse_with_quick,
     positive_int,
     script_parser,
 )
@@ -74,17 +75,9 @@ def parse_args(argv=None):
     add_max_images(parser)
     add_device(parser)
     parser.set_defaults(device="cpu")  # the README's measurements are on the CPU
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"a quick check on the bundled sample with a narrow random network: --max-images "
-        f"{QUICK['max_images']}, --maps-per-layer {QUICK['maps_per_layer']}, --top "
-        f"{QUICK['top']} (these, --checkpoint and --images are ignored)",
+    return parse_with_quick(
+        parser, argv, QUICK, "on the bundled sample with a narrow random network instead of --checkpoint"
     )
-    args = parser.parse_args(argv)
-    if args.quick:
-        vars(args).update(QUICK)
-    return args
 
 
 def captum_projections(model, inputs, requests, values):

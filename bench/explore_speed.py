@@ -21,7 +21,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the project's modules, wherever the bench is started from
-from zfnet.arguments import add_checkpoint, add_device, add_images, non_negative_int, script_parser  # noqa: E402
+from zfnet.arguments import add_checkpoint, add_device, add_images, non_negative_int, parse_with_quick, script_parser  # noqa: E402
 from zfnet.checkpoint import save_random_network  # noqa: E402
 from zfnet.data import scan_classes  # noqa: E402
 from zfnet.errors import UserError, run_main  # noqa: E402
@@ -39,16 +39,9 @@ def parse_args(argv=None):
     add_device(parser)
     parser.set_defaults(device="cpu")  # the goal is for the CPU
     parser.add_argument("--photos", default=20, type=non_negative_int, help="photo pages (default: %(default)s)")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"a quick check on the bundled sample with a narrow random network and --photos "
-        f"{QUICK['photos']} (--checkpoint, --images and --photos are ignored)",
+    return parse_with_quick(
+        parser, argv, QUICK, "on the bundled sample with a narrow random network instead of --checkpoint"
     )
-    args = parser.parse_args(argv)
-    if args.quick:
-        vars(args).update(QUICK)
-    return args
 
 
 def timed_build(args, out, threads=None):

@@ -26,7 +26,7 @@ from captum.attr import Occlusion
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the project's modules, wherever the bench is started from
 from model import ZFNet  # noqa: E402
-from zfnet.arguments import add_device, add_images, positive_int, script_parser  # noqa: E402
+from zfnet.arguments import add_device, add_images, parse_with_quick, positive_int, script_parser  # noqa: E402
 from zfnet.checkpoint import load_checkpoint  # noqa: E402
 from zfnet.data import scan_classes  # noqa: E402
 from zfnet.errors import UserError, run_main  # noqa: E402
@@ -69,17 +69,7 @@ def parse_args(argv=None):
     )
     add_device(parser)
     parser.set_defaults(device="cpu")  # the README's measurements are on the CPU
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"a quick check on the bundled sample: --photos {QUICK['photos']}, --size "
-        f"{QUICK['size']}, --stride {QUICK['stride']}, --batch-size {QUICK['batch_size']} "
-        f"(these and --images are ignored)",
-    )
-    args = parser.parse_args(argv)
-    if args.quick:
-        vars(args).update(QUICK)
-    return args
+    return parse_with_quick(parser, argv, QUICK, "on the bundled sample")
 
 
 def pick_photos(folder, count):

@@ -131,3 +131,15 @@ def non_negative_int(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
     return value
+
+
+def parse_with_quick(parser, argv, quick, what):
+    """Parse `argv` after adding --quick, a benchmark's check that it still runs: `what` (say,
+    "on the bundled sample with a narrow random network"), with the flags `quick` names
+    (destination: value) set to those values, as its help lists them."""
+    shown = ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in quick.items() if name != "images")
+    parser.add_argument("--quick", action="store_true", help=f"a quick check {what}: {shown}, whatever is given")
+    args = parser.parse_args(argv)
+    if args.quick:
+        vars(args).update(quick)
+    return args
