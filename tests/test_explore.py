@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from urllib.parse import unquote, urlparse
 
@@ -77,9 +76,7 @@ def built(tmp_path_factory):
     folder = tmp_path_factory.mktemp("explore")
     checkpoint = write_run(folder)
     images, _ = write_images(folder)
-    started = time.perf_counter()
     result = call_script("explore.py", "--checkpoint", checkpoint, "--images", images, "--device", "cpu")
-    result.seconds = time.perf_counter() - started
     assert result.returncode == 0, result.stderr
     return checkpoint, images, os.path.join(os.path.dirname(checkpoint), "explore"), result
 
@@ -186,7 +183,7 @@ def test_a_map_page_shows_its_top9_with_their_photos(built):
 
 
 def test_a_rerun_reuses_everything_and_runs_no_network(built, monkeypatch):
-    checkpoint, images, site, first = built
+    checkpoint, images, site, _ = built
     pictures = {
         path: os.stat(path).st_mtime_ns
         for root, _, names in os.walk(os.path.join(site, "img"))
@@ -199,11 +196,8 @@ def test_a_rerun_reuses_everything_and_runs_no_network(built, monkeypatch):
     for name in ("forward", "stages_forward", "activations"):
         monkeypatch.setattr(model_module.ZFNet, name, refuse)
     monkeypatch.setattr(zfnet.site.data, "survey", refuse)
-    started = time.perf_counter()
     result = call_script("explore.py", "--checkpoint", checkpoint, "--images", images, "--device", "cpu")
-    seconds = time.perf_counter() - started
     assert result.returncode == 0, result.stderr
-    assert seconds < first.seconds / 2, (seconds, first.seconds)
     assert {path: os.stat(path).st_mtime_ns for path in pictures} == pictures
 
 
