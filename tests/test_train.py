@@ -299,3 +299,20 @@ def test_a_small_layer1_start_and_its_own_rate_are_applied(colour_split):
     optimizer, _ = training.build_optimizer(b, scaled, steps_per_epoch=10)
     rates = {group["lr"] for group in optimizer.param_groups}
     assert rates == {plain.lr, 5 * plain.lr}
+
+
+def test_the_features_recipe_starts_layer1_small_and_trains_it_faster(colour_split):
+    fast = training.parse_args(["--data", str(colour_split), *SMALL])
+    features = training.parse_args(["--data", str(colour_split), "--recipe", "features", *SMALL])
+    torch.manual_seed(0)
+    a = training.build_model(fast, 3)
+    torch.manual_seed(0)
+    b = training.build_model(features, 3)
+    assert torch.allclose(b.layer1.conv.weight, 0.1 * a.layer1.conv.weight)
+    optimizer, _ = training.build_optimizer(b, features, steps_per_epoch=10)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    by_name = dict(zip((name for name, _ in b.named_parameters()), optimizer.param_groups))
+    assert by_name["layer1.conv.weight"]["initial_lr"] == pytest.approx(4e-3)
+    assert by_name["layer2.conv.weight"]["initial_lr"] == pytest.approx(4e-4)
+    assert by_name["layer2.conv.weight"]["lr"] == pytest.approx(4e-4 / 20)  # the first step of a 2-epoch warm-up
+    assert by_name["layer2.conv.weight"]["weight_decay"] == 0.5 and by_name["layer2.conv.bias"]["weight_decay"] == 0
