@@ -6,7 +6,6 @@ their preprocessing cannot drift apart. The result is bit-identical to torchvisi
 importing torchvision (which would add over a second to predict.py's start).
 """
 
-import contextlib
 import errno
 import os
 import warnings
@@ -39,18 +38,22 @@ def find_images(folder):
 
 
 TOO_LARGE = "image too large to decode safely"
-TOO_LARGE_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+# PIL refuses images over twice its pixel limit but only warns between the limit and twice
+# it; those would still take over a gigabyte to decode. A warnings filter cannot be switched
+# per call while threads decode photos (it is global), so refuse_bomb's size check replaces
+# the warning for good.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-@contextlib.contextmanager
-def refusing_bombs():
-    """Within it, PIL raises one of TOO_LARGE_ERRORS for an image with more pixels than it
-    decodes safely (a "decompression bomb": a small file that would unpack to gigabytes).
-    PIL only warns between its limit and twice its limit; those images would still take over
-    a gigabyte to decode, so the warning is raised as an error too."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        yield
+def refuse_bomb(image):
+    """Raise Image.DecompressionBombError when an opened (not yet decoded) image has more
+    pixels than PIL decodes safely: a "decompression bomb", a small file that would unpack
+    to gigabytes."""
+    pixels = image.width * image.height
+    if Image.MAX_IMAGE_PIXELS and pixels > Image.MAX_IMAGE_PIXELS:
+        raise Image.DecompressionBombError(
+            f"{image.width} x {image.height} = {pixels} pixels, over PIL's limit of {Image.MAX_IMAGE_PIXELS}"
+        )
 
 
 def open_rgb(path, upright=True):
@@ -63,10 +66,11 @@ def open_rgb(path, upright=True):
     pixels than PIL decodes safely raises UserError naming the file.
     """
     try:
-        with refusing_bombs(), Image.open(path) as image:
+        with Image.open(path) as image:
+            refuse_bomb(image)
             image.load()
             return (ImageOps.exif_transpose(image) if upright else image).convert("RGB")
-    except TOO_LARGE_ERRORS as error:
+    except Image.DecompressionBombError as error:
         raise UserError(f"{path}: {TOO_LARGE} ({error})") from None
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from zfnet.errors import UserError
 from zfnet.files import make_folder
-from zfnet.images import TOO_LARGE, TOO_LARGE_ERRORS, refusing_bombs
+from zfnet.images import TOO_LARGE, refuse_bomb
 
 FLOWER_PHOTOS_URL = "http://download.tensorflow.org/example_images/flower_photos.tgz"
 FLOWER_PHOTOS_SIZE = 228_813_984
@@ -177,11 +177,12 @@ def check_file(path):
     if not data:
         return None, "empty file"
     try:
-        with refusing_bombs(), Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data)) as image:
+            refuse_bomb(image)
             image.load()  # only a full decode finds a truncated JPEG
     except UnidentifiedImageError:
         return None, "not an image"
-    except TOO_LARGE_ERRORS as error:
+    except Image.DecompressionBombError as error:
         return None, f"{TOO_LARGE} ({error})"
     except Exception:  # Pillow's decoders raise many kinds of error for a damaged file
         return None, "truncated or corrupt"
