@@ -252,6 +252,13 @@ def photo_link(site, path, depth, text=None):
 # The overview.
 
 
+def readable_setting(value):
+    """A training setting as text: a recipe's settings as `name value` pairs, not a dict."""
+    if isinstance(value, dict):
+        return " · ".join(f"{name.replace('_', ' ')} {setting}" for name, setting in value.items())
+    return value
+
+
 def overview(site):
     info, config = site.checkpoint_info, site.model.config
     accuracy = info.get("val_accuracy")
@@ -265,7 +272,7 @@ def overview(site):
         ("classes", ", ".join(site.classes)),
     ]
     if site.train_config:
-        rows += [(name.replace("_", " "), value) for name, value in site.train_config.items()]
+        rows += [(name.replace("_", " "), readable_setting(value)) for name, value in site.train_config.items()]
     run = "".join(
         f"<tr><th scope=row>{escape(str(name))}</th><td>{escape(str(value))}</td></tr>"
         for name, value in rows
