@@ -316,3 +316,50 @@ def test_the_features_recipe_starts_layer1_small_and_trains_it_faster(colour_spl
     assert by_name["layer2.conv.weight"]["initial_lr"] == pytest.approx(4e-4)
     assert by_name["layer2.conv.weight"]["lr"] == pytest.approx(4e-4 / 20)  # the first step of a 2-epoch warm-up
     assert by_name["layer2.conv.weight"]["weight_decay"] == 0.5 and by_name["layer2.conv.bias"]["weight_decay"] == 0
+
+
+def test_a_run_recorded_before_a_setting_existed_resumes_with_that_setting_off(colour_split, tmp_path):
+    run_train(colour_split, tmp_path / "straight", "--epochs", "2", "--recipe", "tutorial", *SMALL)
+    run_train(colour_split, tmp_path / "old", "--epochs", "1", "--recipe", "tutorial", *SMALL)
+    state = torch.load(tmp_path / "old" / "last.pth", weights_only=True)
+    del state["train_config"]["recipe_settings"]["cutmix"]
+    torch.save(state, tmp_path / "old" / "last.pth")
+    run_train(colour_split, tmp_path / "old", "--epochs", "2", "--resume")
+    straight, old = weights(tmp_path / "straight" / "last.pth"), weights(tmp_path / "old" / "last.pth")
+    assert all(torch.equal(straight[name], old[name]) for name in straight)
+    resumed = torch.load(tmp_path / "old" / "last.pth", weights_only=True)["train_config"]["recipe_settings"]
+    assert resumed["cutmix"] == 0
+
+
+def test_cutmix_mixes_photos_and_labels_by_area_and_a_resumed_run_repeats_it(colour_split, tmp_path, monkeypatch):
+    steps = []
+    real_step = training.train_step
+
+    def recording_step(model, optimizer, scheduler, inputs, targets, *args):
+        steps.append(targets.clone())
+        return real_step(model, optimizer, scheduler, inputs, targets, *args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "train_step", recording_step)
+        run_train(colour_split, tmp_path / "straight", "--epochs", "2", "--recipe", "features", *SMALL)
+    for targets in steps:
+        assert targets.dtype == torch.float32 and torch.allclose(targets.sum(1), torch.ones(len(targets)))
+        # One patch per batch: each photo keeps a share lam of its own label and takes 1 - lam
+        # of its neighbour's (the same class's photo leaves it whole).
+        mixed = targets[(targets > 0) & (targets < 1)]
+        assert mixed.numel() > 0
+        lam = mixed.max()
+        assert all(torch.isclose(value, lam) or torch.isclose(value, 1 - lam) for value in mixed)
+
+    def killed_after_saving(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "write_reports", killed_after_saving)
+        with pytest.raises(KeyboardInterrupt):
+            run_train(colour_split, tmp_path / "resumed", "--epochs", "2", "--recipe", "features", *SMALL)
+    run_train(colour_split, tmp_path / "resumed", "--epochs", "2", "--resume")
+    straight, resumed = weights(tmp_path / "straight" / "last.pth"), weights(tmp_path / "resumed" / "last.pth")
+    assert all(torch.equal(straight[name], resumed[name]) for name in straight)
+    settings = torch.load(tmp_path / "resumed" / "last.pth", weights_only=True)["train_config"]["recipe_settings"]
+    assert settings["cutmix"] == 1.0

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
+from torchvision.transforms.v2 import CutMix
 from tqdm import tqdm
 
 from model import ARCHS, WIDTHS, ZFNet
@@ -47,14 +48,15 @@ PLAIN = {
     "layer1_init_scale": 1.0,  # layer 1's initial weights times this
     "layer1_lr_scale": 1.0,  # layer 1's learning rate times this
     "renorm_radius": 0.0,  # the paper's cap on each convolutional filter's RMS after a step; 0: off
+    "cutmix": 0.0,  # CutMix's Beta(a, a) for every batch (a patch of another photo, labels mixed by area); 0: off
 }
 RECIPES = {
     "tutorial": {**PLAIN, "lr": 2e-4, "label_smoothing": 0.0, "schedule": "constant", "crop_scale": 0.08},
     "fast": {**PLAIN, "lr": 4e-4, "label_smoothing": 0.1, "schedule": "cosine", "crop_scale": 0.5},
     # For looking inside: layer 1 starts at a tenth of its scale and learns ten times faster,
-    # decoupled weight decay, colour jitter and smaller crops. Its filters become smooth colour
-    # blobs and edges (90% smoothness after 60 epochs against 18% for the fast recipe) at about
-    # the fast recipe's accuracy for long runs; it needs long runs (see docs/findings.md).
+    # so that what it learns is not drowned by its random start; decoupled weight decay, colour
+    # jitter, smaller crops and CutMix hold back the overfitting of long runs. Its filters
+    # become smooth colour blobs and oriented edges (docs/findings.md has every recipe tried).
     "features": {
         **PLAIN,
         "lr": 4e-4,
@@ -67,6 +69,7 @@ RECIPES = {
         "jitter": 0.3,
         "layer1_init_scale": 0.1,
         "layer1_lr_scale": 10.0,
+        "cutmix": 1.0,
     },
 }
 RENAMED_RECIPES = {"seed": "tutorial"}  # runs saved before the rename still resume
@@ -108,7 +111,7 @@ def get_parser(description=__doc__, suppress_defaults=False):
         help="fast: Adam at 4e-4 on a cosine schedule, label smoothing 0.1, crops of at least half "
         "the photo; tutorial: the blog tutorial's Adam at a constant 2e-4 and RandomResizedCrop(224); "
         "features: layer-1 filters a person can read (a small layer-1 start learning 10x faster, AdamW, "
-        "colour jitter), for long runs (default: %(default)s)",
+        "colour jitter, CutMix), for long runs such as 160 epochs (default: %(default)s)",
     )
     add("--lr", type=float, help="(peak) learning rate (default: the recipe's)")
     add("--label-smoothing", type=float, help="label smoothing of the loss (default: the recipe's)")
@@ -225,11 +228,13 @@ def resume_state(config):
         raise UserError(f"{last} is a model checkpoint without training state; cannot resume from it")
     saved = saved_settings(state)
     # Runs saved before recipes were recorded whole ran their named recipe's settings of today.
-    config.recipe_settings = state["train_config"].get("recipe_settings") or {
+    # Settings added since a run was saved were off in it.
+    recorded = state["train_config"].get("recipe_settings") or {
         **RECIPES[saved["recipe"]],
         "lr": saved["lr"],
         "label_smoothing": saved["label_smoothing"],
     }
+    config.recipe_settings = {**PLAIN, **recorded}
     defining = RUN_DEFINING + (() if extendable(config.recipe_settings) else ("epochs",))
     for key in defining:
         if key in config.explicit and getattr(config, key) != saved[key]:
@@ -314,7 +319,8 @@ def uses_bfloat16(device, precision):
 
 
 def train_step(model, optimizer, scheduler, inputs, labels, autocast, label_smoothing, renorm_radius=0.0):
-    """One optimisation step; returns the batch's logits and mean loss (detached)."""
+    """One optimisation step; returns the batch's logits and mean loss (detached). `labels`
+    are class indices or, for mixed photos, class probabilities."""
     with autocast:
         logits = model(inputs.contiguous(memory_format=MEMORY_FORMAT))
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
@@ -445,6 +451,9 @@ class Run:
             self.history, self.best_accuracy = state["history"], state["best_accuracy"]
             self.best_confusion, self.start_epoch = state["best_confusion"], state["epoch"]
         self.trained = DistributedDataParallel(self.model) if runtime.enabled else self.model
+        alpha = config.recipe_settings["cutmix"]
+        # Draws from torch's global generator, which each epoch seeds, so runs still repeat.
+        self.cutmix = CutMix(alpha=alpha, num_classes=len(self.classes)) if alpha else None
         self.val_rows = torch.arange(runtime.rank, len(self.val_cache), runtime.world_size)
 
     def train(self):
@@ -505,12 +514,16 @@ class Run:
             inputs = train_inputs(self.train_cache, rows, crops, PREPROCESS, crop_scale, settings["jitter"])
             inputs = inputs.to(device, non_blocking=True)
             labels = self.train_cache.labels[rows.to(self.train_cache.labels.device)].to(device)
+            targets = labels
+            if self.cutmix is not None:
+                inputs, targets = self.cutmix(inputs, labels)
+                labels = targets.argmax(1)  # the class that covers most of each mixed photo
             logits, loss = train_step(
                 self.trained,
                 self.optimizer,
                 self.scheduler,
                 inputs,
-                labels,
+                targets,
                 self.autocast,
                 config.label_smoothing,
                 settings["renorm_radius"],
