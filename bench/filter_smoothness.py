@@ -1,4 +1,5 @@
-"""Layer-1 filter smoothness and validation accuracy of trained runs, against white noise.
+"""Layer-1 filter smoothness, validation accuracy and training time of trained runs, against
+white noise and the goals of a network worth looking inside.
 
     python bench/filter_smoothness.py --checkpoint runs/zfnet/best.pth runs/features/best.pth
     python bench/filter_smoothness.py --quick     # a check that it runs: random networks, in seconds
@@ -8,7 +9,9 @@ in the paper's figures. Smoothness is the share of the filters' energy below 1/4
 cycle per pixel once each filter's mean per colour channel is removed (zfnet.spectra): white
 noise has 18% (3%), smooth colour blobs and wide edges about 90% or more. Each checkpoint's
 row also gives its validation accuracy and epochs as train.py recorded them, and the recipe
-from the last.pth beside it.
+and training minutes (validation included, decoding excluded) from the last.pth beside it; the
+last column says whether the run meets the goals: smoothness of at least 80%, validation
+accuracy of at least 85%, at most 60 minutes of training.
 """
 
 import os
@@ -39,27 +42,56 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def recipe(path):
-    """The recipe of the run that wrote `path`, from the last.pth beside it."""
+GOALS = {"smoothness": 0.80, "accuracy": 0.85, "minutes": 60}
+
+
+def recipe_and_minutes(path):
+    """The recipe of the run that wrote `path` and its training minutes, from the last.pth
+    beside it (None where there is none)."""
     last = os.path.join(os.path.dirname(path), "last.pth")
     if not os.path.isfile(last):
-        return "?"
-    config = read_checkpoint(last).get("train_config") or {}
-    return config.get("recipe", "?")
+        return "?", None
+    state = read_checkpoint(last)
+    config = state.get("train_config") or {}
+    return config.get("recipe", "?"), sum(row["seconds"] for row in state.get("history", [])) / 60
+
+
+def verdict(smooth, accuracy, minutes):
+    """Which goals a run misses, or "yes"."""
+    missed = [
+        name
+        for name, met in (
+            (f"smoothness < {GOALS['smoothness']:.0%}", smooth >= GOALS["smoothness"]),
+            (
+                "accuracy unknown" if accuracy is None else f"accuracy < {GOALS['accuracy']:.0%}",
+                accuracy is not None and accuracy >= GOALS["accuracy"],
+            ),
+            (
+                "time unknown" if minutes is None else f"over {GOALS['minutes']} min",
+                minutes is not None and minutes <= GOALS["minutes"],
+            ),
+        )
+        if not met
+    ]
+    return "yes" if not missed else "no: " + ", ".join(missed)
 
 
 def row(path):
     model, checkpoint = load_checkpoint(path)
     weights = model.layer1.conv.weight.detach()
     accuracy = checkpoint.get("val_accuracy")
+    name, minutes = recipe_and_minutes(path)
+    smooth = smoothness(weights)
     return {
         "run": os.path.relpath(path),
-        "recipe": recipe(path),
+        "recipe": name,
         "epochs": checkpoint["epoch"],
+        "minutes": "-" if minutes is None else f"{minutes:.1f}",
         "val accuracy": "-" if accuracy is None else f"{accuracy:.1%}",
-        "smooth < 1/4": f"{smoothness(weights):.1%}",
+        "smooth < 1/4": f"{smooth:.1%}",
         "smooth < 1/8": f"{smoothness(weights, below=1 / 8):.1%}",
         "kernel": weights.shape[-1],
+        "meets the goals": verdict(smooth, accuracy, minutes),
     }
 
 
@@ -92,10 +124,12 @@ def main(argv=None):
                 "run": f"white noise, {kernel}x{kernel}",
                 "recipe": "-",
                 "epochs": "-",
+                "minutes": "-",
                 "val accuracy": "-",
                 "smooth < 1/4": f"{noise_smoothness(kernel):.1%}",
                 "smooth < 1/8": f"{noise_smoothness(kernel, below=1 / 8):.1%}",
                 "kernel": kernel,
+                "meets the goals": "-",
             },
         )
     print(markdown_table(rows), end="")

@@ -17,7 +17,7 @@ QUICK_RUNS = {
     ("bench/train_speed.py", "--quick"): "img/s",
     ("bench/make_photo_set.py", "--quick"): "photos,",
     ("bench/explore_speed.py", "--quick"): "| build | seconds | goal |",
-    ("bench/filter_smoothness.py", "--quick"): "| run | recipe | epochs | val accuracy | smooth < 1/4 |",
+    ("bench/filter_smoothness.py", "--quick"): "| run | recipe | epochs | minutes | val accuracy | smooth < 1/4 |",
 }
 
 
