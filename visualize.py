@@ -40,7 +40,7 @@ from zfnet.arguments import (
 from zfnet.checkpoint import load_checkpoint
 from zfnet.deconv import crop, project, receptive_fields
 from zfnet.errors import UserError, run_main
-from zfnet.figures import plt, save_figure, stretched
+from zfnet.figures import caption, plt, robust_scale, save_figure, stretched
 from zfnet.files import atomic_write_text
 from zfnet.images import find_images, load_input, unnormalize
 from zfnet.outputs import OutputFolder, require_outside
@@ -104,10 +104,12 @@ def claim_out(args, beside, inputs, images=None):
     return OutputFolder.claim(folder, inputs=inputs, own_names=OWN_NAMES)
 
 
-def block(projections, patches):
-    """One map's panel: its projections (each contrast-stretched) beside the image patches."""
+def block(projections, patches, shared_scale=False):
+    """One map's panel: its projections (contrast-stretched one by one, or all by one scale)
+    beside the image patches."""
     rows = math.ceil(math.sqrt(len(projections)))
-    left = make_grid(torch.stack([stretched(p) for p in projections]), nrow=rows, padding=2, pad_value=1)
+    scale = robust_scale(projections) if shared_scale else None
+    left = make_grid(torch.stack([stretched(p, scale) for p in projections]), nrow=rows, padding=2, pad_value=1)
     right = make_grid(patches, nrow=rows, padding=2, pad_value=1)
     gap = torch.ones(3, left.shape[1], max(4, left.shape[2] // 12))
     return torch.cat([left, gap, right], 2)
@@ -146,6 +148,7 @@ def top9_layer(model, preprocess, paths, layer, best, field, args, figure_path):
             block(
                 torch.stack([projections[i] for i in mine]),
                 torch.stack([crop(pictures[requests[i][0]], box) for i, box in zip(mine, boxes)]),
+                shared_scale=args.stretch == "shared",
             )
         )
         for i, box in zip(mine, boxes):
@@ -168,8 +171,12 @@ def top9_layer(model, preprocess, paths, layer, best, field, args, figure_path):
         min(3, len(panels)),
         figure_path,
         f"layer {layer}: strongest activations, projected (left) and their "
-        f"{field.size}x{field.size} image patches (right)\neach projection stretched by its own 99th-percentile "
-        f"magnitude around grey"
+        f"{field.size}x{field.size} image patches (right)\n"
+        + (
+            "each map's projections stretched by one scale, their 99th-percentile magnitude around grey"
+            if args.stretch == "shared"
+            else "each projection stretched by its own 99th-percentile magnitude around grey"
+        )
         + (
             "; layer 1's projections are the map's filter times each activation, so they look alike"
             if layer == model.conv_layers[0]
@@ -217,20 +224,30 @@ def filters(args):
         raise UserError("filters draws one checkpoint or two side by side")
     models = [load_model(path, "cpu")[0] for path in args.checkpoint]
     out = claim_out(args, args.checkpoint[0], args.checkpoint).path("filters.png")
-    figure, axes = plt.subplots(1, len(args.checkpoint), figsize=(6 * len(args.checkpoint), 6.4), squeeze=False)
-    for axis, path, model in zip(axes.flat, args.checkpoint, models):
+    # A learned filter is mostly one flat colour; with that removed its edges and its
+    # colour-opponent parts, the pattern the smoothness measures, show.
+    figure, axes = plt.subplots(len(args.checkpoint), 2, figsize=(11, 5.0 * len(args.checkpoint)), squeeze=False)
+    for row, path, model in zip(axes, args.checkpoint, models):
         weights = model.layer1.conv.weight.detach()
-        grid = make_grid(
-            weights, nrow=math.ceil(math.sqrt(len(weights))), padding=1, normalize=True, scale_each=True, pad_value=1
-        )
-        axis.imshow(grid.permute(1, 2, 0).numpy())
         kernel, stride = model.layer1.conv.kernel_size[0], model.layer1.conv.stride[0]
         smooth = f"smoothness {smoothness(weights):.0%} (white noise {noise_smoothness(kernel):.0%})"
-        axis.set_title(
-            f"{os.path.relpath(path)}\n{len(weights)} filters, {kernel}x{kernel}, stride {stride}; {smooth}", fontsize=9
+        titles = (
+            f"{os.path.relpath(path)}: as learned\n{len(weights)} filters, {kernel}x{kernel}, stride {stride}",
+            f"{os.path.relpath(path)}: each filter's mean colour removed\n{smooth}",
         )
+        for axis, shown, title in zip(row, (weights, weights - weights.mean(dim=(2, 3), keepdim=True)), titles):
+            grid = make_grid(
+                shown, nrow=math.ceil(math.sqrt(len(shown))), padding=1, normalize=True, scale_each=True, pad_value=1
+            )
+            axis.imshow(grid.permute(1, 2, 0).numpy())
+            axis.set_title(title, fontsize=9)
+            axis.axis("off")
         print(f"{os.path.relpath(path)}: layer-1 {smooth}")
-        axis.axis("off")
+    caption(
+        figure,
+        "Each filter stretched to its own range. Smooth filters show edges and colour-opponent blobs "
+        "once their flat colour is removed; filters still at their random start show speckle.",
+    )
     save_figure(figure, out)
     print(f"wrote {out}")
 
@@ -307,14 +324,14 @@ def weight_drift(snapshots, layers):
 def plot_changes(changes, drift, epochs, path):
     """Left: mean change of each layer's projections from the previous snapshot. Right: each
     layer's weights, their distance from the first snapshot's and from the previous one's."""
-    figure, (projections, weights) = plt.subplots(1, 2, figsize=(12, 4.5))
+    figure, (projections, weights) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
     for layer, by_epoch in changes.items():
         shown = sorted(by_epoch)
         projections.plot(shown, [sum(by_epoch[e]) / len(by_epoch[e]) for e in shown], "-o", label=f"layer {layer}")
     projections.set(
         xlabel="epoch",
         ylabel="1 - cosine similarity to the previous snapshot",
-        title="projections: how much each layer's projections still change",
+        title="projections: change since the previous snapshot",
     )
     for index, layer in enumerate(changes):
         rows = [row for row in drift if row["layer"] == layer]
@@ -324,7 +341,7 @@ def plot_changes(changes, drift, epochs, path):
             [r["from_first"] for r in rows],
             "-o",
             color=colour,
-            label=f"layer {layer}: from epoch {epochs[0]}",
+            label=f"layer {layer}",
         )
         later = [r for r in rows if r["from_previous"] != ""]
         weights.plot(
@@ -332,24 +349,26 @@ def plot_changes(changes, drift, epochs, path):
             [r["from_previous"] for r in later],
             "--s",
             color=colour,
-            label=f"layer {layer}: from the previous snapshot",
         )
+    # A layer started small moves many times its initial norm, the others less than once: a
+    # log scale shows both.
+    weights.set_yscale("log", nonpositive="mask")
     weights.set(
         xlabel="epoch",
-        ylabel="weight change, relative to the earlier weights' norm",
-        title=f"weights: moved from epoch {epochs[0]} (solid) and lately (dashed)",
+        ylabel="weight change / the earlier weights' norm (log)",
+        title=f"weights: moved since epoch {epochs[0]} (solid)\nand since the previous snapshot (dashed)",
     )
     for axis in (projections, weights):
-        axis.set_xticks(epochs)
+        if epochs[-1] > 10 * max(epochs[0], 1):  # snapshots spread over decades crowd a linear axis
+            axis.set_xscale("symlog", linthresh=1, linscale=0.5)
+            axis.minorticks_off()
+        axis.set_xticks(epochs, [str(epoch) for epoch in epochs])
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    figure.text(
-        0.5,
-        -0.02,
+    caption(
+        figure,
         "A layer that settled moved far from its start and little lately; one that never learned moved little "
         "from its start too. Snapshot epoch 0 (train.py --snapshot-epochs 0,...) is the initial weights.",
-        ha="center",
-        fontsize=9,
     )
     save_figure(figure, path)
 
@@ -470,6 +489,14 @@ def parse_args(argv=None):
     top = add_command(commands, "top9", TOP9, "figure 2: the 9 strongest activations of each map, projected", top9)
     add_checkpoint(top)
     add_search(top, maps_per_layer=9)
+    top.add_argument(
+        "--stretch",
+        default="each",
+        choices=["each", "shared"],
+        help="each: every projection contrast-stretched by its own 99th-percentile magnitude, so that "
+        "weak ones are legible too; shared: one scale for a map's nine, so that their strengths "
+        "compare (default: %(default)s)",
+    )
     add_out(top)
     weights = add_command(commands, "filters", FILTERS, "figure 6: the layer-1 filters", filters)
     add_checkpoint(weights, nargs="+", help="one checkpoint, or two to draw side by side")

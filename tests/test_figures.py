@@ -11,6 +11,7 @@ from zfnet.figures import (
     plot_confusion,
     plot_curves,
     plt,
+    robust_scale,
     run_name,
     run_names,
     save_figure,
@@ -31,6 +32,17 @@ def test_projections_are_stretched_symmetrically_around_grey():
     torch.testing.assert_close(picture[1, 10:, 10:], 1 - picture[0, :10, :10])  # the same stretch downwards
     assert picture[2, 0, 19] == 1.0  # the outlier is clipped, not the scale
     assert picture[0, 9, 9] == 1.0 and picture[0, 0, 0] < 0.51
+
+
+def test_one_scale_keeps_projections_strengths_comparable():
+    strong = torch.randn(3, 8, 8)
+    weak = 0.2 * strong
+    assert torch.allclose(stretched(strong), stretched(weak))  # each by its own scale: alike
+    scale = robust_scale(torch.stack([strong, weak]))
+    bright, faint = stretched(strong, scale) - 0.5, stretched(weak, scale) - 0.5
+    unclipped = bright.abs() < 0.5
+    assert unclipped.float().mean() > 0.9
+    assert torch.allclose(faint[unclipped], 0.2 * bright[unclipped], atol=1e-6)
 
 
 def test_an_all_zero_projection_is_plain_grey():

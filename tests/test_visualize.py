@@ -13,6 +13,7 @@ from PIL import Image
 import zfnet.top9
 from tests.helpers import (
     PREPROCESS,
+    ROOT,
     assert_one_line_error,
     call_script,
     flags_without_defaults,
@@ -102,6 +103,33 @@ def test_top9_draws_the_maps_asked_for(photos, checkpoint, tmp_path):
     assert sorted({entry["map"] for entry in index["patches"]}) == [0, 7]
 
 
+@pytest.mark.parametrize("stretch", ["each", "shared"])
+def test_top9_stretches_each_projection_or_a_maps_nine_by_one_scale(stretch, checkpoint, tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    panels, imshow = [], matplotlib.axes.Axes.imshow
+    monkeypatch.setattr(
+        matplotlib.axes.Axes, "imshow", lambda axis, data, *a, **k: panels.append(data) or imshow(axis, data, *a, **k)
+    )
+    texts = record_figure_texts(monkeypatch)
+    daisies = os.path.join(ROOT, "samples", "flower_photos", "daisy")
+    visualize(
+        "top9", "--checkpoint", checkpoint, "--images", daisies, "--out", tmp_path, "--layers", "1",
+        "--maps-per-layer", "1", "--stretch", stretch,
+    )  # fmt: skip
+    values = [entry["value"] for entry in json.loads((tmp_path / "top9.json").read_text())["patches"]]
+    assert values[0] > 1.1 * values[-1]  # nine activations of different strength
+    # Layer 1's projections are the one filter times each activation: 7x7 tiles, 3 to a row.
+    tiles = [torch.as_tensor(panels[0][2 + 9 * (r // 3) :][:7, 2 + 9 * (r % 3) :][:, :7]) for r in range(9)]
+    contrast = [(tile - 0.5).abs().mean().item() for tile in tiles]
+    if stretch == "each":
+        assert max(contrast) - min(contrast) < 1e-3
+        assert any("each projection stretched by its own" in text for text in texts)
+    else:
+        assert contrast == sorted(contrast, reverse=True) and contrast[0] > 1.1 * contrast[-1]
+        assert any("stretched by one scale" in text for text in texts)
+
+
 def test_top9_writes_beside_the_checkpoint_by_default(photos, tmp_path):
     checkpoint = save_network(tmp_path / "run" / "best.pth", tiny_network(seed=0))
     visualize("top9", "--checkpoint", checkpoint, "--images", photos, "--layers", "1", "--maps-per-layer", "1")
@@ -116,7 +144,7 @@ def test_filters_one_checkpoint_or_two_side_by_side(checkpoint, tmp_path):
     assert f"layer-1 smoothness {smoothness(weights):.0%} (white noise {noise_smoothness(7):.0%})" in one.stdout
     visualize("filters", "--checkpoint", other, checkpoint, "--out", tmp_path / "two")
     with Image.open(tmp_path / "one" / "filters.png") as one, Image.open(tmp_path / "two" / "filters.png") as two:
-        assert two.width > 1.5 * one.width
+        assert two.height > 1.5 * one.height  # a row per checkpoint
 
 
 def test_filters_name_runs_relative_to_the_working_folder(tmp_path, monkeypatch):
@@ -125,7 +153,7 @@ def test_filters_name_runs_relative_to_the_working_folder(tmp_path, monkeypatch)
     texts = record_figure_texts(monkeypatch)
     visualize("filters", "--checkpoint", checkpoint)
     assert (tmp_path / "run" / "visualize" / "filters.png").is_file()  # beside the first checkpoint
-    assert any(text.startswith("best.pth\n") for text in texts), texts
+    assert any(text.startswith("best.pth: as learned") for text in texts), texts
     assert not any(str(tmp_path) in text for text in texts), texts
 
 

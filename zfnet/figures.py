@@ -55,16 +55,22 @@ def show_input(axis, x, preprocess):
     axis.set_axis_off()
 
 
-def stretched(projection):
-    """A deconvnet projection (3, H, W) as a picture in [0, 1]: grey where it is zero,
-    contrast stretched the same way up and down so that the 99th percentile of its non-zero
-    magnitudes reaches black or white (a few strong pixels would otherwise leave the rest
-    invisible, as a plain min-max stretch does)."""
-    projection = projection.detach().cpu().float()
-    magnitudes = projection.abs().flatten()
+def robust_scale(projections):
+    """The 99th percentile of the non-zero magnitudes of one or more projections (1.0 if all
+    are zero)."""
+    magnitudes = projections.detach().cpu().float().abs().flatten()
     magnitudes = magnitudes[magnitudes > 0]
-    scale = magnitudes.quantile(0.99).item() if len(magnitudes) else 1.0
-    return (0.5 + 0.5 * projection / scale).clamp(0, 1)
+    return magnitudes.quantile(0.99).item() if len(magnitudes) else 1.0
+
+
+def stretched(projection, scale=None):
+    """A deconvnet projection (3, H, W) as a picture in [0, 1]: grey where it is zero,
+    contrast stretched the same way up and down so that `scale` (by default the projection's
+    own robust_scale) reaches black or white (a few strong pixels would otherwise leave the
+    rest invisible, as a plain min-max stretch does). One scale for several projections keeps
+    their strengths comparable."""
+    projection = projection.detach().cpu().float()
+    return (0.5 + 0.5 * projection / (robust_scale(projection) if scale is None else scale)).clamp(0, 1)
 
 
 def show_projection(axis, projection):
