@@ -55,9 +55,11 @@ from zfnet.outputs import OutputFolder, require_outside
 from zfnet.runtime import pick_device
 from zfnet.spectra import (
     BANDS,
+    FADED_NORM,
     band_areas,
     band_shares,
     energy_shares,
+    faded_filters,
     grid_contrast,
     noise_smoothness,
     power_spectra,
@@ -68,7 +70,6 @@ from zfnet.tables import csv_text, markdown_table
 from zfnet.top9 import spread_evenly, strongest_activations, tensor_batches
 
 ALEXNET_CHECKPOINT = "runs/alexnet/best.pth"  # where the docstring's first command trains it
-DEAD_NORM = 0.1  # a filter under this share of the median filter norm has faded away
 OWN_NAMES = ("compare.md", "compare.csv", "compare.png")
 
 
@@ -132,8 +133,7 @@ def measure(path, model, checkpoint, val_samples, args, device):
             peak = strongest if peak is None else torch.maximum(peak, strongest)
 
     weights = model.layer1.conv.weight.detach().cpu()
-    norms = weights.flatten(1).norm(dim=1)
-    faded = norms < DEAD_NORM * norms.median()
+    faded = faded_filters(weights)
     silent = peak <= 0
     kernel, stride = model.layer1.conv.kernel_size[0], model.layer1.conv.stride[0]
 
@@ -174,7 +174,7 @@ def report_rows(nets):
         ("layer 1", [f"{n['filters']} filters {n['kernel']}x{n['kernel']}, stride {n['stride']}" for n in nets]),
         ("validation accuracy", [round(n["accuracy"], 4) for n in nets]),
         ("dead layer-1 filters", [n["dead"] for n in nets]),
-        (f"dead: weights under {DEAD_NORM} x median norm", [n["faded"] for n in nets]),
+        (f"dead: weights under {FADED_NORM} x median norm", [n["faded"] for n in nets]),
         ("dead: never active on val", [n["silent"] for n in nets]),
     ]
     for band, (low, high) in BANDS.items():

@@ -45,7 +45,7 @@ from zfnet.files import atomic_write_text
 from zfnet.images import find_images, load_input, unnormalize
 from zfnet.outputs import OutputFolder, require_outside
 from zfnet.runtime import pick_device
-from zfnet.spectra import noise_smoothness, smoothness
+from zfnet.spectra import faded_filters, noise_smoothness, smoothness
 from zfnet.tables import csv_text
 from zfnet.top9 import (
     chosen_layers,
@@ -231,22 +231,27 @@ def filters(args):
         weights = model.layer1.conv.weight.detach()
         kernel, stride = model.layer1.conv.kernel_size[0], model.layer1.conv.stride[0]
         smooth = f"smoothness {smoothness(weights):.0%} (white noise {noise_smoothness(kernel):.0%})"
+        faded = faded_filters(weights)
         titles = (
-            f"{os.path.relpath(path)}: as learned\n{len(weights)} filters, {kernel}x{kernel}, stride {stride}",
+            f"{os.path.relpath(path)}: as learned\n{len(weights)} filters, {kernel}x{kernel}, stride {stride}; "
+            f"{int(faded.sum())} faded away (grey)",
             f"{os.path.relpath(path)}: each filter's mean colour removed\n{smooth}",
         )
         for axis, shown, title in zip(row, (weights, weights - weights.mean(dim=(2, 3), keepdim=True)), titles):
-            grid = make_grid(
-                shown, nrow=math.ceil(math.sqrt(len(shown))), padding=1, normalize=True, scale_each=True, pad_value=1
-            )
+            low = shown.amin(dim=(1, 2, 3), keepdim=True)
+            high = shown.amax(dim=(1, 2, 3), keepdim=True)
+            pictures = (shown - low) / (high - low).clamp_min(1e-12)
+            pictures[faded] = 0.5  # stretched to its own range, a faded filter would look like a live one
+            grid = make_grid(pictures, nrow=math.ceil(math.sqrt(len(shown))), padding=1, pad_value=1)
             axis.imshow(grid.permute(1, 2, 0).numpy())
             axis.set_title(title, fontsize=9)
             axis.axis("off")
         print(f"{os.path.relpath(path)}: layer-1 {smooth}")
     caption(
         figure,
-        "Each filter stretched to its own range. Smooth filters show edges and colour-opponent blobs "
-        "once their flat colour is removed; filters still at their random start show speckle.",
+        "Each filter stretched to its own range; grey: weights under a tenth of the median filter's. Smooth "
+        "filters show edges and colour-opponent blobs once their flat colour is removed; filters still at "
+        "their random start show speckle.",
     )
     save_figure(figure, out)
     print(f"wrote {out}")

@@ -10,6 +10,7 @@ from zfnet.spectra import (
     band_areas,
     band_shares,
     energy_shares,
+    faded_filters,
     grid_contrast,
     noise_smoothness,
     power_spectra,
@@ -71,3 +72,11 @@ def test_smoothness_tells_noise_from_smooth_filters():
     for smooth in (torch.stack([edge] * 3)[None], torch.stack([oriented, oriented, -oriented])[None]):
         assert smoothness(smooth) > 0.95
     assert smoothness(torch.cat([colour_blob, noise[:1].double()])) < smoothness(colour_blob)
+
+
+def test_filters_far_below_the_median_norm_have_faded():
+    torch.manual_seed(0)
+    weights = torch.randn(8, 3, 7, 7)
+    weights[2] *= 0.05  # decayed away
+    weights[5] *= 0.5  # weaker, still alive
+    assert faded_filters(weights).tolist() == [False, False, True, False, False, False, False, False]

@@ -79,6 +79,16 @@ def verdict(coarse_value, fine_value, claim):
 SMOOTH_BELOW = 1 / 4  # cycles per pixel: the low and middle bands
 
 
+FADED_NORM = 0.1  # a filter under this share of the median filter norm has faded away
+
+
+def faded_filters(weights):
+    """Which filters (N, C, h, w) have faded away: a weight norm under FADED_NORM times the
+    median filter's (weight decay shrinks what no gradient keeps)."""
+    norms = weights.detach().flatten(1).norm(dim=1)
+    return norms < FADED_NORM * norms.median()
+
+
 def smoothness(weights, below=SMOOTH_BELOW):
     """Share of the filters' energy below `below` cycles per pixel once each filter's mean per
     colour channel is removed (all filters pooled): near 1 for smooth colour blobs and wide
