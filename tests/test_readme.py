@@ -17,6 +17,7 @@ README = "README.md"
 PAGES = [README] + sorted(
     os.path.join("docs", name) for name in os.listdir(os.path.join(ROOT, "docs")) if name.endswith(".md")
 )
+FIGURE_MAKER = os.path.join("docs", "make_figures.sh")  # its commands are checked as the pages' are
 # The studies hand every flag they do not define on to train.py (their --help says so).
 PASSED_ON = {"ablation.py": "train.py", "transfer.py": "train.py"}
 # What ends one shell command on a line and starts the next.
@@ -32,9 +33,10 @@ def read(page):
 
 
 def command_lines(page):
-    """(line number, text) of every shell line in the page's code blocks, continuation lines
-    joined, and of every inline code span that starts with `python `."""
-    lines, fenced, pending = [], False, None
+    """(line number, text) of every shell line in the page's code blocks (of every line, in a
+    shell script), continuation lines joined, and of every inline code span that starts with
+    `python `."""
+    lines, fenced, pending = [], page.endswith(".sh"), None
     for number, line in enumerate(read(page), 1):
         if line.startswith("```"):
             fenced = not fenced
@@ -72,7 +74,7 @@ def python_commands(text):
 
 def shown_commands():
     commands = []
-    for page in PAGES:
+    for page in PAGES + [FIGURE_MAKER]:
         for number, text in command_lines(page):
             for script, arguments in python_commands(text):
                 commands.append(
@@ -192,6 +194,7 @@ def test_the_pages_show_commands_and_defaults():
     # Guards the parsing above: a page format it no longer reads would otherwise pass silently.
     assert len([command for command in COMMANDS if command.page == README]) >= 25
     assert len([statement for statement in DEFAULTS if statement.page == README]) >= 20
+    assert len([command for command in COMMANDS if command.page == FIGURE_MAKER]) >= 8
 
 
 def test_the_readme_shows_every_script():

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Remakes the figures in docs/figures/ from the two reference runs, with the very commands
+# the README and docs/findings.md quote. Train the runs first (about 55 and 45 minutes on the
+# 2-core CPU):
+#   python train.py --recipe features --epochs 160 --snapshot-epochs 0,1,2,5,10,20,40,80,160 --out runs/reference
+#   python train.py --recipe features --epochs 160 --arch alexnet --out runs/alexnet-features
+# Run from anywhere: bash docs/make_figures.sh (Chromium takes the explorer's screenshots).
+# ablation.png and transfer.png come from their studies' commands in docs/findings.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+figures=docs/figures
+
+python visualize.py filters --checkpoint runs/reference/best.pth
+python visualize.py top9 --checkpoint runs/reference/best.pth
+python visualize.py evolution --snapshots runs/reference/snapshots
+python occlusion.py samples/flower_photos/sunflowers/12471441503_d188b5f31a_m.jpg --checkpoint runs/reference/best.pth
+python invariance.py --checkpoint runs/reference/best.pth
+python correspondence.py --checkpoint runs/reference/best.pth
+python compare_arch.py --checkpoint runs/alexnet-features/best.pth runs/reference/best.pth
+python explore.py --checkpoint runs/reference/best.pth
+
+cp runs/reference/curves.png runs/reference/confusion.png "$figures/"
+cp runs/reference/visualize/filters.png runs/reference/visualize/top9_layer[1-5].png "$figures/"
+cp runs/reference/visualize/evolution_layer2.png runs/reference/visualize/evolution_change.png "$figures/"
+cp runs/reference/occlusion/12471441503_d188b5f31a_m.png "$figures/occlusion.png"
+cp runs/reference/invariance/invariance.png runs/reference/correspondence/correspondence.png "$figures/"
+cp runs/alexnet-features/compare_arch/compare.png "$figures/"
+
+site="$PWD/runs/reference/explore"
+# The layer-5 map whose page is shown: the first (the most active) of top9's figure.
+map=$(python -c "import json; print(next(p['map'] for p in json.load(open('runs/reference/visualize/top9.json'))['patches'] if p['layer'] == 5))")
+for page in index:index layer1:layer1 "layer5/map$(printf %03d "$map"):map"; do
+    chromium --headless --no-sandbox --hide-scrollbars --window-size=1280,757 \
+        --screenshot="$figures/explore_${page#*:}.png" "file://$site/${page%:*}.html"
+done
