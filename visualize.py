@@ -40,7 +40,7 @@ from zfnet.arguments import (
 from zfnet.checkpoint import load_checkpoint
 from zfnet.deconv import crop, project, receptive_fields
 from zfnet.errors import UserError, run_main
-from zfnet.figures import caption, plt, robust_scale, save_figure, stretched
+from zfnet.figures import caption, filter_pictures, plt, robust_scale, save_figure, stretched
 from zfnet.files import atomic_write_text
 from zfnet.images import find_images, load_input, unnormalize
 from zfnet.outputs import OutputFolder, require_outside
@@ -238,11 +238,9 @@ def filters(args):
             f"{os.path.relpath(path)}: each filter's mean colour removed\n{smooth}",
         )
         for axis, shown, title in zip(row, (weights, weights - weights.mean(dim=(2, 3), keepdim=True)), titles):
-            low = shown.amin(dim=(1, 2, 3), keepdim=True)
-            high = shown.amax(dim=(1, 2, 3), keepdim=True)
-            pictures = (shown - low) / (high - low).clamp_min(1e-12)
-            pictures[faded] = 0.5  # stretched to its own range, a faded filter would look like a live one
-            grid = make_grid(pictures, nrow=math.ceil(math.sqrt(len(shown))), padding=1, pad_value=1)
+            grid = make_grid(
+                filter_pictures(shown, faded), nrow=math.ceil(math.sqrt(len(shown))), padding=1, pad_value=1
+            )
             axis.imshow(grid.permute(1, 2, 0).numpy())
             axis.set_title(title, fontsize=9)
             axis.axis("off")

@@ -7,6 +7,7 @@ from PIL import Image
 from tests.helpers import record_figure_texts
 from zfnet.figures import (
     caption,
+    filter_pictures,
     plain_log_ticks,
     plot_confusion,
     plot_curves,
@@ -43,6 +44,16 @@ def test_one_scale_keeps_projections_strengths_comparable():
     unclipped = bright.abs() < 0.5
     assert unclipped.float().mean() > 0.9
     assert torch.allclose(faint[unclipped], 0.2 * bright[unclipped], atol=1e-6)
+
+
+def test_filters_are_stretched_one_by_one_and_faded_ones_drawn_grey():
+    torch.manual_seed(0)
+    weights = torch.randn(4, 3, 5, 5)
+    weights[1] *= 1e-3
+    pictures = filter_pictures(weights, torch.tensor([False, True, False, False]))
+    assert torch.equal(pictures[1], torch.full((3, 5, 5), 0.5))
+    for live in (0, 2, 3):
+        assert pictures[live].min() == 0 and pictures[live].max() == 1
 
 
 def test_an_all_zero_projection_is_plain_grey():

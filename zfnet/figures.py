@@ -73,6 +73,18 @@ def stretched(projection, scale=None):
     return (0.5 + 0.5 * projection / (robust_scale(projection) if scale is None else scale)).clamp(0, 1)
 
 
+def filter_pictures(weights, faded):
+    """Filters (N, C, h, w) as pictures in [0, 1], each stretched to its own range (small
+    filters would be invisible on a shared one), and the `faded` ones (a boolean mask) plain
+    grey: stretched too, they would look as alive as the rest."""
+    weights = weights.detach().cpu().float()
+    low = weights.amin(dim=(1, 2, 3), keepdim=True)
+    high = weights.amax(dim=(1, 2, 3), keepdim=True)
+    pictures = (weights - low) / (high - low).clamp_min(1e-12)
+    pictures[faded.cpu()] = 0.5
+    return pictures
+
+
 def show_projection(axis, projection):
     """Draw a deconvnet projection (3, H, W), stretched as `stretched` does."""
     axis.imshow(stretched(projection).permute(1, 2, 0).numpy())

@@ -58,6 +58,7 @@ class Site:
     train_config: dict = None
     figures: list = field(default_factory=list)
     smoothness: tuple = None  # layer 1's share of filter energy below 1/4 cycle/px, and white noise's
+    faded: int = 0  # layer-1 filters whose weights faded away (zfnet.spectra.faded_filters)
     tools: dict = field(default_factory=dict)  # {tool: [PNG paths]}
     filters: str = "img/filters.png"
 
@@ -469,7 +470,8 @@ def layer_page(site, n):
         ours, white = site.smoothness
         filters = (
             f'<section><h2>The filters</h2><figure><img class="pixelated" src="{site.filters}" '
-            f'alt="the layer-1 filters"><figcaption>Each filter stretched to its own range.</figcaption>'
+            f'alt="the layer-1 filters"><figcaption>Each filter stretched to its own range; grey: the '
+            f"{site.faded} that faded away (weights under a tenth of the median filter's).</figcaption>"
             f"</figure><p>Smoothness: <b>{ours:.1%}</b> of the filters' energy lies below 1/4 cycle per "
             f"pixel once each filter's mean per colour is removed (zfnet.spectra.smoothness); white-noise "
             f"filters would have "

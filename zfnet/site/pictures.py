@@ -18,9 +18,10 @@ from matplotlib import colormaps
 from PIL import Image
 
 from zfnet.deconv import crop
-from zfnet.figures import stretched
+from zfnet.figures import filter_pictures, stretched
 from zfnet.files import atomic_write
 from zfnet.site.data import one_thread
+from zfnet.spectra import faded_filters
 
 JPEG_QUALITY = 85
 SMALLEST_TILE = 48  # pixels: a layer-1 patch (7 pixels) is magnified to at least this
@@ -120,16 +121,10 @@ def write_classes(path, prediction, count):
 
 
 def write_filters(path, weights, magnify=6):
-    """The layer-1 filters (N, 3, k, k) as one PNG, each filter stretched to [0, 1] on its
-    own (as visualize.py filters draws them), magnified with crisp pixels."""
+    """The layer-1 filters (N, 3, k, k) as one PNG, drawn as visualize.py filters draws them
+    (zfnet.figures.filter_pictures, faded ones grey), magnified with crisp pixels."""
     from torchvision.utils import make_grid  # only this picture needs torchvision
 
-    grid = make_grid(
-        weights.detach().cpu(),
-        nrow=math.ceil(math.sqrt(len(weights))),
-        padding=1,
-        normalize=True,
-        scale_each=True,
-        pad_value=1,
-    )
+    pictures = filter_pictures(weights, faded_filters(weights))
+    grid = make_grid(pictures, nrow=math.ceil(math.sqrt(len(weights))), padding=1, pad_value=1)
     write_image(path, as_uint8(grid).repeat(magnify, 0).repeat(magnify, 1))
