@@ -235,8 +235,8 @@ def draw(path, title, model, x, preprocess, result, strongest):
         )
     caption(
         figure,
-        f"What to look for: P({classes[target]}) in (b) should drop, and the class in (c) change, where the "
-        f"square hides the {classes[target]}, not where it hides the background.",
+        f"What to look for: P({classes[target]}) in (b) drops, and the class in (c) changes, where the square "
+        f"hides what the classifier relies on; if it barely drops anywhere, its evidence is spread over the photo.",
     )
     save_figure(figure, path, dpi=100)
 
