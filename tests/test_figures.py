@@ -86,6 +86,22 @@ def test_curves_label_their_axes_and_say_what_to_look_for(tmp_path, monkeypatch)
     assert any(text.startswith("What to look for:") for text in texts), texts
 
 
+def test_curves_of_a_run_with_a_moving_average_show_its_training_weights_too(tmp_path, monkeypatch):
+    history = [
+        {
+            "epoch": e,
+            "train_loss": 1.0,
+            "train_acc": 0.5,
+            "val_loss": 1.1,
+            "val_acc": 0.4,
+            "training_weights_val_acc": 0.3,
+        }
+        for e in (1, 2)
+    ]
+    texts = saved_texts(monkeypatch, lambda: plot_curves(history, str(tmp_path / "curves.png")))
+    assert "validation photos, the training weights (not averaged)" in texts
+
+
 def test_confusion_explains_its_colour_and_says_what_to_look_for(tmp_path, monkeypatch):
     texts = saved_texts(
         monkeypatch, lambda: plot_confusion([[3, 1], [0, 4]], ["a", "b"], str(tmp_path / "confusion.png"))

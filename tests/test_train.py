@@ -316,6 +316,9 @@ def test_the_features_recipe_starts_layer1_small_and_trains_it_faster(colour_spl
     assert by_name["layer2.conv.weight"]["initial_lr"] == pytest.approx(4e-4)
     assert by_name["layer2.conv.weight"]["lr"] == pytest.approx(4e-4 / 20)  # the first step of a 2-epoch warm-up
     assert by_name["layer2.conv.weight"]["weight_decay"] == 0.5 and by_name["layer2.conv.bias"]["weight_decay"] == 0
+    # AdamW shrinks a weight by rate x decay per step: layer 1's faster rate must not fade it faster.
+    shrink = {name: group["initial_lr"] * group["weight_decay"] for name, group in by_name.items()}
+    assert shrink["layer1.conv.weight"] == pytest.approx(shrink["layer2.conv.weight"])
 
 
 def test_a_run_recorded_before_a_setting_existed_resumes_with_that_setting_off(colour_split, tmp_path):
@@ -361,5 +364,62 @@ def test_cutmix_mixes_photos_and_labels_by_area_and_a_resumed_run_repeats_it(col
     run_train(colour_split, tmp_path / "resumed", "--epochs", "2", "--resume")
     straight, resumed = weights(tmp_path / "straight" / "last.pth"), weights(tmp_path / "resumed" / "last.pth")
     assert all(torch.equal(straight[name], resumed[name]) for name in straight)
-    settings = torch.load(tmp_path / "resumed" / "last.pth", weights_only=True)["train_config"]["recipe_settings"]
-    assert settings["cutmix"] == 1.0
+    straight, resumed = (torch.load(tmp_path / run / "last.pth", weights_only=True) for run in ("straight", "resumed"))
+    assert all(torch.equal(straight["model"][name], resumed["model"][name]) for name in straight["model"])
+    assert straight["average_updates"] == resumed["average_updates"]
+    for name, tensor in straight["training_weights"].items():
+        assert torch.equal(tensor, resumed["training_weights"][name])
+    assert resumed["train_config"]["recipe_settings"]["cutmix"] == 1.0
+
+
+def test_the_moving_average_follows_a_naive_loop():
+    layer = torch.nn.Linear(3, 2)
+    average = training.moving_average(layer, decay=0.95)
+    expected = None
+    for updates in range(40):
+        with torch.no_grad():
+            layer.weight.copy_(torch.randn(2, 3))
+        average.update_parameters(layer)
+        if expected is None:
+            expected = layer.weight.detach().clone()  # the first update copies
+        else:
+            decay = min(0.95, (1 + updates) / (10 + updates))
+            expected = decay * expected + (1 - decay) * layer.weight.detach()
+        assert torch.allclose(average.module.weight, expected, atol=1e-6)
+
+
+def test_a_moving_average_is_kept_beside_unchanged_training(colour_split, tmp_path, monkeypatch):
+    run_train(
+        colour_split, tmp_path / "plain", "--epochs", "2", "--recipe", "tutorial", "--snapshot-epochs", "0", *SMALL
+    )
+    monkeypatch.setitem(training.RECIPES, "tutorial", {**training.RECIPES["tutorial"], "ema": 0.9})
+    averaged = run_train(
+        colour_split, tmp_path / "averaged", "--epochs", "2", "--recipe", "tutorial", "--snapshot-epochs", "0,2", *SMALL
+    )
+    plain = torch.load(tmp_path / "plain" / "last.pth", weights_only=True)
+    last = torch.load(tmp_path / "averaged" / "last.pth", weights_only=True)
+    # The average only watches: the training weights are those of the same run without it.
+    assert all(torch.equal(plain["model"][name], last["training_weights"][name]) for name in plain["model"])
+    assert not torch.equal(last["model"]["layer1.conv.weight"], last["training_weights"]["layer1.conv.weight"])
+    assert last["average_updates"] == 2 * 5  # 36 photos in batches of 8: 5 steps an epoch
+    assert [row["training_weights_val_acc"] for row in averaged["history"]] == [
+        row["val_acc"] for row in plain["history"]
+    ]
+    # What the run keeps, validates and snapshots is the average, which starts where training does.
+    final = torch.load(tmp_path / "averaged" / "snapshots" / "epoch_002.pth", weights_only=True)
+    assert all(torch.equal(final["model"][name], last["model"][name]) for name in final["model"])
+    start, initial = (
+        torch.load(tmp_path / run / "snapshots" / "epoch_000.pth", weights_only=True) for run in ("averaged", "plain")
+    )
+    assert all(torch.equal(start["model"][name], initial["model"][name]) for name in start["model"])
+    best = torch.load(tmp_path / "averaged" / "best.pth", weights_only=True)
+    assert best["val_accuracy"] == max(row["val_acc"] for row in averaged["history"])
+
+
+def test_a_run_with_a_moving_average_but_no_training_weights_is_refused(colour_split, tmp_path):
+    run_train(colour_split, tmp_path / "run", "--epochs", "1", "--recipe", "features", *SMALL)
+    state = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
+    del state["training_weights"]
+    torch.save(state, tmp_path / "run" / "last.pth")
+    result = call_script("train.py", "--data", colour_split, "--out", tmp_path / "run", "--epochs", "2", "--resume")
+    assert_one_line_error(result, "the training weights are missing")

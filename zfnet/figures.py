@@ -98,6 +98,14 @@ def plot_curves(history, path):
     for side, label, style in (("train", "training photos", "-o"), ("val", "validation photos", "-s")):
         loss_axis.plot(epochs, [row[f"{side}_loss"] for row in history], style, markersize=4, label=label)
         accuracy_axis.plot(epochs, [row[f"{side}_acc"] for row in history], style, markersize=4, label=label)
+    if "training_weights_val_acc" in history[0]:  # a run that keeps a moving average: its curves are the average's
+        accuracy_axis.plot(
+            epochs,
+            [row["training_weights_val_acc"] for row in history],
+            ":",
+            color="grey",
+            label="validation photos, the training weights (not averaged)",
+        )
     loss_axis.set(xlabel="epoch", ylabel="cross-entropy loss (mean per photo)", title="loss")
     accuracy_axis.set(xlabel="epoch", ylabel="top-1 accuracy (share of photos right)", title="accuracy", ylim=(0, 1))
     for axis in (loss_axis, accuracy_axis):
