@@ -12,7 +12,10 @@ from zfnet.spectra import (
     energy_shares,
     faded_filters,
     grid_contrast,
+    noise_oriented_share,
     noise_smoothness,
+    orientation_coherence,
+    oriented_filters,
     power_spectra,
     smoothness,
     verdict,
@@ -80,3 +83,32 @@ def test_filters_far_below_the_median_norm_have_faded():
     weights[2] *= 0.05  # decayed away
     weights[5] *= 0.5  # weaker, still alive
     assert faded_filters(weights).tolist() == [False, False, True, False, False, False, False, False]
+
+
+def test_edges_and_bars_are_oriented_and_blobs_and_noise_are_not():
+    y, x = torch.meshgrid(torch.arange(7.0) - 3, torch.arange(7.0) - 3, indexing="ij")
+    diagonal_edge = torch.tanh(x + y)
+    horizontal_bar = torch.exp(-(y**2))
+    blob = torch.exp(-(x**2 + y**2) / 4)
+    filters = torch.stack(
+        [
+            torch.stack([diagonal_edge, diagonal_edge, -diagonal_edge]),  # colour-opponent edge
+            torch.stack([horizontal_bar] * 3) + 5,  # its mean colour does not matter
+            torch.stack([blob, -blob, blob]),  # a colour-opponent centre-surround blob
+            torch.stack([blob] * 3),
+        ]
+    )
+    coherence = orientation_coherence(filters)
+    assert coherence[0] > 0.9 and coherence[1] > 0.99
+    assert coherence[2] < 0.01 and coherence[3] < 0.01
+    torch.testing.assert_close(orientation_coherence(7 * filters), coherence)  # nor does its scale
+    assert oriented_filters(filters).tolist() == [True, True, False, False]
+    assert noise_oriented_share(7) < 0.01 and noise_oriented_share(11) < 0.01
+
+
+def test_a_faded_edge_is_not_counted_as_oriented():
+    torch.manual_seed(0)
+    y, x = torch.meshgrid(torch.arange(7.0), torch.arange(7.0), indexing="ij")
+    edge = torch.stack([torch.tanh(x - 3)] * 3)
+    weights = torch.stack([edge] * 4 + [0.01 * edge])
+    assert oriented_filters(weights).tolist() == [True, True, True, True, False]
