@@ -106,6 +106,8 @@ def test_the_site_has_every_page(built):
     index = open(os.path.join(site, "index.html")).read()
     assert "../visualize/filters.png" in index  # the other tools' figures are linked, not copied
     assert "fast" in index and "Accuracy on these photos" in index
+    layer1 = open(os.path.join(site, "layer1.html")).read()
+    assert "grey: none here, a filter that faded away" in layer1  # a fresh network's filters all live
     # Nothing is fetched from elsewhere: no CDN, no web fonts, no scripts.
     for page in pages_of(site):
         text = open(os.path.join(site, page)).read()

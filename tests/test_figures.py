@@ -99,7 +99,7 @@ def test_curves_of_a_run_with_a_moving_average_show_its_training_weights_too(tmp
         for e in (1, 2)
     ]
     texts = saved_texts(monkeypatch, lambda: plot_curves(history, str(tmp_path / "curves.png")))
-    assert "validation photos, the training weights (not averaged)" in texts
+    assert "validation photos, unaveraged weights" in texts
 
 
 def test_confusion_explains_its_colour_and_says_what_to_look_for(tmp_path, monkeypatch):

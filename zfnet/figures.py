@@ -104,13 +104,13 @@ def plot_curves(history, path):
             [row["training_weights_val_acc"] for row in history],
             ":",
             color="grey",
-            label="validation photos, the training weights (not averaged)",
+            label="validation photos, unaveraged weights",
         )
     loss_axis.set(xlabel="epoch", ylabel="cross-entropy loss (mean per photo)", title="loss")
     accuracy_axis.set(xlabel="epoch", ylabel="top-1 accuracy (share of photos right)", title="accuracy", ylim=(0, 1))
     for axis in (loss_axis, accuracy_axis):
         axis.grid(alpha=0.3)
-        axis.legend()
+        axis.legend(loc="lower right" if axis is accuracy_axis else "best")
     caption(
         figure,
         "What to look for: validation loss flattening or rising while training loss keeps falling: overfitting.",

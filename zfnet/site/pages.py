@@ -468,10 +468,11 @@ def layer_page(site, n):
     filters = ""
     if n == 1:
         ours, white = site.smoothness
+        faded = f"the {site.faded} that faded away" if site.faded else "none here, a filter that faded away"
         filters = (
             f'<section><h2>The filters</h2><figure><img class="pixelated" src="{site.filters}" '
-            f'alt="the layer-1 filters"><figcaption>Each filter stretched to its own range; grey: the '
-            f"{site.faded} that faded away (weights under a tenth of the median filter's).</figcaption>"
+            f'alt="the layer-1 filters"><figcaption>Each filter stretched to its own range; grey: '
+            f"{faded} (weights under a tenth of the median filter's).</figcaption>"
             f"</figure><p>Smoothness: <b>{ours:.1%}</b> of the filters' energy lies below 1/4 cycle per "
             f"pixel once each filter's mean per colour is removed (zfnet.spectra.smoothness); white-noise "
             f"filters would have "
