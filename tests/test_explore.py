@@ -374,6 +374,8 @@ def test_serve_serves_the_site_on_localhost_until_interrupted(built):
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        # Started as a terminal starts it: a shell's background jobs inherit Ctrl-C ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         for line in process.stdout:
@@ -387,7 +389,11 @@ def test_serve_serves_the_site_on_localhost_until_interrupted(built):
             assert response.status == 200  # the run folder is served: the links to other tools work
     finally:
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
+        try:
+            out, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()  # never leave a server behind
+            raise
     assert process.returncode == 0, err
     assert "stopped" in out
 
