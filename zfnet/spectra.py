@@ -97,11 +97,15 @@ def smoothness(weights, below=SMOOTH_BELOW):
     return energy_shares(centred, [(0, below)])[0]
 
 
+def white_noise(kernel_size, filters):
+    """RGB filters of white noise, as a layer starts out, from a fixed draw."""
+    return torch.randn(filters, 3, kernel_size, kernel_size, generator=torch.Generator().manual_seed(0))
+
+
 def noise_smoothness(kernel_size, below=SMOOTH_BELOW, filters=4096):
     """`smoothness` of white-noise filters of `kernel_size`: the value that says "not learned
     yet" (about 0.18 for 7x7 filters), from a fixed draw so that it is the same every time."""
-    noise = torch.randn(filters, 3, kernel_size, kernel_size, generator=torch.Generator().manual_seed(0))
-    return smoothness(noise, below)
+    return smoothness(white_noise(kernel_size, filters), below)
 
 
 # Oriented: a coherence white noise rarely reaches (99 in 100 white-noise 7x7 filters stay
@@ -131,5 +135,4 @@ def oriented_filters(weights):
 def noise_oriented_share(kernel_size, filters=4096):
     """The share of white-noise filters of `kernel_size` that `oriented_filters` calls oriented,
     from a fixed draw."""
-    noise = torch.randn(filters, 3, kernel_size, kernel_size, generator=torch.Generator().manual_seed(0))
-    return oriented_filters(noise).double().mean().item()
+    return oriented_filters(white_noise(kernel_size, filters)).double().mean().item()
