@@ -40,12 +40,12 @@ from zfnet.arguments import (
     add_device,
     add_max_images,
     add_out,
-    non_negative_int,
+    add_workers,
     out_folder,
     script_parser,
 )
 from zfnet.checkpoint import load_checkpoint
-from zfnet.data import PhotoCache, scan_split, val_inputs
+from zfnet.data import PhotoCache, cache_folder, scan_split, val_inputs
 from zfnet.deconv import project, receptive_fields
 from zfnet.errors import UserError, run_main
 from zfnet.experiments import require_layers
@@ -84,12 +84,7 @@ def parse_args(argv=None):
     add_data(parser)
     add_max_images(parser, default=64)
     add_batch_size(parser)
-    parser.add_argument(
-        "--workers",
-        default=min(4, os.cpu_count() or 1),
-        type=non_negative_int,
-        help="processes that decode the photos into the cache, once (default: %(default)s)",
-    )
+    add_workers(parser)
     add_device(parser)
     add_out(parser, beside="the first checkpoint")
     return parser.parse_args(argv)
@@ -120,7 +115,7 @@ def measure(path, model, checkpoint, val_samples, args, device):
     """Everything the report says about one loaded checkpoint."""
     preprocess = checkpoint["preprocess"]
     cache = PhotoCache.load_or_build(
-        val_samples, "val", preprocess["input_size"], os.path.join(args.data, ".cache"), args.workers
+        val_samples, "val", preprocess["input_size"], cache_folder(args.data), args.workers
     )
 
     correct, peak = 0, None  # peak: each layer-1 filter's strongest response on any photo

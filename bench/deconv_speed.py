@@ -16,7 +16,6 @@ sample (the times say nothing then; the differences still do).
 """
 
 import os
-import sys
 import tempfile
 import time
 import warnings
@@ -25,9 +24,7 @@ import torch
 from captum.attr import NeuronDeconvolution
 from tqdm import tqdm
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # the project's modules, wherever the bench is started from
-from zfnet.arguments import (  # noqa: E402
+from zfnet.arguments import (
     add_checkpoint,
     add_device,
     add_images,
@@ -37,13 +34,13 @@ from zfnet.arguments import (  # noqa: E402
     positive_int,
     script_parser,
 )
-from zfnet.checkpoint import load_checkpoint, save_random_network  # noqa: E402
-from zfnet.data import scan_classes  # noqa: E402
-from zfnet.deconv import paste, project, receptive_fields  # noqa: E402
-from zfnet.errors import run_main  # noqa: E402
-from zfnet.images import find_images  # noqa: E402
-from zfnet.runtime import pick_device  # noqa: E402
-from zfnet.top9 import (  # noqa: E402
+from zfnet.checkpoint import load_checkpoint, save_random_network
+from zfnet.data import scan_classes
+from zfnet.deconv import paste, project, receptive_fields
+from zfnet.errors import run_main
+from zfnet.images import find_images
+from zfnet.runtime import pick_device
+from zfnet.top9 import (
     chosen_layers,
     chosen_maps,
     require_maps,
@@ -52,7 +49,9 @@ from zfnet.top9 import (  # noqa: E402
     tensor_batches,
     usable_inputs,
 )
-from zfnet.training import PREPROCESS  # noqa: E402
+from zfnet.training import PREPROCESS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BATCH_SIZE = 32
 # --quick: 6 photos of the bundled sample, the 2 most active layer-5 maps, 3 activations each.

@@ -19,13 +19,13 @@ import sys
 import tempfile
 import time
 
+from zfnet.arguments import add_checkpoint, add_device, add_images, non_negative_int, parse_with_quick, script_parser
+from zfnet.checkpoint import save_random_network
+from zfnet.data import scan_classes
+from zfnet.errors import UserError, run_main
+from zfnet.training import PREPROCESS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # the project's modules, wherever the bench is started from
-from zfnet.arguments import add_checkpoint, add_device, add_images, non_negative_int, parse_with_quick, script_parser  # noqa: E402
-from zfnet.checkpoint import save_random_network  # noqa: E402
-from zfnet.data import scan_classes  # noqa: E402
-from zfnet.errors import UserError, run_main  # noqa: E402
-from zfnet.training import PREPROCESS  # noqa: E402
 
 QUICK = {"images": os.path.join(ROOT, "samples", "flower_photos"), "photos": 3}
 QUICK_WIDTHS = {"conv_channels": (8, 16, 16, 16, 16), "fc_features": (32, 32)}

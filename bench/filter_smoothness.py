@@ -17,20 +17,17 @@ filters oriented, validation accuracy of at least 85%, at most 60 minutes of tra
 """
 
 import os
-import sys
 import tempfile
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # the project's modules, wherever the bench is started from
-from model import ZFNet  # noqa: E402
-from zfnet.arguments import add_checkpoint, script_parser  # noqa: E402
-from zfnet.checkpoint import load_checkpoint, model_payload, read_checkpoint, save_checkpoint  # noqa: E402
-from zfnet.errors import run_main  # noqa: E402
-from zfnet.spectra import noise_oriented_share, noise_smoothness, oriented_filters, smoothness  # noqa: E402
-from zfnet.tables import markdown_table  # noqa: E402
-from zfnet.training import PREPROCESS  # noqa: E402
+from model import ZFNet
+from zfnet.arguments import add_checkpoint, script_parser
+from zfnet.checkpoint import load_checkpoint, model_payload, read_checkpoint, save_checkpoint
+from zfnet.errors import run_main
+from zfnet.spectra import noise_oriented_share, noise_smoothness, oriented_filters, smoothness
+from zfnet.tables import markdown_table
+from zfnet.training import PREPROCESS
 
 
 def parse_args(argv=None):

@@ -11,19 +11,16 @@ average, as the real ones) cost about what real photos cost to decode.
 """
 
 import os
-import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # the project's modules, wherever the bench is started from
-from zfnet.arguments import add_seed, positive_int, script_parser  # noqa: E402
-from zfnet.errors import UserError, run_main  # noqa: E402
-from zfnet.files import make_folder  # noqa: E402
-from zfnet.outputs import OutputFolder  # noqa: E402
+from zfnet.arguments import add_seed, positive_int, script_parser
+from zfnet.errors import UserError, run_main
+from zfnet.files import make_folder
+from zfnet.outputs import OutputFolder
 
 CLASSES = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 LONG_SIDES = (240, 320, 500)

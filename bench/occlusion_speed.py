@@ -17,23 +17,22 @@ sample with a large square and a coarse stride: every step runs, in seconds.
 """
 
 import os
-import sys
 import time
 
 import torch
 from captum.attr import Occlusion
 
+from model import ZFNet
+from zfnet.arguments import add_device, add_images, parse_with_quick, positive_int, script_parser
+from zfnet.checkpoint import load_checkpoint
+from zfnet.data import scan_classes
+from zfnet.errors import UserError, run_main
+from zfnet.images import load_input
+from zfnet.occlusion import FEATURE_LAYER, occlusion_maps, square_positions, strongest_activation
+from zfnet.runtime import pick_device
+from zfnet.training import PREPROCESS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # the project's modules, wherever the bench is started from
-from model import ZFNet  # noqa: E402
-from zfnet.arguments import add_device, add_images, parse_with_quick, positive_int, script_parser  # noqa: E402
-from zfnet.checkpoint import load_checkpoint  # noqa: E402
-from zfnet.data import scan_classes  # noqa: E402
-from zfnet.errors import UserError, run_main  # noqa: E402
-from zfnet.images import load_input  # noqa: E402
-from zfnet.occlusion import FEATURE_LAYER, occlusion_maps, square_positions, strongest_activation  # noqa: E402
-from zfnet.runtime import pick_device  # noqa: E402
-from zfnet.training import PREPROCESS  # noqa: E402
 
 # --quick: 2 photos (two classes), 4 x 4 positions of a 100-pixel square (the last ones cut off
 # by the edge), batches of ours that do not divide the positions evenly.

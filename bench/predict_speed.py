@@ -24,10 +24,8 @@ import time
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # the project's modules, wherever the bench is started from
-from model import ZFNet  # noqa: E402
-from zfnet.arguments import (  # noqa: E402
+from model import ZFNet
+from zfnet.arguments import (
     add_batch_size,
     add_checkpoint,
     add_images,
@@ -35,14 +33,16 @@ from zfnet.arguments import (  # noqa: E402
     positive_int,
     script_parser,
 )
-from zfnet.checkpoint import load_checkpoint, model_payload, save_checkpoint  # noqa: E402
-from zfnet.data import scan_classes  # noqa: E402
-from zfnet.errors import UserError, run_main  # noqa: E402
-from zfnet.images import open_rgb  # noqa: E402
-from zfnet.predicting import MEMORY_FORMAT, classify, find_photos  # noqa: E402
-from zfnet.splitting import SAMPLE_DIR  # noqa: E402
-from zfnet.top9 import spread_evenly  # noqa: E402
-from zfnet.training import PREPROCESS  # noqa: E402
+from zfnet.checkpoint import load_checkpoint, model_payload, save_checkpoint
+from zfnet.data import scan_classes
+from zfnet.errors import UserError, run_main
+from zfnet.images import open_rgb
+from zfnet.predicting import MEMORY_FORMAT, classify, find_photos
+from zfnet.splitting import SAMPLE_DIR
+from zfnet.top9 import spread_evenly
+from zfnet.training import PREPROCESS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The blog tutorial's predict.py, reduced to what runs without a display: the same imports
 # (torchvision transforms, matplotlib), the same transform, one photo, the class and its probability.

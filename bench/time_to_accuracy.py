@@ -30,13 +30,13 @@ import time
 import torch
 from torchvision import transforms
 
+from model import ZFNet
+from zfnet.arguments import add_data, positive_int, script_parser
+from zfnet.data import TutorialPhotos, cache_folder
+from zfnet.errors import run_main
+from zfnet.splitting import split_sample
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # the project's modules, wherever the bench is started from
-from model import ZFNet  # noqa: E402
-from zfnet.arguments import add_data, positive_int, script_parser  # noqa: E402
-from zfnet.data import TutorialPhotos  # noqa: E402
-from zfnet.errors import run_main  # noqa: E402
-from zfnet.splitting import split_sample  # noqa: E402
 
 EPOCH_LINE = re.compile(r"^epoch +(\d+)/\d+ .* val loss [\d.]+ acc ([\d.]+)")
 TUTORIAL = "tutorial recipe (the blog tutorial's train.py loop)"
@@ -96,7 +96,7 @@ def tutorial_recipe(data, epochs):
 def train_py(data, epochs, *flags, workers=None):
     """[(epoch, seconds since start, val accuracy)] of `python train.py` run in a child process
     (with `--workers workers` when given, which the printed lines leave out)."""
-    shutil.rmtree(os.path.join(data, ".cache"), ignore_errors=True)
+    shutil.rmtree(cache_folder(data), ignore_errors=True)
     with tempfile.TemporaryDirectory() as out:
         command = [
             sys.executable,

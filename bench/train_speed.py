@@ -27,23 +27,23 @@ import time
 import torch
 from torchvision import transforms
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # the project's modules, wherever the bench is started from
-from model import ZFNet  # noqa: E402
-from zfnet.arguments import (  # noqa: E402
+from model import ZFNet
+from zfnet.arguments import (
     add_batch_size,
     add_data,
     add_device,
-    non_negative_int,
+    add_workers,
     positive_int,
     script_parser,
 )
-from zfnet.checkpoint import read_checkpoint  # noqa: E402
-from zfnet.data import PhotoCache, TutorialPhotos, scan_split, train_inputs  # noqa: E402
-from zfnet.errors import run_main  # noqa: E402
-from zfnet.runtime import native_bfloat16, pick_device  # noqa: E402
-from zfnet.splitting import split_sample  # noqa: E402
-from zfnet.training import MEMORY_FORMAT, PREPROCESS, train_step  # noqa: E402
+from zfnet.checkpoint import read_checkpoint
+from zfnet.data import PhotoCache, TutorialPhotos, cache_folder, scan_split, train_inputs
+from zfnet.errors import run_main
+from zfnet.runtime import native_bfloat16, pick_device
+from zfnet.splitting import split_sample
+from zfnet.training import MEMORY_FORMAT, PREPROCESS, train_step
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv=None):
@@ -60,12 +60,7 @@ def parse_args(argv=None):
         help="skip the real train.py epoch (default: train one after the timed steps)",
     )
     add_device(parser)
-    parser.add_argument(
-        "--workers",
-        default=min(4, os.cpu_count() or 1),
-        type=non_negative_int,
-        help="processes that decode the photos into the cache, here and in train.py (default: %(default)s)",
-    )
+    add_workers(parser, where="here and in train.py")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -184,7 +179,7 @@ def measure(args):
     _, samples = scan_split(data)
     started = time.perf_counter()
     cache = PhotoCache.load_or_build(
-        samples["train"], "train", PREPROCESS["input_size"], os.path.join(data, ".cache"), workers=args.workers
+        samples["train"], "train", PREPROCESS["input_size"], cache_folder(data), workers=args.workers
     )
     print(
         f"train cache ready in {time.perf_counter() - started:.1f} s ({len(cache)} photos; "

@@ -71,6 +71,16 @@ def add_out(parser, default=None, beside="the checkpoint"):
     parser.add_argument("--out", default=default, help=f"folder for the outputs (default: {where})")
 
 
+def add_workers(parser, where="once"):
+    """--workers: processes that decode the photos into the split's cache."""
+    parser.add_argument(
+        "--workers",
+        default=min(4, os.cpu_count() or 1),
+        type=non_negative_int,
+        help=f"processes that decode the photos into the cache, {where} (default: %(default)s)",
+    )
+
+
 def add_seed(parser, what="the random choices"):
     parser.add_argument("--seed", default=0, type=int, help=f"seed of {what} (default: %(default)s)")
 

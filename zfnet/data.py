@@ -34,6 +34,11 @@ CACHE_SIDE = 256  # a little above 224: full-image crops shrink by at most 1.14x
 CACHE_VERSION = 1
 
 
+def cache_folder(data):
+    """Where the decoded photos of the split folder `data` are kept."""
+    return os.path.join(data, ".cache")
+
+
 def scan_classes(folder):
     """`{class: sorted photo paths}` for a folder with one sub-folder per class; UserError when
     it is missing, has no class folders or a class folder holds no photos."""

@@ -21,9 +21,9 @@ from torchvision.transforms.v2 import CutMix
 from tqdm import tqdm
 
 from model import ARCHS, WIDTHS, ZFNet
-from zfnet.arguments import DEFAULT_RUN, add_data, add_device, add_seed, int_list, script_parser
+from zfnet.arguments import DEFAULT_RUN, add_data, add_device, add_seed, add_workers, int_list, script_parser
 from zfnet.checkpoint import model_payload, read_checkpoint, save_checkpoint
-from zfnet.data import PhotoCache, scan_split, train_inputs, val_inputs
+from zfnet.data import PhotoCache, cache_folder, scan_split, train_inputs, val_inputs
 from zfnet.errors import UserError
 from zfnet.figures import plot_confusion, plot_curves
 from zfnet.files import atomic_write_text
@@ -130,12 +130,10 @@ def get_parser(description=__doc__, suppress_defaults=False):
         help="auto: bfloat16 autocast where the hardware runs it natively (CUDA GPUs, CPUs with "
         "AVX512-BF16 or AMX), else float32 (default: %(default)s)",
     )
-    add(
-        "--workers",
-        default=min(4, os.cpu_count() or 1),
-        type=int,
-        help="processes that decode the photos into the cache, once (default: %(default)s)",
-    )
+    if suppress_defaults:
+        parser.add_argument("--workers", type=int)
+    else:
+        add_workers(parser)
     if suppress_defaults:
         parser.add_argument("--seed", type=int)
         parser.add_argument("--device")
@@ -198,8 +196,8 @@ def parse_args(argv=None, description=__doc__):
 
 
 def check_settings(config):
-    if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0 or config.workers < 0:
-        raise UserError("--epochs and --batch-size must be at least 1, --lr positive, --workers not negative")
+    if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
+        raise UserError("--epochs and --batch-size must be at least 1, --lr positive")
     if not 0 <= config.label_smoothing < 1:
         raise UserError("--label-smoothing must lie in [0, 1)")
     for flag, widths in (("--conv-channels", config.conv_channels), ("--fc-features", config.fc_features)):
@@ -403,7 +401,7 @@ def write_reports(out, history, classes, best_confusion):
 def open_caches(config, samples, runtime):
     """The decoded train and val photos, on the training device. Rank 0 decodes them once;
     the other processes then open its cache files."""
-    cache_dir = os.path.join(config.data, ".cache")
+    cache_dir = cache_folder(config.data)
     caches = {}
     for turn in ("build", "open"):
         if (turn == "build") == runtime.is_main:
@@ -660,7 +658,7 @@ class Run:
         )
         files = ["best.pth", "last.pth"] + (["snapshots"] if config.snapshot_epochs else [])
         sizes = ", ".join(f"{name} {megabytes(os.path.join(config.out, name)):.0f} MB" for name in files)
-        cache = os.path.join(config.data, ".cache")
+        cache = cache_folder(config.data)
         cache_size = (
             f"; the decoded-photo cache {cache}/ takes {megabytes(cache):.0f} MB" if os.path.isdir(cache) else ""
         )
