@@ -11,10 +11,10 @@ one the study wrote before, outside --data and not holding it: anything else is 
 any run trains.
 """
 
-from zfnet.ablation_study import VARIANTS, ablation_study
 from zfnet.arguments import add_data, add_out, positive_int
 from zfnet.errors import UserError, run_main
-from zfnet.study import parse_study_args, study_parser
+from zfnet.studies import ablation
+from zfnet.studies.common import parse_study_args, study_parser
 
 
 def parse_args(argv=None):
@@ -23,8 +23,8 @@ def parse_args(argv=None):
     add_out(parser, default="runs/ablation")
     parser.add_argument(
         "--variants",
-        default=",".join(VARIANTS),
-        help=f"comma-separated variants to train, of: {', '.join(VARIANTS)} (default: all)",
+        default=",".join(ablation.VARIANTS),
+        help=f"comma-separated variants to train, of: {', '.join(ablation.VARIANTS)} (default: all)",
     )
     parser.add_argument("--epochs", default=10, type=positive_int, help="epochs per run (default: %(default)s)")
     parser.add_argument(
@@ -32,14 +32,16 @@ def parse_args(argv=None):
     )
     args = parse_study_args(parser, argv)
     args.variants = [name.strip() for name in args.variants.split(",") if name.strip()]
-    unknown = [name for name in args.variants if name not in VARIANTS]
+    unknown = [name for name in args.variants if name not in ablation.VARIANTS]
     if unknown or not args.variants:
-        raise UserError(f"unknown variant(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(VARIANTS)}")
+        raise UserError(
+            f"unknown variant(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(ablation.VARIANTS)}"
+        )
     return args
 
 
 def main(argv=None):
-    stem = ablation_study(parse_args(argv))
+    stem = ablation.run(parse_args(argv))
     print(f"table and chart in {stem}.md, {stem}.csv and {stem}.png")
 
 

@@ -41,14 +41,14 @@ from zfnet.arguments import (
     positive_int,
     script_parser,
 )
-from zfnet.correspondence import LAYERS, csv_rows, load_photos, measure, plot, read_parts, table
 from zfnet.errors import run_main
-from zfnet.experiments import load_network, require_layers, short_names
 from zfnet.files import atomic_write_text
 from zfnet.outputs import OutputFolder
+from zfnet.studies import correspondence
+from zfnet.studies.common import load_network, short_names
+from zfnet.studies.correspondence import LAYERS, csv_rows, load_photos, measure, plot, read_parts, table
 from zfnet.tables import csv_text
-
-OUTPUTS = ("correspondence.csv", "correspondence.png")
+from zfnet.top9 import require_layers
 
 
 def parse_args(argv=None):
@@ -80,9 +80,11 @@ def main(argv=None):
     labels = short_names(photos)
     inputs, boxes = load_photos(entries, preprocess, args.parts)
     out = OutputFolder.claim(
-        out_folder(args, "correspondence"), inputs=[args.parts, args.checkpoint, *photos], own_names=OUTPUTS
+        out_folder(args, "correspondence"),
+        inputs=[args.parts, args.checkpoint, *photos],
+        outputs=correspondence.OUTPUTS,
     )
-    table_path, figure = (out.path(name) for name in OUTPUTS)
+    table_path, figure = (out.path(name) for name in correspondence.OUTPUTS)
 
     generator = torch.Generator().manual_seed(args.seed)
     results, sizes = measure(model, inputs, boxes, args.draws, generator, args.batch_size)

@@ -27,10 +27,12 @@ zfnet's outputs only. Every photo is decoded before the work starts: one that ca
 
 from zfnet.arguments import add_batch_size, add_checkpoint, add_device, add_images, add_out, out_folder, script_parser
 from zfnet.errors import UserError, run_main
-from zfnet.experiments import class_index, load_network, require_layers, short_names
 from zfnet.files import atomic_write_text
 from zfnet.images import load_input
-from zfnet.invariance import (
+from zfnet.outputs import OutputFolder
+from zfnet.studies import invariance
+from zfnet.studies.common import class_index, load_network, short_names
+from zfnet.studies.invariance import (
     LAYERS,
     check_translation,
     closeness,
@@ -42,11 +44,10 @@ from zfnet.invariance import (
     steps,
     table_rows,
 )
-from zfnet.outputs import OutputFolder
 from zfnet.tables import csv_text
+from zfnet.top9 import require_layers
 
 RANGE_FLAGS = {"translation": "--translate", "scale": "--scale", "rotation": "--rotate"}
-OUTPUTS = ("invariance.png", "invariance.csv", "summary.txt")
 
 
 def parse_args(argv=None):
@@ -108,8 +109,10 @@ def main(argv=None):
     # Every photo is read, and every output path checked, before the long passes start, so
     # that a bad photo (missing, truncated, too large to decode) or a bad --out fails at once.
     inputs = {path: load_input(path, preprocess) for path in photos}
-    out = OutputFolder.claim(out_folder(args, "invariance"), inputs=[*photos, args.checkpoint], own_names=OUTPUTS)
-    figure, table, summary_path = (out.path(name) for name in OUTPUTS)
+    out = OutputFolder.claim(
+        out_folder(args, "invariance"), inputs=[*photos, args.checkpoint], outputs=invariance.OUTPUTS
+    )
+    figure, table, summary_path = (out.path(name) for name in invariance.OUTPUTS)
     results, targets, originals = measure_photos(
         model, inputs, labels, classes, args.class_name, args.ranges, args.batch_size
     )

@@ -16,7 +16,7 @@ whole input, as in Captum's Occlusion; where (224 - size) is not a multiple of t
 the last row and column of positions hang over the edge and the square is cut off there
 (23 x 23 positions with the defaults, the last ones 48 pixels wide). Every position is
 exact, as if the square were painted on the photo and the whole network run, but only what
-the square can change is computed (zfnet/occlusion.py), in batches of --batch-size positions.
+the square can change is computed (zfnet/studies/occlusion.py), in batches of --batch-size positions.
 
 Writes, per photo, OUT/<name>.png (the photo; map (a); that feature map's strongest
 activation on the unoccluded photo projected to pixels by the deconvnet, inside its
@@ -36,11 +36,11 @@ from tqdm import tqdm
 
 from zfnet.arguments import add_checkpoint, add_device, add_out, out_folder, positive_int, script_parser
 from zfnet.errors import run_main
-from zfnet.experiments import class_index, load_network, short_names
 from zfnet.files import atomic_write
 from zfnet.images import load_input
-from zfnet.occlusion import draw, lowest_position, output_paths, own_names, photo_result, square_positions
 from zfnet.outputs import OutputFolder
+from zfnet.studies.common import class_index, load_network, short_names
+from zfnet.studies.occlusion import lowest_position, output_paths, outputs, photo_result, plot, square_positions
 
 
 def parse_args(argv=None):
@@ -84,7 +84,7 @@ def main(argv=None):
     # that a bad photo (missing, truncated, too large to decode) or a bad --out fails at once.
     inputs = {path: load_input(path, preprocess) for path in args.photos}
     folder = out_folder(args, "occlusion")
-    out = OutputFolder.claim(folder, inputs=[*args.photos, args.checkpoint], own_names=own_names(folder))
+    out = OutputFolder.claim(folder, inputs=[*args.photos, args.checkpoint], outputs=outputs(folder))
     paths = output_paths(out, names)
     device = next(model.parameters()).device
 
@@ -95,7 +95,7 @@ def main(argv=None):
         )
         figure, maps = paths[path]
         atomic_write(maps, functools.partial(np.savez, **result))
-        draw(figure, names[path], model, x, preprocess, result, strongest)
+        plot(figure, names[path], model, x, preprocess, result, strongest)
         lowest = lowest_position(result)
         target = result["target"]
         print(

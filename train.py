@@ -12,7 +12,8 @@ metrics.csv, curves.png and confusion.png. Every file is written atomically.
 """
 
 from zfnet.errors import run_main
-from zfnet.training import parse_args, train
+from zfnet.recipes import parse_args
+from zfnet.training import train
 
 
 def main(argv=None):

@@ -18,8 +18,8 @@ OUT is a new or empty folder or one the study wrote before, outside --data, and 
 
 from zfnet.arguments import add_checkpoint, add_data, add_out, add_seed, int_list, out_folder, positive_int
 from zfnet.errors import UserError, run_main
-from zfnet.study import parse_study_args, study_parser
-from zfnet.transfer_study import transfer_study
+from zfnet.studies import transfer
+from zfnet.studies.common import parse_study_args, study_parser
 
 
 def parse_args(argv=None):
@@ -50,7 +50,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    stem = transfer_study(parse_args(argv))
+    stem = transfer.run(parse_args(argv))
     print(f"table and plot in {stem}.md, {stem}.csv and {stem}.png")
 
 

@@ -39,6 +39,7 @@ from zfnet.data import scan_classes
 from zfnet.deconv import paste, project, receptive_fields
 from zfnet.errors import run_main
 from zfnet.images import find_images
+from zfnet.recipes import PREPROCESS
 from zfnet.runtime import pick_device
 from zfnet.top9 import (
     chosen_layers,
@@ -49,7 +50,6 @@ from zfnet.top9 import (
     tensor_batches,
     usable_inputs,
 )
-from zfnet.training import PREPROCESS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -23,7 +23,7 @@ from zfnet.arguments import add_checkpoint, add_device, add_images, non_negative
 from zfnet.checkpoint import save_random_network
 from zfnet.data import scan_classes
 from zfnet.errors import UserError, run_main
-from zfnet.training import PREPROCESS
+from zfnet.recipes import PREPROCESS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

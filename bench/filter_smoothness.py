@@ -25,9 +25,9 @@ from model import ZFNet
 from zfnet.arguments import add_checkpoint, script_parser
 from zfnet.checkpoint import load_checkpoint, model_payload, read_checkpoint, save_checkpoint
 from zfnet.errors import run_main
+from zfnet.recipes import PREPROCESS
 from zfnet.spectra import noise_oriented_share, noise_smoothness, oriented_filters, smoothness
 from zfnet.tables import markdown_table
-from zfnet.training import PREPROCESS
 
 
 def parse_args(argv=None):

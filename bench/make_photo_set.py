@@ -60,7 +60,7 @@ def parse_args(argv=None):
 def write_photo_set(out, photos, seed):
     """Write the photos into out/train and out/val (a folder of the user's is refused), and
     say so."""
-    claimed = OutputFolder.claim(out, own_names=("train", "val"))
+    claimed = OutputFolder.claim(out, outputs=("train", "val"))
     jobs = []
     for index in range(photos):
         side = "val" if (index // len(CLASSES)) % 10 == 0 else "train"

@@ -28,9 +28,9 @@ from zfnet.checkpoint import load_checkpoint
 from zfnet.data import scan_classes
 from zfnet.errors import UserError, run_main
 from zfnet.images import load_input
-from zfnet.occlusion import FEATURE_LAYER, occlusion_maps, square_positions, strongest_activation
+from zfnet.recipes import PREPROCESS
 from zfnet.runtime import pick_device
-from zfnet.training import PREPROCESS
+from zfnet.studies.occlusion import FEATURE_LAYER, occlusion_maps, square_positions, strongest_activation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -38,9 +38,9 @@ from zfnet.data import scan_classes
 from zfnet.errors import UserError, run_main
 from zfnet.images import open_rgb
 from zfnet.predicting import MEMORY_FORMAT, classify, find_photos
+from zfnet.recipes import PREPROCESS
 from zfnet.splitting import SAMPLE_DIR
 from zfnet.top9 import spread_evenly
-from zfnet.training import PREPROCESS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -39,9 +39,10 @@ from zfnet.arguments import (
 from zfnet.checkpoint import read_checkpoint
 from zfnet.data import PhotoCache, TutorialPhotos, cache_folder, scan_split, train_inputs
 from zfnet.errors import run_main
+from zfnet.recipes import PREPROCESS
 from zfnet.runtime import native_bfloat16, pick_device
 from zfnet.splitting import split_sample
-from zfnet.training import MEMORY_FORMAT, PREPROCESS, train_step
+from zfnet.training import MEMORY_FORMAT, train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

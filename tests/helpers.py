@@ -3,6 +3,7 @@ tiny networks saved as real checkpoints, photos made on the fly, and running a s
 way a user does (a real process) or in this process (fast, and patchable)."""
 
 import contextlib
+import errno
 import io
 import os
 import re
@@ -20,6 +21,8 @@ from model import ZFNet
 from zfnet.checkpoint import model_payload, save_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Flags of a quick training run here: decoded in this process, on the CPU.
+ON_CPU = ("--workers", "0", "--device", "cpu")
 PREPROCESS = {"input_size": 224, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
 CLASSES = ["daisy", "roses", "sunflowers"]
 TINY = {"conv_channels": (8, 16, 16, 16, 16), "fc_features": (32, 32)}
@@ -191,6 +194,11 @@ def hide_progress_bars(monkeypatch):
             monkeypatch.setattr(module, "tqdm", hidden)
 
 
+def disk_full(*args, **kwargs):
+    """A stand-in for a writer (monkeypatched in) when the disk is full."""
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
 def write_truncated_photo(path, seed=0):
     """A JPEG cut off halfway, as an interrupted copy leaves one; returns the path as a string."""
     write_photo(path, seed)
@@ -210,10 +218,48 @@ def folder_contents(folder):
 
 def variant_parameters(name, num_classes=5):
     """The parameters of an ablation variant at the half width, as the study counts them."""
-    from zfnet import ablation_study, training
+    from zfnet import recipes
+    from zfnet.studies import ablation
 
-    conv_channels, fc_features = ablation_study.variant_widths(name, "half")
-    config = training.parse_args(
+    conv_channels, fc_features = ablation.variant_widths(name, "half")
+    config = recipes.parse_args(
         ["--conv-channels", ",".join(map(str, conv_channels)), "--fc-features", ",".join(map(str, fc_features))]
     )
-    return ablation_study.parameter_count(config, num_classes)
+    return ablation.parameter_count(config, num_classes)
+
+
+def assert_close(ours, reference, what="", tolerance=1e-5):
+    """`ours` equals `reference` within `tolerance` of the reference's largest magnitude, which
+    must not be zero (a test against a zero reference would prove nothing)."""
+    scale = reference.abs().max()
+    assert scale > 0, f"{what}: the reference is zero, so the test would prove nothing"
+    error = (ours - reference).abs().max() / scale
+    assert error <= tolerance, f"{what}: relative difference {error:.2e}"
+
+
+def assert_picture(path, min_size=(300, 200)):
+    """`path` is a PNG of at least `min_size` (width, height) pixels that shows something: not
+    one flat colour, and a fair share of it not the white background."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG", path
+        assert image.width >= min_size[0] and image.height >= min_size[1], (path, image.size)
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    assert pixels.std() > 10, f"{path}: nearly one flat colour"
+    assert (pixels < 250).any(axis=2).mean() > 0.02, f"{path}: nearly blank"
+
+
+def record_figure_panels(monkeypatch):
+    """A list that collects, for each figure saved from now on, how many panels (axes that
+    draw something: an image, lines or patches) it has."""
+    import matplotlib.figure
+
+    panels, savefig = [], matplotlib.figure.Figure.savefig
+
+    def recording(figure, *args, **kwargs):
+        panels.append(sum(1 for axis in figure.axes if axis.images or axis.lines or axis.patches or axis.collections))
+        return savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording)
+    return panels

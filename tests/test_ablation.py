@@ -1,20 +1,23 @@
 import csv
-import errno
 import os
 
 import pytest
 import torch
 
 from tests.helpers import (
+    ON_CPU,
     assert_one_line_error,
+    assert_picture,
     call_script,
+    disk_full,
     folder_contents,
     hide_progress_bars,
     run_script,
     variant_parameters,
     write_bomb,
 )
-from zfnet import ablation_study, training
+from zfnet import recipes, training
+from zfnet.studies import ablation
 
 
 def history(run):
@@ -66,8 +69,7 @@ def test_study_writes_its_table_and_continues_after_an_interruption(colour_split
         markdown = file.read()
     assert "| no-layers6-7 | layers 6 and 7 removed | 48-128-192-192-128 / 0-0 |" in markdown
     assert "| no-layers3-4-6-7 |" in markdown
-    with open(os.path.join(out, "ablation.png"), "rb") as file:
-        assert file.read(4) == b"\x89PNG"
+    assert_picture(os.path.join(out, "ablation.png"))
 
     finished = [
         os.path.getmtime(os.path.join(out, name, "seed0", "last.pth")) for name in ("no-layers6-7", "no-layers3-4-6-7")
@@ -77,7 +79,7 @@ def test_study_writes_its_table_and_continues_after_an_interruption(colour_split
     assert [
         os.path.getmtime(os.path.join(out, name, "seed0", "last.pth")) for name in ("no-layers6-7", "no-layers3-4-6-7")
     ] == finished
-    trained_lr = training.RECIPES["fast"]["lr"]
+    trained_lr = recipes.RECIPES["fast"]["lr"]
     assert_one_line_error(
         call_script("ablation.py", *flags, "--lr", "0.1"), f"was trained with lr {trained_lr}, this study asks for 0.1"
     )
@@ -126,7 +128,7 @@ def pretend_training(monkeypatch):
     def history(train_argv, out, epochs):
         return [{"epoch": epoch, "train_acc": 0.5, "val_acc": 0.4, "seconds": 1.0} for epoch in range(1, epochs + 1)]
 
-    monkeypatch.setattr(ablation_study, "train_run", history)
+    monkeypatch.setattr(ablation, "train_run", history)
 
 
 @pytest.mark.parametrize("writer", ["matplotlib.figure.Figure.savefig", "os.fsync"])
@@ -137,10 +139,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_earlier_tables(colour_split, tmp_
     before = folder_contents(tmp_path / "study")
     assert sorted(before) == [".zfnet-outputs", "ablation.csv", "ablation.md", "ablation.png"]
 
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(writer, full)
+    monkeypatch.setattr(writer, disk_full)
     assert_one_line_error(
         call_script("ablation.py", *flags), "No space left on device; what was there before is unchanged"
     )
@@ -160,9 +159,6 @@ def test_a_photo_too_large_to_decode_is_one_line(colour_split, tmp_path, monkeyp
         "no-layers3-4-6-7",
         "--epochs",
         "1",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
+        *ON_CPU,
     )
     assert_one_line_error(result, f"{bomb}: image too large to decode safely")

@@ -1,7 +1,9 @@
 """Every benchmark keeps running: each one's quick mode (the bundled sample, a few steps) must
 finish, print its comparison table and leave the project folder as it found it."""
 
+import math
 import os
+import re
 import sys
 
 import pytest
@@ -19,6 +21,50 @@ QUICK_RUNS = {
     ("bench/explore_speed.py", "--quick"): "| build | seconds | goal |",
     ("bench/filter_smoothness.py", "--quick"): "| run | recipe | epochs | minutes | val accuracy | smooth < 1/4 |",
 }
+NUMBER = r"([-+]?[\d.]+(?:e[-+]?\d+)?)"
+
+
+def positive(*values):
+    return all(0 < value < math.inf for value in values)
+
+
+# script -> (a row of its table, with the numbers in it captured; what those numbers must be)
+SANE = {
+    # as many projections as captum's, at a positive speed, equal to captum's within float error
+    "bench/deconv_speed.py": (
+        rf"zfnet\.deconv\.project +(\d+) +{NUMBER} +{NUMBER} +{NUMBER}x +{NUMBER}",
+        lambda count, seconds, per, speedup, difference: (
+            count == 6 and positive(seconds, per, speedup) and difference < 1e-4
+        ),
+    ),
+    "bench/occlusion_speed.py": (
+        rf"\| ours \(windowed, batched\) \| (\d+) \| {NUMBER} \| {NUMBER}x \| {NUMBER} \|",
+        lambda evaluations, seconds, speedup, difference: (
+            evaluations == 16 and positive(seconds, speedup) and difference < 1e-4
+        ),
+    ),
+    "bench/predict_speed.py": (
+        rf"predict\.py classify\(\) over the folder +{NUMBER} +(\d+)%",
+        lambda speed, share: positive(speed, share),
+    ),
+    "bench/time_to_accuracy.py": (
+        rf"train\.py defaults +.*? +{NUMBER} \(ep (\d+)\) +{NUMBER} s",
+        lambda accuracy, epoch, seconds: 0 <= accuracy <= 1 and epoch == 1 and positive(seconds),
+    ),
+    "bench/train_speed.py": (
+        rf"train\.py pipeline +float32 +channels_last +{NUMBER} +{NUMBER} +(\d+)%",
+        lambda speed, times_tutorial, share: positive(speed, times_tutorial, share),
+    ),
+    "bench/make_photo_set.py": (rf"(\d+) photos, {NUMBER} MiB", lambda photos, mib: positive(photos, mib)),
+    "bench/explore_speed.py": (rf"\| the whole folder \| (\d+) \| {NUMBER} \|", lambda files, mb: positive(files, mb)),
+    # white noise's smoothness is known: 17.9% of a 7x7 filter's energy lies below 1/4 cycle/px
+    "bench/filter_smoothness.py": (
+        rf"\| white noise, 7x7 \| - \| - \| - \| - \| {NUMBER}% \| {NUMBER}% \| {NUMBER}% \|",
+        lambda below_quarter, below_eighth, oriented: (
+            abs(below_quarter - 17.9) < 0.5 and below_eighth < below_quarter and oriented == 0
+        ),
+    ),
+}
 
 
 def project_listing():
@@ -32,6 +78,11 @@ def test_quick_mode_prints_its_table(command):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert QUICK_RUNS[command] in result.stdout, result.stdout[-3000:]
+    row, sane = SANE[command[0]]
+    found = re.search(row, result.stdout)
+    assert found, f"no row like {row!r} in:\n{result.stdout[-3000:]}"
+    numbers = [float(value) for value in found.groups()]
+    assert sane(*numbers), f"implausible numbers {numbers} in: {found.group(0)}"
     assert project_listing() == before
 
 

@@ -10,7 +10,9 @@ import torch
 
 from model import ZFNet
 from tests.helpers import (
+    ON_CPU,
     assert_one_line_error,
+    assert_picture,
     call_script,
     flags_without_defaults,
     hide_progress_bars,
@@ -45,18 +47,7 @@ def test_report_measures_both_networks_and_states_the_claims(colour_split, tmp_p
     monkeypatch.chdir(tmp_path)
     texts = record_figure_texts(monkeypatch)
     result = call_script(
-        "compare_arch.py",
-        "--checkpoint",
-        alexnet,
-        zfnet,
-        "--data",
-        colour_split,
-        "--max-images",
-        "6",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
+        "compare_arch.py", "--checkpoint", alexnet, zfnet, "--data", colour_split, "--max-images", "6", *ON_CPU
     )
     assert result.returncode == 0, result.stderr
     out = tmp_path / "alexnet" / "compare_arch"  # beside the first checkpoint
@@ -89,7 +80,7 @@ def test_report_measures_both_networks_and_states_the_claims(colour_split, tmp_p
         "- Dead filters: the 11x11/4 network (alexnet) has 2 of 48, the 7x7/2 network (zfnet) 0 of 48: "
         "in line with the paper's claim"
     ) in markdown
-    assert (out / "compare.png").read_bytes().startswith(b"\x89PNG")
+    assert_picture(out / "compare.png", min_size=(1000, 800))
     # The figure names each run by its folder (the run's name), never by a path.
     assert "alexnet (alexnet, 11x11 stride 4)\nlayer-1 filters: 2 of 48 dead (framed red)" in texts, texts
     assert "zfnet (zfnet, 7x7 stride 2)\nlayer-2 projections of the 16 strongest maps" in texts, texts
@@ -204,20 +195,7 @@ def pair(tmp_path):
 
 def compare(pair, data, out, *arguments):
     return call_script(
-        "compare_arch.py",
-        "--checkpoint",
-        *pair,
-        "--data",
-        data,
-        "--out",
-        out,
-        "--workers",
-        "0",
-        "--max-images",
-        "3",
-        "--device",
-        "cpu",
-        *arguments,
+        "compare_arch.py", "--checkpoint", *pair, "--data", data, "--out", out, "--max-images", "3", *arguments, *ON_CPU
     )
 
 

@@ -2,7 +2,6 @@
 random boxes, and bad parts files."""
 
 import csv
-import errno
 import json
 import os
 from itertools import combinations
@@ -11,12 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-import zfnet.correspondence
 from tests.helpers import (
     assert_one_line_error,
+    assert_picture,
     call_script,
+    disk_full,
     flags_without_defaults,
     folder_contents,
+    hide_progress_bars,
     record_figure_texts,
     run_script,
     tiny_network,
@@ -25,8 +26,8 @@ from tests.helpers import (
     write_photo,
     write_truncated_photo,
 )
-from zfnet.correspondence import input_box
 from zfnet.images import load_input
+from zfnet.studies.correspondence import input_box
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def test_part_deltas_match_the_definition(parts_file, tmp_path, monkeypatch):
         assert float(rows["top", "part"][f"layer{layer}_share"]) == pytest.approx(expected / (3 * features), rel=1e-5)
     printed = result.stdout
     assert "random (top size)" in printed and "3 pairs of 3 photos" in printed
-    assert (out / "correspondence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_picture(out / "correspondence.png")
     # The figure names the photos by file name, never by where they lie.
     assert "p0.jpg" in texts and not any(str(tmp_path) in text for text in texts)
 
@@ -212,11 +213,8 @@ def test_a_full_disk_is_one_line_and_leaves_the_earlier_outputs(parts_file, tmp_
     assert call_script("correspondence.py", *arguments).returncode == 0
     before = folder_contents(out)
 
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(writer, full)
-    monkeypatch.setattr(zfnet.correspondence, "tqdm", lambda iterable, **kwargs: iterable)  # its bar shares stderr
+    monkeypatch.setattr(writer, disk_full)
+    hide_progress_bars(monkeypatch)
     process = call_script("correspondence.py", *arguments)
     assert_one_line_error(process, "No space left on device; what was there before is unchanged")
     # The same seed gives the same table, so the one written before the figure failed is as it was.

@@ -1,4 +1,3 @@
-import errno
 import os
 
 import numpy as np
@@ -7,7 +6,15 @@ import torch
 import torch.nn.functional as F
 from torchvision import datasets, transforms
 
-from tests.helpers import PREPROCESS, assert_one_line_error, call_script, hide_progress_bars, write_bomb
+from tests.helpers import (
+    ON_CPU,
+    PREPROCESS,
+    assert_one_line_error,
+    call_script,
+    disk_full,
+    hide_progress_bars,
+    write_bomb,
+)
 from zfnet.data import (
     CACHE_SIDE,
     PhotoCache,
@@ -221,14 +228,11 @@ def test_train_py_trains_past_links_to_nowhere_in_its_class_folders(colour_split
         tmp_path / "run",
         "--epochs",
         "1",
-        "--workers",
-        "0",
         "--batch-size",
         "12",
-        "--device",
-        "cpu",
         "--fc-features",
         "32,32",
+        *ON_CPU,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "36 train / 12 val photos" in result.stdout
@@ -242,19 +246,7 @@ def test_a_photo_too_large_to_decode_in_the_split_is_a_user_error_naming_it(colo
     _, samples = scan_split(colour_split)
     with pytest.raises(UserError, match="huge.png: image too large to decode safely .*re-run split_data.py"):
         PhotoCache.load_or_build(samples["val"], "val", 224, None, quiet=True)
-    result = call_script(
-        "train.py",
-        "--data",
-        colour_split,
-        "--out",
-        tmp_path / "run",
-        "--epochs",
-        "1",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
-    )
+    result = call_script("train.py", "--data", colour_split, "--out", tmp_path / "run", "--epochs", "1", *ON_CPU)
     assert_one_line_error(result, f"{bomb}: image too large to decode safely")
     assert not os.path.exists(tmp_path / "run" / "last.pth")
 
@@ -279,10 +271,7 @@ def test_a_cache_that_cannot_be_written_stays_in_memory_with_a_note(colour_split
     cache_dir = colour_split / ".cache"
     expected = PhotoCache.load_or_build(samples["val"], "val", 224, None, quiet=True)
 
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(writer, full)
+    monkeypatch.setattr(writer, disk_full)
     cache = PhotoCache.load_or_build(samples["val"], "val", 224, cache_dir)
     assert np.array_equal(cache.pixels, expected.pixels)
     assert "No space left on device" in capsys.readouterr().out

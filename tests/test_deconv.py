@@ -26,9 +26,9 @@ from captum.attr import NeuronDeconvolution
 from torch import nn
 
 from model import ZFNet
+from tests.helpers import assert_close
 from zfnet.deconv import ReceptiveField, crop, paste, project, receptive_fields
 
-TOLERANCE = 1e-5
 VARIANTS = {
     "zfnet-half": {},
     "zfnet-full": {"width": "full"},
@@ -92,13 +92,6 @@ def strong_requests(model, images, maps_per_layer=2):
         for y, x in ((0, 0), (last, last)):
             requests.append((image, layer, maps[image, :, y, x].argmax().item(), y, x))
     return requests
-
-
-def assert_close(projection, reference, request):
-    scale = reference.abs().max()
-    assert scale > 0, f"reference projection of {request} is zero: the test would prove nothing"
-    error = (projection - reference).abs().max() / scale
-    assert error <= TOLERANCE, f"{request}: relative difference {error:.2e}"
 
 
 def full_projections(model, images, requests):

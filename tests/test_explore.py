@@ -76,9 +76,14 @@ def built(tmp_path_factory):
     folder = tmp_path_factory.mktemp("explore")
     checkpoint = write_run(folder)
     images, _ = write_images(folder)
-    result = call_script("explore.py", "--checkpoint", checkpoint, "--images", images, "--device", "cpu")
+    result = explore(checkpoint, images)
     assert result.returncode == 0, result.stderr
     return checkpoint, images, os.path.join(os.path.dirname(checkpoint), "explore"), result
+
+
+def explore(checkpoint, images, *arguments):
+    """explore.py on the CPU, for the network `checkpoint` over the photos `images`."""
+    return call_script("explore.py", "--checkpoint", checkpoint, "--images", images, "--device", "cpu", *arguments)
 
 
 def pages_of(site):
@@ -115,19 +120,20 @@ def test_the_site_has_every_page(built):
 
 
 def test_every_text_is_escaped(tmp_path):
+    hostile = "<script>\"'&"
+    classes = [hostile, "<b>a&b</b>"]
     checkpoint = save_network(
-        tmp_path / "run" / "best.pth",
-        tiny_network(SIZE, classes=["<b>a&b</b>", "c"], **WIDTHS),
-        classes=["<b>a&b</b>", "c"],
+        tmp_path / "run" / "best.pth", tiny_network(SIZE, classes=classes, **WIDTHS), classes=classes
     )
     write_photo(tmp_path / "images" / "<i>x.jpg", seed=1)
-    result = call_script("explore.py", "--checkpoint", checkpoint, "--images", tmp_path / "images", "--device", "cpu")
+    result = explore(checkpoint, tmp_path / "images")
     assert result.returncode == 0, result.stderr
     site = tmp_path / "run" / "explore"
     for page in pages_of(site):
         text = (site / page).read_text()
-        assert "<b>a&b" not in text and "<i>x" not in text, page
-    assert "&lt;b&gt;a&amp;b&lt;/b&gt;" in (site / "index.html").read_text()
+        assert "<script" not in text and "<b>a&b" not in text and "<i>x" not in text, page
+    index = (site / "index.html").read_text()
+    assert "&lt;script&gt;&#34;&#39;&amp;" in index and "&lt;b&gt;a&amp;b&lt;/b&gt;" in index
 
 
 def brute_force_top(model, paths, preprocess, layer, k):
@@ -198,7 +204,7 @@ def test_a_rerun_reuses_everything_and_runs_no_network(built, monkeypatch):
     for name in ("forward", "stages_forward", "activations"):
         monkeypatch.setattr(model_module.ZFNet, name, refuse)
     monkeypatch.setattr(zfnet.site.data, "survey", refuse)
-    result = call_script("explore.py", "--checkpoint", checkpoint, "--images", images, "--device", "cpu")
+    result = explore(checkpoint, images)
     assert result.returncode == 0, result.stderr
     assert {path: os.stat(path).st_mtime_ns for path in pictures} == pictures
 
@@ -228,27 +234,12 @@ def test_photos_by_count_and_by_name(built, tmp_path):
     loose = write_photo(tmp_path / "loose.png", seed=3, size=(50, 80))
     inside = os.path.join(images, "roses", "roses1.jpg")
     out = tmp_path / "site"
-    result = call_script(
-        "explore.py",
-        "--checkpoint",
-        checkpoint,
-        "--images",
-        images,
-        "--device",
-        "cpu",
-        "--out",
-        out,
-        "--photos",
-        loose,
-        inside,
-    )
+    result = explore(checkpoint, images, "--out", out, "--photos", loose, inside)
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(out / "photo")) == ["loose.html", "roses-roses1.html"]
     assert "the class the network predicts" in (out / "photo" / "loose.html").read_text()
     assert "the class of its folder" in (out / "photo" / "roses-roses1.html").read_text()
-    result = call_script(
-        "explore.py", "--checkpoint", checkpoint, "--images", images, "--device", "cpu", "--out", out, "--photos", "2"
-    )
+    result = explore(checkpoint, images, "--out", out, "--photos", "2")
     assert result.returncode == 0, result.stderr
     assert len(os.listdir(out / "photo")) == 2 and len(os.listdir(out / "img" / "photo")) == 2
 
@@ -257,19 +248,7 @@ def test_a_photo_that_cannot_be_decoded_is_skipped_with_a_note(built, tmp_path):
     checkpoint, _, _, _ = built
     images, _ = write_images(tmp_path)
     broken = write_truncated_photo(os.path.join(images, "daisy", "broken.jpg"))
-    result = call_script(
-        "explore.py",
-        "--checkpoint",
-        checkpoint,
-        "--images",
-        images,
-        "--device",
-        "cpu",
-        "--out",
-        tmp_path / "site",
-        "--photos",
-        "1",
-    )
+    result = explore(checkpoint, images, "--out", tmp_path / "site", "--photos", "1")
     assert result.returncode == 0, result.stderr
     notes = [line for line in result.stderr.splitlines() if line.startswith("note: skipped")]
     assert len(notes) == 1 and broken in notes[0]
@@ -299,17 +278,7 @@ def test_no_usable_photo_is_one_line(built, tmp_path, monkeypatch):
     checkpoint, _, _, _ = built
     hide_progress_bars(monkeypatch)
     write_truncated_photo(tmp_path / "images" / "a.jpg")
-    result = call_script(
-        "explore.py",
-        "--checkpoint",
-        checkpoint,
-        "--images",
-        tmp_path / "images",
-        "--out",
-        tmp_path / "site",
-        "--device",
-        "cpu",
-    )
+    result = explore(checkpoint, tmp_path / "images", "--out", tmp_path / "site")
     assert_one_line_error(result, "none of the 1 photos")
 
 

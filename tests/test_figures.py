@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import record_figure_texts
+from tests.helpers import assert_picture, record_figure_panels, record_figure_texts
 from zfnet.figures import (
     caption,
     filter_pictures,
@@ -60,14 +60,16 @@ def test_an_all_zero_projection_is_plain_grey():
     assert torch.equal(stretched(torch.zeros(3, 4, 4)), torch.full((3, 4, 4), 0.5))
 
 
-def test_curves_and_confusion_are_written_as_png(tmp_path):
+def test_curves_and_confusion_show_their_panels(tmp_path, monkeypatch):
     history = [
         {"epoch": e, "train_loss": 1 / e, "train_acc": 0.5, "val_loss": 1.2 / e, "val_acc": 0.4} for e in (1, 2, 3)
     ]
+    panels = record_figure_panels(monkeypatch)
     plot_curves(history, str(tmp_path / "curves.png"))
     plot_confusion([[3, 1], [0, 4]], ["a", "b"], str(tmp_path / "confusion.png"))
+    assert panels == [2, 2]  # loss and accuracy; the matrix and its colour bar
     for name in ("curves.png", "confusion.png"):
-        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+        assert_picture(tmp_path / name, min_size=(500, 400))
 
 
 def saved_texts(monkeypatch, draw):

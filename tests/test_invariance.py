@@ -2,20 +2,21 @@
 options, and its errors."""
 
 import csv
-import errno
 import os
 import re
 import shutil
 
 import pytest
 
-import zfnet.invariance
 from tests.helpers import (
     CLASSES,
     assert_one_line_error,
+    assert_picture,
     call_script,
+    disk_full,
     flags_without_defaults,
     folder_contents,
+    hide_progress_bars,
     record_figure_texts,
     run_script,
     write_bomb,
@@ -23,8 +24,8 @@ from tests.helpers import (
     write_photo,
     write_truncated_photo,
 )
-from zfnet.invariance import steps
 from zfnet.outputs import MARKER
+from zfnet.studies.invariance import steps
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def test_script_writes_figure_csv_and_summary(setup, tmp_path, monkeypatch):
     summary = (out / "summary.txt").read_text()
     assert summary.startswith("Small transformations") and summary in result.stdout
     assert len(summary.splitlines()) == 2 + len(CLASSES) + 1
-    assert (out / "invariance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_picture(out / "invariance.png")
     # The figure names the photos by file name, never by where they lie.
     assert "daisy0.jpg (daisy)" in texts and not any(str(tmp_path) in text for text in texts)
 
@@ -234,10 +235,7 @@ def test_a_bad_default_photo_stops_the_run_before_any_work(setup, tmp_path, writ
 
 @pytest.mark.parametrize(
     "target",
-    [
-        "gone.jpg",
-        "a_first.jpg",
-    ],
+    ["gone.jpg", "a_first.jpg"],
     ids=["dangling", "loop"],
 )
 def test_a_broken_link_in_a_class_folder_is_passed_over(setup, tmp_path, target):
@@ -259,11 +257,8 @@ def test_a_full_disk_is_one_line_and_leaves_the_earlier_outputs(setup, tmp_path,
     assert call_script("invariance.py", *arguments).returncode == 0
     before = folder_contents(out)
 
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(writer, full)
-    monkeypatch.setattr(zfnet.invariance, "tqdm", lambda iterable, **kwargs: iterable)  # its bar would share stderr
+    monkeypatch.setattr(writer, disk_full)
+    hide_progress_bars(monkeypatch)
     process = call_script("invariance.py", *arguments)
     assert_one_line_error(process, "No space left on device; what was there before is unchanged")
     assert folder_contents(out) == before

@@ -35,13 +35,13 @@ def test_a_folder_holding_only_the_scripts_own_file_names_is_taken_back(tmp_path
     (run / "snapshots").mkdir(parents=True)
     for name in ("best.pth", "last.pth", "metrics.csv"):
         (run / name).write_bytes(b"x")
-    OutputFolder.claim(str(run), own_names=("*.pth", "*.csv", "snapshots"))
+    OutputFolder.claim(str(run), outputs=("*.pth", "*.csv", "snapshots"))
     other = tmp_path / "other"
     other.mkdir()
     (other / "best.pth").write_bytes(b"x")
     (other / "thesis.txt").write_text("mine")
     with pytest.raises(UserError, match="did not write"):
-        OutputFolder.claim(str(other), own_names=("*.pth",))
+        OutputFolder.claim(str(other), outputs=("*.pth",))
 
 
 def test_an_output_that_is_an_input_is_refused(tmp_path):

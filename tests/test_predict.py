@@ -1,4 +1,3 @@
-import errno
 import json
 import os
 import shutil
@@ -14,7 +13,9 @@ from tests.helpers import (
     PREPROCESS,
     ROOT,
     assert_one_line_error,
+    assert_picture,
     call_script,
+    disk_full,
     folder_contents,
     run_script,
     save_network,
@@ -136,7 +137,7 @@ def test_plot_saves_each_photo_beside_its_top_k_classes_and_says_where(checkpoin
     result = call_script(
         "predict.py", colour_split / "val" / "red", "--checkpoint", path, "--plot", figure, "--topk", "2"
     )
-    assert figure.read_bytes().startswith(b"\x89PNG")
+    assert_picture(figure)
     lines = result.stdout.splitlines()
     assert len(lines) == 5 and lines[-1] == f"figure saved to {figure}"
     assert len(plotted) == 4 and all(len(entry["top"]) == 2 for entry in plotted)
@@ -262,10 +263,7 @@ def test_a_full_disk_while_saving_the_figure_is_one_line_and_keeps_the_earlier_o
     assert call_script("predict.py", *arguments).returncode == 0
     before = folder_contents(tmp_path)
 
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr("matplotlib.figure.Figure.savefig", full)
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", disk_full)
     result = call_script("predict.py", *arguments)
     assert_one_line_error(result, f"cannot write {figure}: No space left on device; what was there before is unchanged")
     assert folder_contents(tmp_path) == before

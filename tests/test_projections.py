@@ -13,11 +13,10 @@ import pytest
 import torch
 from captum.attr import GuidedBackprop, NeuronGradient, NeuronGuidedBackprop, Saliency
 
-from tests.helpers import tiny_network
+from tests.helpers import assert_close, tiny_network
 from zfnet.deconv import paste, project, receptive_fields
 from zfnet.projections import class_projections, neuron_projections
 
-TOLERANCE = 1e-5
 NETWORKS = {"zfnet": {"input_size": 64}, "alexnet": {"input_size": 96, "arch": "alexnet"}}
 
 
@@ -41,12 +40,6 @@ def strongest_requests(model, images):
                 y, x = divmod(peaks.indices[channel].item(), maps.shape[-1])
                 requests.append((image, layer, channel, y, x))
     return requests
-
-
-def assert_close(ours, reference):
-    scale = reference.abs().max()
-    assert scale > 0
-    assert (ours - reference).abs().max() <= TOLERANCE * scale
 
 
 def quietly(attribute, *args, **kwargs):

@@ -7,6 +7,7 @@ import torch
 
 from tests.helpers import (
     assert_one_line_error,
+    assert_picture,
     call_script,
     folder_contents,
     hide_progress_bars,
@@ -60,7 +61,7 @@ def test_study_writes_its_table_beside_the_checkpoint_and_skips_finished_scratch
     markdown = (out / "transfer.md").read_text()
     assert "(trained on cats, dogs)" in markdown and markdown.count("| 2 |") == 2
     assert "Transfer to 3 classes, 12 test photos" in markdown  # every draw tests on all of DATA/val
-    assert (out / "transfer.png").read_bytes().startswith(b"\x89PNG")
+    assert_picture(out / "transfer.png")
 
     # The from-scratch runs train the checkpoint's own network on exactly the drawn photos.
     split = scan_classes(out / "splits" / "draw1-n4" / "train")

@@ -15,6 +15,7 @@ from tests.helpers import (
     PREPROCESS,
     ROOT,
     assert_one_line_error,
+    assert_picture,
     call_script,
     flags_without_defaults,
     hide_progress_bars,
@@ -113,10 +114,8 @@ def test_top9_stretches_each_projection_or_a_maps_nine_by_one_scale(stretch, che
     )
     texts = record_figure_texts(monkeypatch)
     daisies = os.path.join(ROOT, "samples", "flower_photos", "daisy")
-    visualize(
-        "top9", "--checkpoint", checkpoint, "--images", daisies, "--out", tmp_path, "--layers", "1",
-        "--maps-per-layer", "1", "--stretch", stretch,
-    )  # fmt: skip
+    flags = ("--images", daisies, "--out", tmp_path, "--layers", "1", "--maps-per-layer", "1", "--stretch", stretch)
+    visualize("top9", "--checkpoint", checkpoint, *flags)
     values = [entry["value"] for entry in json.loads((tmp_path / "top9.json").read_text())["patches"]]
     assert values[0] > 1.1 * values[-1]  # nine activations of different strength
     # Layer 1's projections are the one filter times each activation: 7x7 tiles, 3 to a row.
@@ -409,7 +408,7 @@ def test_a_folder_of_earlier_outputs_without_a_marker_is_taken_back(checkpoint, 
     for name in ("top9_layer3.png", "top9.json", "evolution_layer1.png", "evolution_change.csv", "filters.png"):
         (old / name).write_bytes(b"from an earlier version")
     visualize("filters", "--checkpoint", checkpoint, "--out", old)
-    assert (old / "filters.png").read_bytes().startswith(b"\x89PNG")
+    assert_picture(old / "filters.png")
     assert (old / "top9.json").read_bytes() == b"from an earlier version"
 
 

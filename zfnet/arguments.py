@@ -132,6 +132,32 @@ def add_maps_per_layer(parser, default=None):
     )
 
 
+def add_map_search(parser, maps_per_layer):
+    """The flags of the commands that search photos for each map's strongest activations
+    (visualize.py top9 and evolution): the photos, the layers and the maps to show."""
+    add_images(parser)
+    add_device(parser)
+    add_batch_size(parser, default=32)
+    parser.add_argument(
+        "--layers", type=int_list, metavar="L1,L2,...", help="convolutional layers to show (default: all of them)"
+    )
+    parser.add_argument(
+        "--maps",
+        type=int_list,
+        metavar="M1,M2,...",
+        help="show these maps of every chosen layer (default: the --maps-per-layer most active)",
+    )
+    add_maps_per_layer(parser, default=maps_per_layer)
+    # Not given, it stands for the default, which a layer with fewer maps shows all of; a
+    # number given is checked against every layer before the search.
+    parser.set_defaults(maps_per_layer=None, default_maps_per_layer=maps_per_layer)
+
+
+def chosen_count(args):
+    """How many of a layer's most active maps to show (`chosen_maps` caps it to the layer's)."""
+    return args.maps_per_layer or args.default_maps_per_layer
+
+
 def non_negative_int(text):
     """An integer of at least 0 (a count that may be none), checked while parsing."""
     try:
@@ -153,3 +179,16 @@ def parse_with_quick(parser, argv, quick, what):
     if args.quick:
         vars(args).update(quick)
     return args
+
+
+def parse_noting_given(parser, argv):
+    """`(args, given)`: `argv` parsed by `parser`, and the destinations of the flags given,
+    sorted (the others hold their defaults). A default is not a choice the user made: a
+    resumed run keeps its saved value wherever the flag was not given."""
+    unset = object()
+    destinations = {action.dest for action in parser._actions if action.default != argparse.SUPPRESS}
+    args = parser.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(destinations, unset)))
+    given = sorted(name for name in destinations if getattr(args, name) is not unset)
+    for name in destinations.difference(given):
+        setattr(args, name, parser.get_default(name))
+    return args, given

@@ -16,8 +16,8 @@ from zfnet.files import atomic_write_text, make_folder, remove_debris
 MARKER = ".zfnet-outputs"
 
 
-def _ours(entries, own_names):
-    return MARKER in entries or all(any(fnmatch.fnmatch(entry, pattern) for pattern in own_names) for entry in entries)
+def _ours(entries, outputs):
+    return MARKER in entries or all(any(fnmatch.fnmatch(entry, pattern) for pattern in outputs) for entry in entries)
 
 
 class OutputFolder:
@@ -29,15 +29,15 @@ class OutputFolder:
         self.inputs = {os.path.realpath(path) for path in inputs}
 
     @classmethod
-    def claim(cls, folder, inputs=(), own_names=(), flag="--out"):
+    def claim(cls, folder, inputs=(), outputs=(), flag="--out"):
         """Take `folder` for a script's outputs (creating it and marking it as zfnet's), after
-        clearing the debris of killed writers. `own_names` are the file-name patterns the
+        clearing the debris of killed writers. `outputs` are the file-name patterns the
         script writes, which lets it take back a folder it filled before markers existed."""
         if os.path.exists(folder) and not os.path.isdir(folder):
             raise UserError(f"{flag} {folder} is a file, not a folder")
         if os.path.isdir(folder):
             entries = [entry for entry in os.listdir(folder) if not entry.startswith(".zfnet-partial-")]
-            if entries and not _ours(entries, own_names):
+            if entries and not _ours(entries, outputs):
                 raise UserError(
                     f"{flag} {folder} already holds files that zfnet did not write; name a new or empty folder"
                 )

@@ -15,8 +15,17 @@ import torch
 from tqdm import tqdm
 
 from zfnet.errors import UserError
-from zfnet.experiments import require_layers
 from zfnet.images import load_input
+
+
+def require_layers(model, layers, checkpoint_path):
+    """UserError naming the checkpoint unless its network has every one of `layers`."""
+    missing = [n for n in layers if n not in model.conv_layers + model.fc_layers]
+    if missing:
+        raise UserError(
+            f"{checkpoint_path}: this network has no layer {', '.join(map(str, missing))} "
+            f"(it has {', '.join(map(str, model.conv_layers + model.fc_layers))})"
+        )
 
 
 def strongest_activations(model, batches, layers, device, k=9):

@@ -38,10 +38,11 @@ from zfnet.site.pictures import (
     write_picture,
 )
 from zfnet.spectra import faded_filters, noise_smoothness, smoothness
+from zfnet.studies import evolution
 from zfnet.top9 import require_usable, spread_evenly
 
 # Everything a build writes (the patterns let OutputFolder take back a folder of them).
-OWN_NAMES = (
+OUTPUTS = (
     "index.html",
     "style.css",
     "layer*.html",
@@ -69,7 +70,7 @@ def build(args):
     listed = {path: load_input(path, preprocess) for path in args.photo_files}  # a bad one stops us now
     folder = out_folder(args, "explore")
     require_outside(folder, args.images, "--images")
-    out = OutputFolder.claim(folder, inputs=[args.checkpoint, *paths, *listed], own_names=OWN_NAMES)
+    out = OutputFolder.claim(folder, inputs=[args.checkpoint, *paths, *listed], outputs=OUTPUTS)
 
     key = data.survey_key(args.checkpoint, paths)
     cache = data.load_cache(out.path("cache.pt"), key)
@@ -116,7 +117,7 @@ def build(args):
 
 def _clear(folder):
     """Remove a previous build's files (of another checkpoint or other photos)."""
-    for pattern in OWN_NAMES:
+    for pattern in OUTPUTS:
         for path in glob.glob(os.path.join(glob.escape(folder), pattern)):
             remove(path)
 
@@ -254,48 +255,35 @@ def prune(folder, keep):
                 remove(entry.path)
 
 
-def snapshot_models(paths, model, device):
-    """`[(epoch, model)]` of train.py's snapshots `paths`, oldest first, or [] (with a note)
-    when one cannot be used or is of another network."""
-    snapshots = []
-    for path in paths:
-        try:
-            snapshot, checkpoint = load_checkpoint(path, device)
-        except UserError as error:
-            print(f"note: no evolution page: {error}", file=sys.stderr)
-            return []
-        if checkpoint["model_config"] != model.config:
-            print(f"note: no evolution page: {path} is of another network", file=sys.stderr)
-            return []
-        snapshots.append((checkpoint["epoch"], snapshot))
-    return sorted(snapshots, key=lambda pair: pair[0])
-
-
 def write_evolution(site, out, cache, args, inputs):
     """Figure 4 from the run's snapshots, when it has two or more: `{epochs, maps, found}`
     for the page, or None. The snapshots are loaded only when their figure is not cached."""
-    run = os.path.dirname(args.checkpoint) or "."
-    paths = sorted(glob.glob(os.path.join(glob.escape(run), "snapshots", "epoch_*.pth")))
+    snapshots_folder = os.path.join(os.path.dirname(args.checkpoint) or ".", "snapshots")
+    paths = evolution.snapshot_files(snapshots_folder)
     if len(paths) < 2:
         return None
     key = [cache["key"], *(data.file_digest(path) for path in paths)]
     layers = site.model.conv_layers
     entry = cache.get("evolution")
     if entry is None or entry["key"] != key or missing(out, [site.evolution_sheet(n) for n in layers]):
-        snapshots = snapshot_models(paths, site.model, next(site.model.parameters()).device)
-        if not snapshots:
+        device = next(site.model.parameters()).device
+        try:
+            snapshots, _ = evolution.load_snapshots(paths, snapshots_folder, device, network=site.model.config)
+        except UserError as error:
+            print(f"note: no evolution page: {error}", file=sys.stderr)
             return None
         maps = {n: site.rankings[n][: data.EVOLUTION_MAPS] for n in layers}
-        found, projections = data.evolution(snapshots, inputs(), layers, maps, args.batch_size)
+        strongest = evolution.strongest_places(snapshots, inputs(), layers, args.batch_size)
+        traced = evolution.trace(snapshots, inputs(), strongest, maps, data.deconvnet)
         for n in layers:
             site.sheets[n].write(
-                out.path(site.evolution_sheet(n)), [[projection_picture(p) for p in row] for row in projections[n]]
+                out.path(site.evolution_sheet(n)), [[projection_picture(p) for p in row] for row in traced[n][1]]
             )
         entry = cache["evolution"] = {
             "key": key,
             "epochs": [epoch for epoch, _ in snapshots],
             "maps": maps,
-            "found": found,
+            "found": {n: traced[n][0] for n in layers},
         }
     return entry
 

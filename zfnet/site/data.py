@@ -7,7 +7,6 @@
   strongest_activations finds) and its mean activation per class follow from these.
 - `analyse_photo`: what a photo page shows: the prediction, the three occlusion maps of
   figure 7, and each layer's most active maps on it projected three ways.
-- `evolution`: figure 4, each chosen map's strongest activation in every training snapshot.
 
 The cache (`cache.pt` in the site's folder) is keyed by the checkpoint's bytes, the photos'
 paths, sizes and modification times, and CACHE_VERSION; photo pages by the photo too, the
@@ -21,12 +20,12 @@ import os
 import torch
 
 from zfnet.deconv import crop, project, receptive_fields
-from zfnet.experiments import judged_class
 from zfnet.files import atomic_write
 from zfnet.images import unnormalize
-from zfnet.occlusion import FEATURE_LAYER, occlusion_maps, square_positions
 from zfnet.projections import class_projections, neuron_projections
-from zfnet.top9 import strongest_activations, tensor_batches, usable_batches
+from zfnet.studies.common import judged_class
+from zfnet.studies.occlusion import FEATURE_LAYER, occlusion_maps, square_positions
+from zfnet.top9 import usable_batches
 
 CACHE_VERSION = 1
 TOP = 9  # activations per map, the paper's figure 2
@@ -237,29 +236,6 @@ def analyse_photo(model, x, path, classes):
 def seen(inputs, preprocess):
     """Network inputs as the pictures the network sees, in [0, 1]."""
     return unnormalize(inputs.cpu(), preprocess["mean"], preprocess["std"])
-
-
-def evolution(snapshots, inputs, layers, maps, batch_size):
-    """Figure 4: for `maps` ({layer: [map, ...]}), each one's strongest activation over
-    `inputs` in every snapshot `[(epoch, model)]`, found with strongest_activations and
-    projected by that snapshot's network. Returns `(found, projections)`: found {layer:
-    (maps, snapshots, 4) of image, y, x, value}, projections {layer: [[patch per snapshot]
-    per map]}."""
-    found, projections = {layer: [] for layer in layers}, {layer: [[] for _ in maps[layer]] for layer in layers}
-    for epoch, model in snapshots:
-        device = next(model.parameters()).device
-        best = strongest_activations(
-            model, tensor_batches(inputs, batch_size, f"snapshot of epoch {epoch}"), layers, device, k=1
-        )
-        for layer in layers:
-            values, images, ys, xs = (column[maps[layer], 0] for column in best[layer])
-            found[layer].append(torch.stack([images.float(), ys.float(), xs.float(), values], 1))
-            requests = [
-                (i, layer, m, y, x) for i, m, y, x in zip(images.tolist(), maps[layer], ys.tolist(), xs.tolist())
-            ]
-            for row, patch in zip(projections[layer], deconvnet(model, inputs, requests)):
-                row.append(patch.cpu())
-    return {layer: torch.stack(rows, 1) for layer, rows in found.items()}, projections
 
 
 def architecture(model, input_size):

@@ -2,7 +2,7 @@
 under a new softmax trained on N photos per class, against the same network trained from
 scratch on the same photos.
 
-transfer.py is a thin command line over `transfer_study`.
+transfer.py is a thin command line over `run`.
 """
 
 import os
@@ -16,11 +16,11 @@ from zfnet.data import decoded_batches, scan_split
 from zfnet.errors import UserError
 from zfnet.figures import caption, plt, save_figure
 from zfnet.runtime import generator, pick_device
-from zfnet.study import claim_study_folder, link_split, train_run
+from zfnet.studies.common import claim_study_folder, link_split, train_run
 from zfnet.tables import mean_and_spread, plus_minus, write_tables
 
 # What the study writes into its --out: a rerun may replace them.
-OWN_NAMES = ("transfer.csv", "transfer.md", "transfer.png", "splits", "scratch")
+OUTPUTS = ("transfer.csv", "transfer.md", "transfer.png", "splits", "scratch")
 # The softmax's L2 penalty: with a few photos per class and 2048 features the classes are
 # separable, and without it the weights would grow without end.
 WEIGHT_DECAY = 1e-3
@@ -98,7 +98,7 @@ def accuracy(logits, labels):
     return (logits.argmax(1) == labels).float().mean().item()
 
 
-def plot_accuracy(rows, num_classes, path, title):
+def plot(rows, num_classes, path, title):
     """Test accuracy against training photos per class, transfer and from scratch, with the
     spread over draws."""
     figure, axis = plt.subplots(figsize=(7, 5), layout="constrained")
@@ -151,7 +151,7 @@ def network_flags(config):
     ]
 
 
-def transfer_study(args):
+def run(args):
     """Run the study transfer.py's `args` ask for; returns the stem of its table and figure
     (OUT/transfer)."""
     device = pick_device(args.training.device)
@@ -159,7 +159,7 @@ def transfer_study(args):
     classes, samples = scan_split(args.data)
     photos, test = by_class(classes, samples["train"]), by_class(classes, samples["val"])
     draws = draw_photos(photos, args)
-    out = claim_study_folder(args.out, {"--checkpoint": args.checkpoint, "--data": args.data}, OWN_NAMES)
+    out = claim_study_folder(args.out, {"--checkpoint": args.checkpoint, "--data": args.data}, OUTPUTS)
 
     # Every photo goes through the frozen layers once; each softmax then trains on their outputs.
     needed = sorted({path for side in (*draws, test) for paths in side.values() for path in paths})
@@ -207,5 +207,5 @@ def transfer_study(args):
         stem,
         f"{title}; layers 1-7 of {os.path.relpath(args.checkpoint)} (trained on {', '.join(checkpoint['classes'])})",
     )
-    plot_accuracy(rows, len(classes), out.path("transfer.png"), title)
+    plot(rows, len(classes), out.path("transfer.png"), title)
     return stem

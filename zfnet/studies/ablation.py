@@ -1,7 +1,7 @@
 """The ablation study (section 5.1 and table 3 of the paper): the full model and variants with
 layers removed or resized, trained with the same recipe and seeds, and their errors compared.
 
-ablation.py is a thin command line over `ablation_study`.
+ablation.py is a thin command line over `run`.
 """
 
 import os
@@ -11,9 +11,9 @@ import numpy as np
 from model import WIDTHS
 from zfnet.data import scan_split
 from zfnet.figures import caption, plt, save_figure
-from zfnet.study import claim_study_folder, train_run
+from zfnet.recipes import build_model, parse_args
+from zfnet.studies.common import claim_study_folder, train_run
 from zfnet.tables import mean_and_spread, plus_minus, write_tables
-from zfnet.training import build_model, parse_args
 
 # Each variant scales the base widths (--width) of layers 1-5 and 6-7; 0 removes a layer.
 # The factors are the paper's changes relative to its own widths (384-384-256 maps in layers
@@ -30,7 +30,7 @@ VARIANTS = {
 }
 
 # What the study writes into its --out: a rerun may replace them.
-OWN_NAMES = ("ablation.csv", "ablation.md", "ablation.png", *VARIANTS)
+OUTPUTS = ("ablation.csv", "ablation.md", "ablation.png", *VARIANTS)
 
 
 def variant_widths(name, width):
@@ -94,7 +94,7 @@ def run_variant(name, args, num_classes, out):
     return row, readable
 
 
-def plot_errors(rows, num_classes, path, title):
+def plot(rows, num_classes, path, title):
     """Horizontal bars of train and validation error per variant (with the spread over seeds
     when there are several), against the error of guessing."""
     figure, axis = plt.subplots(figsize=(9, 0.6 * len(rows) + 2), layout="constrained")
@@ -131,11 +131,11 @@ def plot_errors(rows, num_classes, path, title):
     save_figure(figure, path)
 
 
-def ablation_study(args):
+def run(args):
     """Run the study ablation.py's `args` ask for; returns the stem of its table and chart
     (OUT/ablation)."""
     classes, _ = scan_split(args.data)
-    out = claim_study_folder(args.out, {"--data": args.data}, OWN_NAMES)
+    out = claim_study_folder(args.out, {"--data": args.data}, OUTPUTS)
     rows, markdown_rows = zip(*(run_variant(name, args, len(classes), out) for name in args.variants))
     training = args.training
     title = (
@@ -144,5 +144,5 @@ def ablation_study(args):
     )
     stem = out.path("ablation")  # no input lies in --out, as claim_study_folder made sure
     write_tables(rows, markdown_rows, stem, title)
-    plot_errors(rows, len(classes), out.path("ablation.png"), title)
+    plot(rows, len(classes), out.path("ablation.png"), title)
     return stem

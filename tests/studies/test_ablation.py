@@ -3,22 +3,22 @@ import torch
 
 from model import ZFNet
 from tests.helpers import record_figure_texts, variant_parameters
-from zfnet import ablation_study
+from zfnet.studies import ablation
 
 
 def test_variants_scale_the_paper_sizes_to_the_base_width():
-    assert ablation_study.variant_widths("full", "half") == ([48, 128, 192, 192, 128], [2048, 2048])
-    assert ablation_study.variant_widths("no-layers3-4-6-7", "half") == ([48, 128, 0, 0, 128], [0, 0])
-    assert ablation_study.variant_widths("wider-layers3-5", "half") == ([48, 128, 256, 512, 256], [2048, 2048])
+    assert ablation.variant_widths("full", "half") == ([48, 128, 192, 192, 128], [2048, 2048])
+    assert ablation.variant_widths("no-layers3-4-6-7", "half") == ([48, 128, 0, 0, 128], [0, 0])
+    assert ablation.variant_widths("wider-layers3-5", "half") == ([48, 128, 256, 512, 256], [2048, 2048])
     # At the paper's own widths the variants are exactly its table 3 sizes.
-    assert ablation_study.variant_widths("wider-layers3-5", "full") == ([96, 256, 512, 1024, 512], [4096, 4096])
-    assert ablation_study.variant_widths("wider-layers6-7", "full")[1] == [8192, 8192]
-    assert ablation_study.variant_widths("narrower-layers6-7", "full")[1] == [2048, 2048]
+    assert ablation.variant_widths("wider-layers3-5", "full") == ([96, 256, 512, 1024, 512], [4096, 4096])
+    assert ablation.variant_widths("wider-layers6-7", "full")[1] == [8192, 8192]
+    assert ablation.variant_widths("narrower-layers6-7", "full")[1] == [2048, 2048]
 
 
-@pytest.mark.parametrize("name", list(ablation_study.VARIANTS))
+@pytest.mark.parametrize("name", list(ablation.VARIANTS))
 def test_every_variant_builds_and_classifies(name):
-    conv_channels, fc_features = ablation_study.variant_widths(name, "half")
+    conv_channels, fc_features = ablation.variant_widths(name, "half")
     model = ZFNet(num_classes=5, conv_channels=conv_channels, fc_features=fc_features).eval()
     assert model.conv_layers == [n for n in range(1, 6) if conv_channels[n - 1]]
     assert model.fc_layers == [n for n in (6, 7) if fc_features[n - 6]]
@@ -57,7 +57,7 @@ def error_rows(seeds):
 @pytest.mark.parametrize("seeds, spread", [(3, "mean ± 1 std over 3 seeds"), (1, None)])
 def test_the_chart_explains_its_bars_and_lines(tmp_path, monkeypatch, seeds, spread):
     texts = record_figure_texts(monkeypatch)
-    ablation_study.plot_errors(error_rows(seeds), 5, str(tmp_path / "ablation.png"), "Ablation")
+    ablation.plot(error_rows(seeds), 5, str(tmp_path / "ablation.png"), "Ablation")
     assert {"error on training photos", "error on validation photos", "guessing at random"} <= set(texts), texts
     assert "top-1 error after the last epoch (share of photos wrong)" in texts
     assert "variant (parameters, millions)" in texts and "base (2.0 M)" in texts

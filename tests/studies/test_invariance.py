@@ -1,4 +1,4 @@
-"""zfnet/invariance.py: the ranges, the transformations, the measurements and the findings
+"""zfnet/studies/invariance.py: the ranges, the transformations, the measurements and the findings
 drawn from them."""
 
 import argparse
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from tests.helpers import CLASSES, record_figure_texts, tiny_network, write_photo
-from zfnet import invariance
 from zfnet.errors import UserError
+from zfnet.studies import invariance
 
 
 def test_steps_include_both_ends():

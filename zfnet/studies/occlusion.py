@@ -17,8 +17,8 @@ square is cut off there: with the default 50-pixel square and stride 8 on a 224-
 input, 23 x 23 positions from 0 to 176, the last ones covering 48 pixels.
 
 occlusion.py is the command line over `photo_result` (the maps of one photo and what they
-were measured against) and `draw` (the paper's figure 7 from them), written where
-`output_paths` says in a folder claimed with `own_names`.
+were measured against) and `plot` (the paper's figure 7 from them), written where
+`output_paths` says in a folder claimed with `outputs`.
 """
 
 import glob
@@ -35,8 +35,8 @@ from tqdm import tqdm
 
 from zfnet.deconv import paste, project, receptive_fields
 from zfnet.errors import UserError
-from zfnet.experiments import judged_class
 from zfnet.figures import caption, plt, save_figure, show_input, show_projection
+from zfnet.studies.common import judged_class
 
 FEATURE_LAYER = 5  # the paper's figure 7 follows the strongest feature map of layer 5
 
@@ -121,7 +121,7 @@ def photo_result(model, x, path, classes, class_name, size, stride, batch_size):
     return result, (row, column)
 
 
-def own_names(folder):
+def outputs(folder):
     """The patterns of the names occlusion.py writes, as found in `folder` (see
     zfnet.outputs): NAME.npz, and NAME.png only beside its NAME.npz, since a PNG alone may
     well be one of the user's photos."""
@@ -163,7 +163,7 @@ def note_under(axis, text):
     axis.text(0.5, -0.04, text, transform=axis.transAxes, ha="center", va="top")
 
 
-def draw(path, title, model, x, preprocess, result, strongest):
+def plot(path, title, model, x, preprocess, result, strongest):
     """The paper's figure 7 for one photo from its `result` and the (row, column) of its
     strongest activation, as `photo_result` gives them: the photo titled `title`, with the
     square where the class's probability is lowest; map (a); the projection of the strongest
@@ -288,12 +288,12 @@ def _reach(start, length, size, kernel, stride, padding):
     padding outside 0..size-1 included) that an equal-length run of outputs covering every
     row's reach needs, and where each run starts. Rows near the edge shift their run
     inwards to keep the length."""
-    outputs = (size + 2 * padding - kernel) // stride + 1
+    count = (size + 2 * padding - kernel) // stride + 1
     first = torch.div(start + padding - kernel, stride, rounding_mode="floor") + 1
     last = torch.div(start + length - 1 + padding, stride, rounding_mode="floor")
-    first, last = first.clamp(min=0), last.clamp(max=outputs - 1)
+    first, last = first.clamp(min=0), last.clamp(max=count - 1)
     span = max(int((last - first).max()) + 1, 1)
-    first = first.clamp(max=outputs - span)
+    first = first.clamp(max=count - span)
     inputs = torch.arange((span - 1) * stride + kernel, device=start.device)
     return first[:, None] * stride - padding + inputs, first
 

@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from zfnet.data import scan_classes
 from zfnet.errors import UserError
-from zfnet.experiments import judged_class, layer_features
 from zfnet.figures import caption, plt, save_figure
+from zfnet.studies.common import judged_class, layer_features
 
 LAYERS = (1, 7)
 TRANSFORMATIONS = ("translation", "scale", "rotation")
@@ -32,6 +32,7 @@ INVARIANT_SHARE = 0.9
 
 # Every step is a transformed copy of each photo, and a photo's copies are held in memory at once.
 MAX_STEPS = 1000
+OUTPUTS = ("invariance.png", "invariance.csv", "summary.txt")
 
 
 def steps(text):

@@ -1,4 +1,4 @@
-"""zfnet/occlusion.py: the windowed maps against the plain loop they replace, and where the
+"""zfnet/studies/occlusion.py: the windowed maps against the plain loop they replace, and where the
 square goes, and where the outputs go."""
 
 import fnmatch
@@ -10,16 +10,16 @@ import torch
 
 from tests.helpers import CLASSES, PREPROCESS, record_figure_texts, tiny_network
 from zfnet.errors import UserError
-from zfnet.occlusion import (
-    draw,
+from zfnet.outputs import OutputFolder
+from zfnet.studies.occlusion import (
     occlusion_maps,
     output_paths,
-    own_names,
+    outputs,
     photo_result,
+    plot,
     square_positions,
     strongest_activation,
 )
-from zfnet.outputs import OutputFolder
 
 
 def plain_loop(model, x, size, stride, target, layer, channel):
@@ -108,14 +108,14 @@ def test_strongest_activation_is_the_largest_of_layer_5():
 def test_own_names_take_a_png_only_beside_its_maps(tmp_path):
     for name in ("a.png", "a.npz", "b[1].png", "b[1].npz", "holiday.png"):
         (tmp_path / name).write_bytes(b"x")
-    patterns = own_names(str(tmp_path))
+    patterns = outputs(str(tmp_path))
     assert all(
         any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
         for name in ("a.png", "a.npz", "b[1].png", "b[1].npz")
     )
     assert not any(fnmatch.fnmatch("holiday.png", pattern) for pattern in patterns)
     # A folder yet to be made, or a file named as the folder, has no names of ours.
-    assert own_names(str(tmp_path / "new")) == own_names(str(tmp_path / "a.png")) == ("*.npz",)
+    assert outputs(str(tmp_path / "new")) == outputs(str(tmp_path / "a.png")) == ("*.npz",)
 
 
 def test_output_paths_are_the_photos_names_in_the_claimed_folder(tmp_path):
@@ -136,7 +136,7 @@ def test_the_figure_labels_every_map_and_says_what_to_look_for(tmp_path, monkeyp
     x = torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(3))
     result, strongest = photo_result(model, x, "a.jpg", CLASSES, "roses", 16, 8, batch_size=64)
     texts = record_figure_texts(monkeypatch)
-    draw(str(tmp_path / "a.png"), "a.jpg", model, x, PREPROCESS, result, strongest)
+    plot(str(tmp_path / "a.png"), "a.jpg", model, x, PREPROCESS, result, strongest)
     channel = result["channel"]
     assert "a.jpg\nsquare where P(roses) is lowest" in texts
     # The colour bars say what their colours measure; the pictures, what their marks are.

@@ -1,4 +1,4 @@
-"""zfnet/correspondence.py: Delta, the boxes in the network's input, masking, the boxes a
+"""zfnet/studies/correspondence.py: Delta, the boxes in the network's input, masking, the boxes a
 parts file may hold, the random draws, and the shipped parts file."""
 
 import os
@@ -9,9 +9,9 @@ from matplotlib.container import BarContainer
 from PIL import Image
 
 from tests.helpers import ROOT, record_figure_texts, tiny_network
-from zfnet import correspondence
-from zfnet.correspondence import LAYERS, box_problem, delta, input_box, masked, measure, plot, read_parts, table
 from zfnet.figures import save_figure
+from zfnet.studies import correspondence
+from zfnet.studies.correspondence import LAYERS, box_problem, delta, input_box, masked, measure, plot, read_parts, table
 
 
 def keeping(save, kept):

@@ -1,15 +1,27 @@
-"""What the studies (ablation.py, transfer.py) share: their command lines, which pass train.py's
-flags on to every run; the output folder they claim; runs of the package's training function
-that a rerun skips when finished and continues when interrupted; and split folders made of
-links."""
+"""What the paper's studies share.
+
+For the studies of a trained network (occlusion, invariance, correspondence, features,
+evolution, first_layer): the network their --checkpoint and --device name, the class a photo
+is judged against, short names for labels, and layer features in batches.
+
+For the studies that train networks (ablation, transfer): their command lines, which pass
+train.py's flags on to every run; the output folder they claim; runs of the package's training
+function that a rerun skips when finished and continues when interrupted; and split folders
+made of links.
+"""
 
 import os
 
+import torch
+from tqdm import tqdm
+
 from zfnet.arguments import script_parser
-from zfnet.checkpoint import read_checkpoint
+from zfnet.checkpoint import load_checkpoint, read_checkpoint
 from zfnet.errors import UserError
 from zfnet.outputs import OutputFolder, require_outside
-from zfnet.training import RUN_DEFINING, STUDY_SET, parse_args, saved_settings, train
+from zfnet.recipes import RUN_DEFINING, STUDY_SET, parse_args, saved_settings
+from zfnet.runtime import pick_device
+from zfnet.training import train
 
 RUN_FLAGS = tuple("--" + name.replace("_", "-") for name in STUDY_SET)
 
@@ -36,7 +48,7 @@ def parse_study_args(parser, argv, also_set_by_study=()):
     return args
 
 
-def claim_study_folder(out, inputs, own_names):
+def claim_study_folder(out, inputs, outputs):
     """Claim a study's --out for its tables, figure and run folders (OutputFolder.claim), once
     it and the study's inputs (`{flag: path}`) lie apart: the study rewrites what lies under
     --out, and what it wrote inside --data would be read as data."""
@@ -45,7 +57,7 @@ def claim_study_folder(out, inputs, own_names):
             raise UserError(f"{flag} {path} lies inside --out {out}, which the study rewrites; choose another --out")
         if os.path.isdir(path):
             require_outside(out, path, flag)
-    return OutputFolder.claim(out, inputs=list(inputs.values()), own_names=own_names)
+    return OutputFolder.claim(out, inputs=list(inputs.values()), outputs=outputs)
 
 
 def train_run(train_argv, out, epochs):
@@ -85,3 +97,51 @@ def link_split(root, photos):
                 os.unlink(entry.path)
             for path in paths:
                 os.symlink(os.path.abspath(path), os.path.join(folder, os.path.basename(path)))
+
+
+def load_network(args):
+    """`(model, checkpoint)` from the --checkpoint and --device flags, on that device."""
+    return load_checkpoint(args.checkpoint, pick_device(args.device))
+
+
+def class_index(name, classes):
+    if name not in classes:
+        raise UserError(f"unknown class {name!r} (this checkpoint knows {', '.join(classes)})")
+    return classes.index(name)
+
+
+def judged_class(path, classes, requested, probabilities):
+    """The class index to judge a photo against: `requested` (a name) when given, else the
+    photo's folder when that is named after a class, else the class the network predicts
+    from `probabilities`."""
+    if requested is not None:
+        return class_index(requested, classes)
+    folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    if folder in classes:
+        return classes.index(folder)
+    return int(probabilities.argmax())
+
+
+def short_names(paths):
+    """`{path: file name}` for labels and output files; UserError when two photos share a name."""
+    names = {}
+    for path in paths:
+        name = os.path.basename(path)
+        if name in names and names[name] != path:
+            raise UserError(f"{names[name]} and {path} have the same file name; rename one or run them separately")
+        names[name] = path
+    return {path: name for name, path in names.items()}
+
+
+def layer_features(model, inputs, layers, batch_size, description):
+    """`{layer: (N, D)}`: the rectified outputs of `layers` (convolutional layers before
+    pooling) for `inputs` (N, 3, H, W), flattened, computed `batch_size` inputs at a time."""
+    device = next(model.parameters()).device
+    parts = {layer: [] for layer in layers}
+    with torch.inference_mode():
+        for batch in tqdm(
+            inputs.split(batch_size), desc=description, unit="batch", leave=False, disable=len(inputs) <= batch_size
+        ):
+            for layer, output in model.activations(batch.to(device), layers).items():
+                parts[layer].append(output.flatten(1).cpu())
+    return {layer: torch.cat(outputs) for layer, outputs in parts.items()}

@@ -19,11 +19,12 @@ from matplotlib.patches import Patch, Rectangle
 from tqdm import tqdm
 
 from zfnet.errors import UserError
-from zfnet.experiments import layer_features
 from zfnet.figures import caption, plt, save_figure, show_input
 from zfnet.images import load_input, open_rgb
+from zfnet.studies.common import layer_features
 
 LAYERS = (5, 7)
+OUTPUTS = ("correspondence.csv", "correspondence.png")
 
 
 def read_parts(path):

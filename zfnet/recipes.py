@@ -1,0 +1,277 @@
+"""A run's settings: the recipes (every setting of how a run learns, named), the training
+flags and their checks, and what the settings build: the network as its recipe starts it, the
+optimiser with its schedule, the moving average of the weights, the paper's filter cap.
+
+train.py, the studies (ablation.py, transfer.py) and the benchmarks parse their training flags
+with `parse_args`; zfnet.training runs what they describe.
+"""
+
+import math
+
+import torch
+from torch.optim.swa_utils import AveragedModel
+
+from model import ARCHS, WIDTHS, ZFNet
+from zfnet.arguments import (
+    DEFAULT_RUN,
+    add_data,
+    add_device,
+    add_seed,
+    add_workers,
+    int_list,
+    parse_noting_given,
+    script_parser,
+)
+from zfnet.errors import UserError
+
+PREPROCESS = {"input_size": 224, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+# A recipe names every setting of how a run learns, so that a checkpoint records the whole
+# recipe it ran (a later change to a named recipe never alters a run being resumed).
+# "tutorial" is the recipe of the blog post this project grew from (see the README): Adam at
+# a constant 2e-4 and RandomResizedCrop(224). "fast" reaches better accuracy in a fraction of
+# the time (bench/time_to_accuracy.py): twice the rate, annealed to zero on a cosine over the
+# run, label smoothing, and crops of at least half the photo, closer to the whole photos that
+# validation and predict.py see.
+PLAIN = {
+    "optimizer": "adam",  # adam, adamw (decoupled weight decay) or sgd (with momentum)
+    "momentum": 0.0,
+    "weight_decay": 0.0,  # on weights only, never biases
+    "warmup_epochs": 0,  # linear warm-up of the rate before its schedule
+    "jitter": 0.0,  # brightness, contrast and saturation factors drawn from [1 - j, 1 + j]
+    "layer1_init_scale": 1.0,  # layer 1's initial weights times this
+    "layer1_lr_scale": 1.0,  # layer 1's learning rate times this
+    "layer1_decay_scale": 1.0,  # layer 1's weight decay times this
+    "renorm_radius": 0.0,  # the paper's cap on each convolutional filter's RMS after a step; 0: off
+    "cutmix": 0.0,  # CutMix's Beta(a, a) for every batch (a patch of another photo, labels mixed by area); 0: off
+    "ema": 0.0,  # keep an exponential moving average of the weights with this decay per step; 0: off
+}
+RECIPES = {
+    "tutorial": {**PLAIN, "lr": 2e-4, "label_smoothing": 0.0, "schedule": "constant", "crop_scale": 0.08},
+    "fast": {**PLAIN, "lr": 4e-4, "label_smoothing": 0.1, "schedule": "cosine", "crop_scale": 0.5},
+    # For looking inside: layer 1 starts at a tenth of its scale and learns ten times faster,
+    # so that what it learns is not drowned by its random start; decoupled weight decay, colour
+    # jitter, smaller crops and CutMix hold back the overfitting of long runs. AdamW decays a
+    # weight by rate x decay per step, so layer 1's decay is cut by the factor its rate grows:
+    # at ten times the others' it faded 20 of 48 filters to nothing. The run keeps a moving
+    # average of its weights, steadier than the last step's. Its filters become smooth colour
+    # blobs and oriented edges (docs/findings.md has every recipe tried).
+    "features": {
+        **PLAIN,
+        "lr": 4e-4,
+        "label_smoothing": 0.1,
+        "schedule": "cosine",
+        "crop_scale": 0.35,
+        "optimizer": "adamw",
+        "weight_decay": 0.5,
+        "warmup_epochs": 2,
+        "jitter": 0.3,
+        "layer1_init_scale": 0.1,
+        "layer1_lr_scale": 10.0,
+        "layer1_decay_scale": 0.1,
+        "cutmix": 1.0,
+        "ema": 0.999,
+    },
+}
+RENAMED_RECIPES = {"seed": "tutorial"}  # runs saved before the rename still resume
+# Settings that change what a run computes: a resumed run must keep them as they were.
+RUN_DEFINING = (
+    "data",
+    "batch_size",
+    "recipe",
+    "lr",
+    "label_smoothing",
+    "seed",
+    "width",
+    "arch",
+    "conv_channels",
+    "fc_features",
+    "precision",
+)
+# Settings a study (ablation.py, transfer.py) chooses for each of its runs itself.
+STUDY_SET = ("data", "out", "epochs", "seed", "conv_channels", "fc_features", "resume", "snapshot_epochs")
+
+
+def get_parser(description=__doc__):
+    """The training flags."""
+    parser = script_parser(description)
+    add = parser.add_argument
+
+    add_data(parser)
+    add("--out", default=DEFAULT_RUN, help="folder for checkpoints, metrics and figures (default: %(default)s)")
+    add("--epochs", default=10, type=int, help="total epochs to train (default: %(default)s)")
+    add("--batch-size", default=32, type=int, help="images per step and process (default: %(default)s)")
+    add(
+        "--recipe",
+        default="fast",
+        choices=sorted(RECIPES),
+        help="fast: Adam at 4e-4 on a cosine schedule, label smoothing 0.1, crops of at least half "
+        "the photo; tutorial: the blog tutorial's Adam at a constant 2e-4 and RandomResizedCrop(224); "
+        "features: layer-1 filters a person can read (a small layer-1 start learning 10x faster, AdamW, "
+        "colour jitter, CutMix), for long runs such as 160 epochs (default: %(default)s)",
+    )
+    add("--lr", type=float, help="(peak) learning rate (default: the recipe's)")
+    add("--label-smoothing", type=float, help="label smoothing of the loss (default: the recipe's)")
+    add(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="auto: bfloat16 autocast where the hardware runs it natively (CUDA GPUs, CPUs with "
+        "AVX512-BF16 or AMX), else float32 (default: %(default)s)",
+    )
+    add_workers(parser)
+    add_seed(parser, "initialisation, order, crops and dropout")
+    add_device(parser)
+    add(
+        "--width",
+        default="half",
+        choices=sorted(WIDTHS),
+        help="half: the tutorial's layer widths; full: the paper's (default: %(default)s)",
+    )
+    add(
+        "--arch",
+        default="zfnet",
+        choices=sorted(ARCHS),
+        help="zfnet: 7x7 stride-2 first layer; alexnet: 11x11 stride 4 (default: %(default)s)",
+    )
+    add(
+        "--conv-channels",
+        type=int_list,
+        metavar="C1,C2,C3,C4,C5",
+        help="override the widths of layers 1-5; 0 removes layers 2-4 (ablations)",
+    )
+    add(
+        "--fc-features",
+        type=int_list,
+        metavar="F6,F7",
+        help="override the widths of layers 6 and 7; 0 removes a layer (ablations)",
+    )
+    add(
+        "--snapshot-epochs",
+        default=[],
+        type=int_list,
+        metavar="E1,E2,...",
+        help="also save the weights after these epochs into OUT/snapshots/ (for visualize.py evolution; "
+        "0 saves the initial weights)",
+    )
+    add(
+        "--resume",
+        default=False,
+        action="store_true",
+        help="continue an interrupted run in --out from its last.pth (starts a new run if there is none); "
+        "a tutorial-recipe run, whose rate is constant, can also be extended with a larger --epochs",
+    )
+    return parser
+
+
+def parse_args(argv=None, description=__doc__):
+    """The run's settings from training flags, checked before any work starts; `explicit`
+    lists the flags given (a resumed run keeps its saved values for the others)."""
+    config, config.explicit = parse_noting_given(get_parser(description), argv)
+    for key in ("lr", "label_smoothing"):
+        if getattr(config, key) is None:
+            setattr(config, key, RECIPES[config.recipe][key])
+    config.recipe_settings = {**RECIPES[config.recipe], "lr": config.lr, "label_smoothing": config.label_smoothing}
+    check_settings(config)
+    return config
+
+
+def check_settings(config):
+    if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
+        raise UserError("--epochs and --batch-size must be at least 1, --lr positive")
+    if not 0 <= config.label_smoothing < 1:
+        raise UserError("--label-smoothing must lie in [0, 1)")
+    for flag, widths in (("--conv-channels", config.conv_channels), ("--fc-features", config.fc_features)):
+        if widths is not None and any(width < 0 for width in widths):
+            raise UserError(f"{flag} must not be negative, got {','.join(map(str, widths))}")
+    if not all(0 <= epoch <= config.epochs for epoch in config.snapshot_epochs):
+        raise UserError(f"--snapshot-epochs must lie between 0 (the initial weights) and --epochs ({config.epochs})")
+    build_model(config, num_classes=2)  # layer widths that make no network fail here, not after decoding
+
+
+def saved_settings(state):
+    """The run-defining settings a last.pth was trained with, recipe names brought up to date."""
+    saved = dict(state["train_config"])
+    saved["recipe"] = RENAMED_RECIPES.get(saved["recipe"], saved["recipe"])
+    return saved
+
+
+def extendable(settings):
+    """Whether a finished run of a recipe's `settings` can train on: only a constant rate has no end."""
+    return settings["schedule"] == "constant"
+
+
+def build_model(config, num_classes):
+    """The network `config` describes, freshly initialised as its recipe says."""
+    try:
+        model = ZFNet(
+            num_classes=num_classes,
+            width=config.width,
+            arch=config.arch,
+            conv_channels=config.conv_channels,
+            fc_features=config.fc_features,
+            input_size=PREPROCESS["input_size"],
+        )
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    # A small start lets what layer 1 learns stand out of its random initialisation; at the
+    # usual scale the filters of a short run stay indistinguishable from noise.
+    with torch.no_grad():
+        model.layer1.conv.weight.mul_(config.recipe_settings["layer1_init_scale"])
+    return model
+
+
+def build_optimizer(model, config, steps_per_epoch):
+    """The recipe's optimizer and its per-step learning-rate schedule (warm-up, then constant
+    or a cosine to zero over the run)."""
+    settings = config.recipe_settings
+    if settings["layer1_lr_scale"] == 1 and settings["weight_decay"] == 0:
+        groups = [{"params": list(model.parameters())}]
+    else:
+        groups = []
+        for name, parameter in model.named_parameters():
+            layer1 = name.startswith("layer1.")
+            decay = settings["weight_decay"] * (settings["layer1_decay_scale"] if layer1 else 1)
+            groups.append(
+                {
+                    "params": [parameter],
+                    "lr": config.lr * (settings["layer1_lr_scale"] if layer1 else 1),
+                    "weight_decay": decay if parameter.ndim > 1 else 0.0,
+                }
+            )
+    if settings["optimizer"] == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=settings["momentum"])
+    else:
+        kind = torch.optim.AdamW if settings["optimizer"] == "adamw" else torch.optim.Adam
+        optimizer = kind(groups, lr=config.lr, weight_decay=0.0)
+    total = config.epochs * steps_per_epoch
+    warmup = settings["warmup_epochs"] * steps_per_epoch
+
+    def factor(step):
+        ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+        if extendable(settings):
+            return ramp
+        return ramp * 0.5 * (1 + math.cos(math.pi * step / total))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def moving_average(model, decay):
+    """A copy of `model` whose weights follow its exponential moving average. The decay ramps
+    up from 0.1 over the first steps (as timm's ModelEmaV3 does), so an early average is not
+    held at the random start."""
+
+    def step(averages, currents, updates):
+        weight = 1 - min(decay, (1 + updates.item()) / (10 + updates.item()))
+        torch._foreach_lerp_(averages, currents, weight)
+
+    return AveragedModel(model, multi_avg_fn=step)
+
+
+def renormalize(model, radius):
+    """The paper's filter renormalisation: each convolutional filter whose RMS exceeds
+    `radius` is scaled back to it (Zeiler & Fergus 2014, section 3)."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                rms = module.weight.square().mean(dim=(1, 2, 3), keepdim=True).sqrt()
+                module.weight.mul_((radius / rms.clamp_min(1e-12)).clamp(max=1.0))

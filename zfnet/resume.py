@@ -1,0 +1,81 @@
+"""Resuming: what a run's last.pth holds beyond its weights, and how a resumed run settles its
+settings against the saved ones. A resumed run continues bit for bit: the optimiser, the
+schedule, the history, the best so far and, with a moving average, the weights that train.
+"""
+
+import os
+
+from zfnet.checkpoint import model_payload, read_checkpoint
+from zfnet.errors import UserError
+from zfnet.recipes import PLAIN, PREPROCESS, RECIPES, RUN_DEFINING, extendable, saved_settings
+
+
+def resume_state(config):
+    """The checkpoint to continue from, or None; settles `config` against the saved run."""
+    last = os.path.join(config.out, "last.pth")
+    if not os.path.exists(last):
+        if config.resume:
+            print(f"no run to resume in {config.out}; starting a new one")
+        return None
+    if not config.resume:
+        raise UserError(f"{config.out} already holds a run; pass --resume to continue it or --out to start a new one")
+    state = read_checkpoint(last)
+    if state.get("train_config") is None:
+        raise UserError(f"{last} is a model checkpoint without training state; cannot resume from it")
+    saved = saved_settings(state)
+    # Runs saved before recipes were recorded whole ran their named recipe's settings of today.
+    # Settings added since a run was saved were off in it.
+    recorded = state["train_config"].get("recipe_settings") or {
+        **RECIPES[saved["recipe"]],
+        "lr": saved["lr"],
+        "label_smoothing": saved["label_smoothing"],
+    }
+    config.recipe_settings = {**PLAIN, **recorded}
+    if config.recipe_settings["ema"] and not (
+        isinstance(state.get("training_weights"), dict) and isinstance(state.get("average_updates"), int)
+    ):
+        raise UserError(
+            f"{last}: damaged checkpoint: its run keeps a moving average but the training weights are missing"
+        )
+    defining = RUN_DEFINING + (() if extendable(config.recipe_settings) else ("epochs",))
+    for key in defining:
+        if key in config.explicit and getattr(config, key) != saved[key]:
+            why = "the run being resumed used that"
+            if key == "epochs":
+                why = (
+                    f"its {saved['recipe']} recipe's learning-rate schedule spans the whole run, "
+                    f"so it cannot be extended"
+                )
+            raise UserError(
+                f"--{key.replace('_', '-')} cannot change from {saved[key]} to "
+                f"{getattr(config, key)}: {why}; start a new run with another --out instead"
+            )
+        setattr(config, key, saved[key])
+    return state
+
+
+def run_state(config, model_without_ddp, model_ema, optimizer, scheduler, progress, classes):
+    """What last.pth holds beyond the kept weights: everything `resume_state` and `restore`
+    need. `progress` is the run's history, best accuracy and best confusion matrix."""
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        **progress,
+        "train_config": {key: getattr(config, key) for key in RUN_DEFINING + ("epochs", "recipe_settings")},
+    }
+    if model_ema is not None:
+        state["training_weights"] = model_payload(model_without_ddp, classes, PREPROCESS, 0)["model"]
+        state["average_updates"] = int(model_ema.n_averaged.item())
+    return state
+
+
+def restore(state, model_without_ddp, model_ema, optimizer, scheduler):
+    """Load a last.pth's `state` into a freshly built run; returns its history, best accuracy,
+    best confusion matrix and the epoch it ended."""
+    model_without_ddp.load_state_dict(state.get("training_weights", state["model"]))
+    if model_ema is not None:
+        model_ema.module.load_state_dict(state["model"])
+        model_ema.n_averaged.fill_(state["average_updates"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state["history"], state["best_accuracy"], state["best_confusion"], state["epoch"]

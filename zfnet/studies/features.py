@@ -1,0 +1,150 @@
+"""The paper's figures 2 and 6: what each map of a layer responds to most, and the layer-1
+filters.
+
+- `top9`: for one layer's chosen maps, the 9 strongest activations over the photos (found by
+  zfnet.top9.strongest_activations), each projected alone to pixel space by the deconvnet,
+  beside the image patch it sees; `plot_top9` draws them, `summary` is top9.json.
+- `plot_filters`: the layer-1 filters of one checkpoint or two side by side, as learned and
+  with each filter's mean colour removed, with their smoothness against white noise's.
+
+visualize.py top9 and filters are the command lines over them.
+"""
+
+import math
+import os
+
+import torch
+from torchvision.utils import make_grid
+from tqdm import tqdm
+
+from zfnet.deconv import crop, project
+from zfnet.figures import caption, filter_pictures, plt, robust_scale, save_figure, stretched
+from zfnet.images import load_input, unnormalize
+from zfnet.spectra import faded_filters, noise_smoothness, smoothness
+from zfnet.top9 import pil_box
+
+OUTPUTS = ("top9_layer*.png", "top9.json", "filters.png")
+
+
+def top9(model, preprocess, paths, layer, best, field, maps):
+    """Project the strongest activations of `maps` of `layer` (`best` is that layer's entry
+    of strongest_activations over the photos `paths`). Returns `(shown, index)`: for each
+    map, `(projections, patches)`, both (9, 3, size, size); and the index entries of every
+    patch (image, position, box in the input, value)."""
+    values, images, ys, xs = best
+    ranked = [(m, rank) for m in maps for rank in range(images.shape[1])]
+    needed = sorted({images[m, rank].item() for m, rank in ranked})
+    inputs = torch.stack([load_input(paths[i], preprocess) for i in tqdm(needed, desc=f"layer {layer} images")])
+    requests = [
+        (needed.index(images[m, rank].item()), layer, m, ys[m, rank].item(), xs[m, rank].item()) for m, rank in ranked
+    ]
+    projections = [patch.cpu() for patch in project(model, inputs, requests)]
+    pictures = unnormalize(inputs, preprocess["mean"], preprocess["std"])
+    shown, index = [], []
+    for m in maps:
+        mine = [i for i, (ranked_map, _) in enumerate(ranked) if ranked_map == m]
+        boxes = [field.box(*requests[i][3:]) for i in mine]
+        shown.append(
+            (
+                torch.stack([projections[i] for i in mine]),
+                torch.stack([crop(pictures[requests[i][0]], box) for i, box in zip(mine, boxes)]),
+            )
+        )
+        for i, box in zip(mine, boxes):
+            rank = ranked[i][1]
+            index.append(
+                {
+                    "layer": layer,
+                    "map": m,
+                    "rank": rank + 1,
+                    "image": paths[images[m, rank].item()],
+                    "y": requests[i][3],
+                    "x": requests[i][4],
+                    "box": pil_box(box),
+                    "value": round(values[m, rank].item(), 6),
+                }
+            )
+    return shown, index
+
+
+def block(projections, patches, shared_scale=False):
+    """One map's panel: its projections (contrast-stretched one by one, or all by one scale)
+    beside the image patches."""
+    rows = math.ceil(math.sqrt(len(projections)))
+    scale = robust_scale(projections) if shared_scale else None
+    left = make_grid(torch.stack([stretched(p, scale) for p in projections]), nrow=rows, padding=2, pad_value=1)
+    right = make_grid(patches, nrow=rows, padding=2, pad_value=1)
+    gap = torch.ones(3, left.shape[1], max(4, left.shape[2] // 12))
+    return torch.cat([left, gap, right], 2)
+
+
+def plot_top9(shown, maps, layer, field, first_layer, shared_scale, path):
+    """Figure 2 for one layer: a panel per map of `top9`'s `shown`, three panels a row."""
+    panels = [block(projections, patches, shared_scale) for projections, patches in shown]
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 1.9 * rows + 0.5), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, panel, m in zip(axes.flat, panels, maps):
+        axis.imshow(panel.permute(1, 2, 0).numpy())
+        axis.set_title(f"map {m}", fontsize=9)
+    stretch = (
+        "each map's projections stretched by one scale, their 99th-percentile magnitude around grey"
+        if shared_scale
+        else "each projection stretched by its own 99th-percentile magnitude around grey"
+    )
+    alike = "; layer 1's projections are the map's filter times each activation, so they look alike"
+    figure.suptitle(
+        f"layer {layer}: strongest activations, projected (left) and their "
+        f"{field.size}x{field.size} image patches (right)\n{stretch}{alike if first_layer else ''}"
+    )
+    save_figure(figure, path)
+
+
+def summary(checkpoint, images, preprocess, fields, layers, index):
+    """top9.json: every patch's image, position in the feature map, box and value."""
+    return {
+        "checkpoint": checkpoint,
+        "images": images,
+        "input_size": preprocess["input_size"],
+        "box": "left, top, right, bottom in the image resized to input_size x input_size",
+        "receptive_fields": {str(n): vars(fields[n]) for n in layers},
+        "patches": index,
+    }
+
+
+def plot_filters(networks, path):
+    """Figure 6: the layer-1 filters of `networks` ([(checkpoint path, model)], one or two),
+    a row each. Returns a line per network with its smoothness against white noise's."""
+    # A learned filter is mostly one flat colour; with that removed its edges and its
+    # colour-opponent parts, the pattern the smoothness measures, show.
+    figure, axes = plt.subplots(len(networks), 2, figsize=(11, 5.0 * len(networks)), squeeze=False)
+    lines = []
+    for row, (checkpoint, model) in zip(axes, networks):
+        weights = model.layer1.conv.weight.detach()
+        kernel, stride = model.layer1.conv.kernel_size[0], model.layer1.conv.stride[0]
+        smooth = f"smoothness {smoothness(weights):.0%} (white noise {noise_smoothness(kernel):.0%})"
+        faded = faded_filters(weights)
+        name = os.path.relpath(checkpoint)
+        titles = (
+            f"{name}: as learned\n{len(weights)} filters, {kernel}x{kernel}, stride {stride}; "
+            f"{int(faded.sum())} faded away (grey)",
+            f"{name}: each filter's mean colour removed\n{smooth}",
+        )
+        for axis, shown, title in zip(row, (weights, weights - weights.mean(dim=(2, 3), keepdim=True)), titles):
+            grid = make_grid(
+                filter_pictures(shown, faded), nrow=math.ceil(math.sqrt(len(shown))), padding=1, pad_value=1
+            )
+            axis.imshow(grid.permute(1, 2, 0).numpy())
+            axis.set_title(title, fontsize=9)
+            axis.axis("off")
+        lines.append(f"{name}: layer-1 {smooth}")
+    caption(
+        figure,
+        "Each filter stretched to its own range; grey: weights under a tenth of the median filter's. Smooth "
+        "filters show edges and colour-opponent blobs once their flat colour is removed; filters still at "
+        "their random start show speckle.",
+    )
+    save_figure(figure, path)
+    return lines
