@@ -135,6 +135,40 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_checkpoint(saved, monkeypatch
     assert os.listdir(path.parent) == ["best.pth"]
 
 
+def test_a_disk_that_fills_while_torch_writes_is_one_line_and_keeps_the_old_checkpoint(saved, monkeypatch):
+    """torch's own zip writer turns the write's ENOSPC into `RuntimeError: ... unexpected pos`."""
+    model, path = saved
+    before = path.read_bytes()
+    real_fdopen = os.fdopen
+
+    class FillingFile:
+        def __init__(self, file):
+            self.file, self.written = file, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 1 << 16:  # the disk fills after 64 KiB
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.file.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exception):
+            self.file.close()
+
+    monkeypatch.setattr(os, "fdopen", lambda *args, **kwargs: FillingFile(real_fdopen(*args, **kwargs)))
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # what torch itself raises
+        torch.save({"weights": torch.zeros(1 << 16)}, FillingFile(open(os.devnull, "wb")))
+    with pytest.raises(UserError, match="No space left on device; what was there before is unchanged"):
+        save_checkpoint(model_payload(model, CLASSES, PREPROCESS, epoch=5), path)
+    assert path.read_bytes() == before
+    assert os.listdir(path.parent) == ["best.pth"]
+
+
 def test_a_checkpoint_path_under_a_file_is_one_line(saved, tmp_path):
     model, _ = saved
     (tmp_path / "file").write_text("mine")

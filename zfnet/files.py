@@ -51,11 +51,14 @@ def atomic_write(path, write, binary=True):
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except OSError as error:
+    except (OSError, RuntimeError) as error:
         os.unlink(temporary)
-        if error.strerror is None:
+        # torch's zip writer turns the OSError of a full disk into a RuntimeError of its own
+        # ("unexpected pos"); the OSError stays behind it as its context.
+        cause = error.__context__ if isinstance(error, RuntimeError) else error
+        if not isinstance(cause, OSError) or cause.strerror is None:
             raise
-        raise UserError(f"cannot write {path}: {error.strerror}; what was there before is unchanged") from None
+        raise UserError(f"cannot write {path}: {cause.strerror}; what was there before is unchanged") from None
     except BaseException:
         os.unlink(temporary)
         raise
