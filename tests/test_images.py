@@ -117,3 +117,10 @@ def test_links_to_nowhere_are_listed_without_a_crash_and_explained_when_opened(t
 def test_a_link_to_a_photo_is_a_photo(tmp_path, photos):
     os.symlink(photos["RGB"], tmp_path / "linked.jpg")
     assert torch.equal(load_input(tmp_path / "linked.jpg", PREPROCESS), load_input(photos["RGB"], PREPROCESS))
+
+
+def test_a_pipe_named_like_a_photo_is_refused_without_being_opened(tmp_path):
+    fifo = tmp_path / "fifo.jpg"
+    os.mkfifo(fifo)  # opening it would wait for a writer that never comes
+    with pytest.raises(UserError, match=r"fifo.jpg: not a regular file \(a pipe, socket or device\)"):
+        open_rgb(fifo)

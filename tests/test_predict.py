@@ -213,6 +213,19 @@ def test_links_to_nowhere_in_a_folder_are_reported_each_and_the_photos_classifie
     ]
 
 
+def test_a_pipe_named_like_a_photo_is_reported_not_waited_for(checkpoint, colour_split):
+    _, path = checkpoint
+    folder = colour_split / "val" / "blue"
+    os.mkfifo(folder / "fifo.jpg")
+    refused = f"{folder / 'fifo.jpg'}: not a regular file (a pipe, socket or device), so it is not read"
+    alone = run_script("predict.py", folder / "fifo.jpg", "--checkpoint", path, timeout=120)
+    assert alone.returncode == 1 and alone.stdout == ""
+    assert alone.stderr.splitlines() == [f"predict.py: error: {refused}"]
+    among = run_script("predict.py", folder, "--checkpoint", path, timeout=120)
+    assert among.returncode == 1 and len(among.stdout.splitlines()) == 4  # the 4 photos beside it
+    assert among.stderr.splitlines() == [f"predict.py: error: {refused}"]
+
+
 def test_topk_above_the_classes_is_cut_in_json_too_and_said_on_stderr(checkpoint, colour_split):
     _, path = checkpoint
     result = call_script("predict.py", colour_split / "val" / "green", "--checkpoint", path, "--topk", "4", "--json")

@@ -536,6 +536,16 @@ def test_links_to_nowhere_are_skipped_and_listed(tmp_path):
     assert manifest["classes"] == ["daisy", "roses"] and len(all_names(manifest)) == 6
 
 
+def test_a_pipe_named_like_a_photo_is_skipped_not_read(tmp_path):
+    source = make_source(tmp_path / "photos", {"daisy": 3, "roses": 3})
+    os.mkfifo(source / "daisy" / "fifo.jpg")  # reading it would wait forever
+    result = run_script("split_data.py", "--source", source, "--dest", tmp_path / "fd", timeout=120)
+    assert result.returncode == 0, result.stderr
+    reasons = {entry["file"]: entry["reason"] for entry in manifest_in(tmp_path / "fd")["skipped"]}
+    assert reasons["daisy/fifo.jpg"] == "not a regular file (a pipe, socket or device)"
+    assert len(all_names(manifest_in(tmp_path / "fd"))) == 6
+
+
 FOREIGN_SIDES = {  # what the user has in DEST, whether an earlier split's manifest is there, the reason
     "a class of the user's, no manifest": ("train/mine/thesis.txt", False, "no manifest.json of split_data.py"),
     "a loose file, no manifest": ("val/notes.txt", False, "no manifest.json of split_data.py"),

@@ -8,6 +8,7 @@ importing torchvision (which would add over a second to predict.py's start).
 
 import errno
 import os
+import stat
 import warnings
 
 import numpy as np
@@ -56,6 +57,16 @@ def refuse_bomb(image):
         )
 
 
+def not_a_regular_file(path):
+    """Whether `path` exists but is a pipe, a socket or a device: opening one can wait forever
+    for a writer, or never end. Checked before anything opens a photo."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # missing, a link to nowhere or a loop: opening it says which
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def open_rgb(path, upright=True):
     """Decode a photo completely and return it as an upright RGB PIL image (with `upright`
     False, as stored: torchvision's loader, which the blog tutorial used, ignores the EXIF
@@ -63,8 +74,11 @@ def open_rgb(path, upright=True):
 
     Grayscale, CMYK, palette and RGBA photos are converted; a missing file, a symbolic link
     that leads to no file, a file that is not an image, a truncated one, or one with more
-    pixels than PIL decodes safely raises UserError naming the file.
+    pixels than PIL decodes safely raises UserError naming the file, as does a pipe, socket
+    or device named like a photo (read, it would wait forever).
     """
+    if not_a_regular_file(path):
+        raise UserError(f"{path}: not a regular file (a pipe, socket or device), so it is not read")
     try:
         with Image.open(path) as image:
             refuse_bomb(image)

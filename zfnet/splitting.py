@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from zfnet.errors import UserError
 from zfnet.files import make_folder
-from zfnet.images import TOO_LARGE, refuse_bomb
+from zfnet.images import TOO_LARGE, not_a_regular_file, refuse_bomb
 
 FLOWER_PHOTOS_URL = "http://download.tensorflow.org/example_images/flower_photos.tgz"
 FLOWER_PHOTOS_SIZE = 228_813_984
@@ -168,6 +168,8 @@ def find_source(args):
 
 def check_file(path):
     """Decode the file completely; return its sha256 and why it is no usable photo (None if it is)."""
+    if not_a_regular_file(path):
+        return None, "not a regular file (a pipe, socket or device)"
     try:
         data = path.read_bytes()
     except OSError as error:  # a folder inside a class folder, or no permission to read
