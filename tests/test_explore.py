@@ -244,6 +244,19 @@ def test_photos_by_count_and_by_name(built, tmp_path):
     assert len(os.listdir(out / "photo")) == 2 and len(os.listdir(out / "img" / "photo")) == 2
 
 
+def test_photos_with_the_longest_file_names_get_pages_of_their_own(built, tmp_path):
+    checkpoint, _, _, _ = built
+    images, _ = write_images(tmp_path)
+    # 250 bytes each, alike but for their last letters: their ids must be short and differ.
+    long_names = [
+        write_photo(os.path.join(images, "daisy", "a" * 244 + f"{end}.jpg"), seed=i) for i, end in enumerate("xy")
+    ]
+    result = explore(checkpoint, images, "--out", tmp_path / "site", "--photos", *long_names)
+    assert result.returncode == 0, result.stderr
+    pages = sorted(os.listdir(tmp_path / "site" / "photo"))
+    assert len(pages) == 2 and all(len(page) <= 110 for page in pages) and pages[0] != pages[1]
+
+
 def test_a_photo_that_cannot_be_decoded_is_skipped_with_a_note(built, tmp_path):
     checkpoint, _, _, _ = built
     images, _ = write_images(tmp_path)

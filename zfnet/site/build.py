@@ -10,6 +10,7 @@ pictures of the previous one.
 
 import functools
 import glob
+import hashlib
 import http.server
 import os
 import re
@@ -57,6 +58,7 @@ OUTPUTS = (
 RUN_FIGURES = ("curves.png", "confusion.png")  # train.py's, copied in
 TOOLS = ("visualize", "occlusion", "invariance", "correspondence", "compare_arch")  # their PNGs are linked
 THUMBNAIL = 112  # pixels
+LONGEST_ID = 100  # characters of a photo's id, which names its page and its pictures
 IMAGES_PER_PASS = 32  # photos whose projections are made together (bounds the memory they take)
 
 
@@ -132,12 +134,15 @@ def remove(path):
 def photo_ids(paths, images, listed):
     """`{path: id}`: a name for each photo's page and pictures, made of letters, digits, - and
     _: its path inside --images (or, for a photo named by --photos outside it, its file
-    name) without the extension, / as -; a number is added where two would be the same."""
+    name) without the extension, / as -, cut to LONGEST_ID characters (the end replaced by a
+    digest of the whole name); a number is added where two would be the same."""
     ids, taken = {}, set()
     for path in [*paths, *(path for path in listed if path not in paths)]:
         inside = os.path.relpath(path, images)
         name = os.path.basename(path) if inside.startswith(os.pardir) else inside
         base = re.sub(r"[^A-Za-z0-9_-]+", "-", os.path.splitext(name)[0]).strip("-") or "photo"
+        if len(base) > LONGEST_ID:  # a file name may take 255 bytes, and a page's name adds to its id
+            base = f"{base[: LONGEST_ID - 9]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
         stem, number = base, 1
         while stem in taken:
             number += 1
