@@ -7,11 +7,13 @@ The browser tests need Chromium and its driver (Debian: apt-get install chromium
 chromium-driver) and the selenium package; without them they fail, saying so.
 """
 
+import http.client
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from urllib.parse import unquote, urlparse
 
@@ -37,6 +39,7 @@ from tests.helpers import (
 from zfnet.checkpoint import load_checkpoint, model_payload, save_checkpoint
 from zfnet.images import load_input
 from zfnet.outputs import MARKER
+from zfnet.site.build import site_server
 from zfnet.top9 import strongest_activations, tensor_batches
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -378,6 +381,41 @@ def test_serve_serves_the_site_on_localhost_until_interrupted(built):
             raise
     assert process.returncode == 0, err
     assert "stopped" in out
+
+
+def test_the_server_answers_for_the_site_only_and_bad_requests_in_one_status(built, tmp_path):
+    _, _, site, _ = built
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not the site's")
+    link = os.path.join(site, "secret.html")
+    os.symlink(secret, link)
+    server, address = site_server(site, 0, site)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address
+    try:
+        statuses = {}
+        for path in ("/index.html", "/secret.html", "/%00", "/../../secret.txt", "/a%00b.html"):
+            connection = http.client.HTTPConnection(host, port, timeout=30)
+            connection.request("GET", path)
+            response = connection.getresponse()
+            statuses[path] = response.status
+            body = response.read()
+            connection.close()
+            assert b"not the site's" not in body, path
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=30)
+        os.unlink(link)
+    assert address == f"http://127.0.0.1:{port}/index.html"
+    assert statuses == {
+        "/index.html": 200,
+        "/secret.html": 404,
+        "/%00": 400,
+        "/../../secret.txt": 404,
+        "/a%00b.html": 400,
+    }
 
 
 # In a real browser.

@@ -11,6 +11,7 @@ pictures of the previous one.
 import functools
 import glob
 import hashlib
+import http
 import http.server
 import os
 import re
@@ -319,16 +320,40 @@ def describe_run(site, out, checkpoint_path, checkpoint, model):
     site.tools = {tool: found for tool, found in site.tools.items() if found}
 
 
-def serve(folder, port, run):
-    """Serve on 127.0.0.1 only, until Ctrl-C: the run folder `run` when the site lies in it
-    (the default), so that the links to the other tools' figures work, else the site alone."""
-    site = os.path.abspath(folder)
-    run = os.path.abspath(run)
+class SiteHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the files that lie inside its folder and nothing else: a path that resolves
+    outside it (through a symbolic link, say) is not found, and a request no file could
+    answer (a NUL byte in its path) is a bad request, never a traceback."""
+
+    def send_head(self):
+        root = os.path.realpath(self.directory)
+        try:
+            real = os.path.realpath(self.translate_path(self.path))
+        except ValueError:  # a NUL byte: no file has that name
+            self.send_error(http.HTTPStatus.BAD_REQUEST, "no file has that name")
+            return None
+        if os.path.commonpath([real, root]) != root:
+            self.send_error(http.HTTPStatus.NOT_FOUND, "not in the site")
+            return None
+        return super().send_head()
+
+
+def site_server(folder, port, run):
+    """A server on 127.0.0.1 only for the run folder `run` when the site lies in it (the
+    default), so that the links to the other tools' figures work, else for the site alone;
+    and the site's address on it."""
+    site, run = os.path.abspath(folder), os.path.abspath(run)
     root = run if os.path.commonpath([site, run]) == run else site
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=root)
-    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
-        path = quote(os.path.relpath(os.path.join(site, "index.html"), root).replace(os.sep, "/"))
-        print(f"serving on http://127.0.0.1:{server.server_address[1]}/{path} (Ctrl-C to stop)", flush=True)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(SiteHandler, directory=root))
+    path = quote(os.path.relpath(os.path.join(site, "index.html"), root).replace(os.sep, "/"))
+    return server, f"http://127.0.0.1:{server.server_address[1]}/{path}"
+
+
+def serve(folder, port, run):
+    """Serve the site (see `site_server`) until Ctrl-C."""
+    server, address = site_server(folder, port, run)
+    with server:
+        print(f"serving on {address} (Ctrl-C to stop)", flush=True)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
