@@ -3,7 +3,8 @@
 
     python explore.py                                      # runs/zfnet/best.pth over flower_data/val
     python explore.py --photos 40                          # 40 photo pages instead of 20
-    python explore.py --photos sunflower.jpg my/rose.jpg   # pages for these photos
+    python explore.py --photos sunflower.jpg my/rose.jpg   # pages for these photos too
+    python explore.py --photos 5 --fresh                   # only 5 photo pages, the earlier ones dropped
     python explore.py --serve                              # also serve it on 127.0.0.1 (Ctrl-C stops)
 
 Pages: the overview (index.html: the run and its settings, training curves and confusion
@@ -17,10 +18,11 @@ deconvnet, guided backpropagation and the plain gradient); with training snapsho
 run folder, figure 4 (evolution.html); and links to the other tools' figures in the run folder.
 
 By default --photos 20 picks 20 photos of --images, half of them misclassified ones where
-there are that many. The site goes into --out (default: explore/ beside the checkpoint), a
-new or empty folder or one explore.py wrote, outside --images. A re-run for the same
-checkpoint and photos reuses what it computed before (cache.pt in the folder) and rewrites
-only the pages. A photo that cannot be decoded is skipped with a note.
+there are that many. Pages built earlier for the same checkpoint and photos are kept: --photos
+adds pages, and --fresh starts the photo pages afresh. The site goes into --out (default:
+explore/ beside the checkpoint), a new or empty folder or one explore.py wrote, outside
+--images. A re-run for the same checkpoint and photos reuses what it computed before
+(cache.pt in the folder) and rewrites only the pages. A photo that cannot be decoded is skipped with a note.
 """
 
 import os
@@ -57,6 +59,12 @@ def parse_args(argv=None):
         default=[str(DEFAULT_PHOTOS)],
         metavar="N_OR_PHOTO",
         help=f"how many photos of --images get a page, or the photo files that do (default: {DEFAULT_PHOTOS})",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="drop the photo pages of earlier builds that --photos does not ask for again (default: keep them, "
+        "so that --photos adds pages)",
     )
     parser.add_argument(
         "--serve", action="store_true", help="after building, serve the site on 127.0.0.1 until Ctrl-C (default: off)"

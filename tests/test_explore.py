@@ -242,7 +242,12 @@ def test_photos_by_count_and_by_name(built, tmp_path):
     assert sorted(os.listdir(out / "photo")) == ["loose.html", "roses-roses1.html"]
     assert "the class the network predicts" in (out / "photo" / "loose.html").read_text()
     assert "the class of its folder" in (out / "photo" / "roses-roses1.html").read_text()
-    result = explore(checkpoint, images, "--out", out, "--photos", "2")
+    added = write_photo(tmp_path / "added.png", seed=4, size=(60, 60))
+    result = explore(checkpoint, images, "--out", out, "--photos", added)  # adds its page to the two
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(out / "photo")) == ["added.html", "loose.html", "roses-roses1.html"]
+    assert "roses-roses1.html" in (out / "photo" / "added.html").read_text()  # the page before it, kept
+    result = explore(checkpoint, images, "--out", out, "--photos", "2", "--fresh")
     assert result.returncode == 0, result.stderr
     assert len(os.listdir(out / "photo")) == 2 and len(os.listdir(out / "img" / "photo")) == 2
 

@@ -107,9 +107,11 @@ def build(args):
         labels=data.class_labels(survey["paths"], args.images, classes),
     )
     site.sheets = {n: Sheet(field.size) for n, field in site.fields.items()}
+    earlier = [] if args.fresh else earlier_photos(cache, survey["paths"], listed, preprocess)
     site.ids = photo_ids(survey["paths"], args.images, listed)
+    chosen = [*earlier, *(path for path in chosen_photos(args, site, listed) if path not in earlier)]
     write_map_sheets(site, out, model, inputs)
-    write_photo_pages(site, out, cache, model, inputs, chosen_photos(args, site, listed), listed)
+    write_photo_pages(site, out, cache, model, inputs, chosen, listed)
     write_thumbnails(site, out, inputs, listed)
     site.evolution = write_evolution(site, out, cache, args, inputs)
     describe_run(site, out, args.checkpoint, checkpoint, model)
@@ -151,6 +153,25 @@ def photo_ids(paths, images, listed):
         ids[path] = stem
         taken.add(stem)
     return ids
+
+
+def earlier_photos(cache, surveyed, listed, preprocess):
+    """The photos that had a page in the last build for this checkpoint and these photos, in
+    their order, as long as they are still there: a build adds pages, it does not drop them
+    (explore.py --fresh does). Those outside the survey are decoded into `listed`."""
+    paths, surveyed = [], set(surveyed)
+    for entry in cache["photos"].values():
+        path = entry.get("path")
+        if path is None or path in paths:  # a page from before pages recorded their photo's path
+            continue
+        if path not in surveyed and path not in listed:
+            try:
+                listed[path] = load_input(path, preprocess)
+            except UserError as error:
+                print(f"note: the page of {path} goes: {error}", file=sys.stderr)
+                continue
+        paths.append(path)
+    return paths
 
 
 def chosen_photos(args, site, listed):
@@ -214,7 +235,7 @@ def write_photo_pages(site, out, cache, model, inputs, chosen, listed):
         if entry is None or entry["stamp"] != data.photo_stamp(path) or missing(out, site.photo_files(photo)):
             x = listed[path] if path in listed else inputs()[index[path]]
             numbers, pictures = data.analyse_photo(model, x, path, site.classes)
-            entry = {"stamp": data.photo_stamp(path), **numbers}
+            entry = {"stamp": data.photo_stamp(path), "path": path, **numbers}
             write_photo_pictures(site, out, photo, data.seen(x[None], site.preprocess)[0], numbers, pictures)
             cache["photos"][photo] = entry
         site.photos.append((path, photo, entry))
