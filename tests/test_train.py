@@ -262,6 +262,18 @@ def test_renormalisation_caps_every_filters_rms_after_a_step():
     assert not torch.equal(model.layer1.conv.weight[4:], below)  # the step itself still moved them
 
 
+def test_a_resume_that_names_only_the_run_continues_it_on_its_own_data(colour_split, tmp_path, monkeypatch):
+    """The README's `train.py --out RUN --resume` for a run not trained on the default
+    flower_data: a flag's default is not a change of it."""
+    out = tmp_path / "run"
+    run_train(colour_split, out, "--epochs", "2", "--recipe", "tutorial", *SMALL)
+    monkeypatch.chdir(tmp_path)  # no flower_data here
+    config = recipes.parse_args(["--out", str(out), "--resume", "--epochs", "3", "--workers", "0", "--device", "cpu"])
+    assert config.explicit == ["device", "epochs", "out", "resume", "workers"]
+    summary = training.train(config)
+    assert config.data == str(colour_split) and [row["epoch"] for row in summary["history"]] == [1, 2, 3]
+
+
 def test_a_run_records_its_whole_recipe_and_a_resume_keeps_it(colour_split, tmp_path, monkeypatch):
     run_train(colour_split, tmp_path / "straight", "--epochs", "2", "--recipe", "tutorial", *SMALL)
     run_train(colour_split, tmp_path / "resumed", "--epochs", "1", "--recipe", "tutorial", *SMALL)
