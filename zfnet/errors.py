@@ -16,6 +16,15 @@ def report(message):
     print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
 
 
+_at_end = []
+
+
+def at_end(function):
+    """Have `run_main` call `function()` however the script ends (zfnet.outputs gives back the
+    folders it locked)."""
+    _at_end.append(function)
+
+
 def run_main(main):
     """Call `main()`; report a UserError in one line and exit 2."""
     try:
@@ -26,3 +35,6 @@ def run_main(main):
     except KeyboardInterrupt:
         print(f"{os.path.basename(sys.argv[0])}: interrupted", file=sys.stderr)
         sys.exit(130)
+    finally:
+        for function in _at_end:
+            function()

@@ -5,15 +5,25 @@ holds only zfnet outputs (it carries a marker file, or, for folders written befo
 marker existed, holds only file names the script itself writes). Anything else is refused
 in one line, so that `--out` pointed at a photo folder or a thesis never loses a file. Within
 its folder a script never writes over one of its own inputs.
+
+One process at a time: the claim locks the folder (an exclusive lock on its marker file,
+which names the holder) before it cleans or writes anything, and holds it until the work
+ends. A second writer is refused in one line naming the holder; a lock left by a process that
+died is free again (the system drops a dead process's locks) and is taken over with a note.
 """
 
+import fcntl
 import fnmatch
 import os
+import sys
 
-from zfnet.errors import UserError
-from zfnet.files import atomic_write_text, make_folder, remove_debris
+from zfnet.errors import UserError, at_end
+from zfnet.files import make_folder, remove_debris
 
 MARKER = ".zfnet-outputs"
+MARKER_TEXT = "This folder holds outputs of zfnet's scripts; running them again replaces them.\n"
+HOLDER = "in use by "
+_held = {}  # {real path of a folder: its open, locked marker file}: the folders this process writes
 
 
 def _ours(entries, outputs):
@@ -45,12 +55,8 @@ class OutputFolder:
                 if os.path.realpath(path) == os.path.realpath(folder):
                     raise UserError(f"{flag} {folder} is one of the inputs")
         make_folder(folder)
-        remove_debris(folder)
-        if not os.path.exists(os.path.join(folder, MARKER)):
-            atomic_write_text(
-                os.path.join(folder, MARKER),
-                "This folder holds outputs of zfnet's scripts; running them again replaces them.\n",
-            )
+        lock(folder, flag)
+        remove_debris(folder)  # under the lock: no other process is writing these
         return cls(folder, inputs)
 
     def path(self, *names):
@@ -70,3 +76,61 @@ def require_outside(folder, tree, tree_flag, flag="--out"):
             f"{flag} {folder} is within {tree_flag} {tree}, whose files are read as inputs "
             f"(a later run would read the outputs too); choose an {flag} outside it"
         )
+
+
+def lock(folder, flag="--out"):
+    """Take `folder` for this process until `release` (or its exit): lock its marker file,
+    creating it, and write the holder into it. UserError naming the holder when another
+    process has it; a note when a process that died had it."""
+    key = os.path.realpath(folder)
+    if key in _held:
+        return
+    try:
+        marker = open(os.path.join(folder, MARKER), "a+")  # created if missing, never replaced
+    except OSError as error:
+        raise UserError(f"cannot write into {folder}: {error.strerror}") from None
+    try:
+        fcntl.flock(marker, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(marker)
+        marker.close()
+        raise UserError(
+            f"{flag} {folder} is in use by {holder or 'another process'}; wait until it ends, or choose another {flag}"
+        ) from None
+    stale = _holder(marker)
+    if stale:
+        print(f"note: taking over {folder}, left locked by {stale}, which is no longer running", file=sys.stderr)
+    _write_marker(marker, f"{HOLDER}process {os.getpid()} ({' '.join(sys.argv)})\n")
+    _held[key] = marker
+
+
+def release(folder):
+    """Give `folder` back: the marker no longer names a holder, and the lock goes."""
+    marker = _held.pop(os.path.realpath(folder), None)
+    if marker is not None:
+        try:
+            _write_marker(marker, "")
+        finally:
+            marker.close()
+
+
+def release_all():
+    for folder in list(_held):
+        release(folder)
+
+
+at_end(release_all)
+
+
+def _holder(marker):
+    """Who the marker says holds the folder: `process N (command)`, or None."""
+    marker.seek(0)
+    lines = [line for line in marker.read().splitlines() if line.startswith(HOLDER)]
+    return lines[-1][len(HOLDER) :] if lines else None
+
+
+def _write_marker(marker, holder):
+    marker.seek(0)
+    marker.truncate()
+    marker.write(MARKER_TEXT + holder)
+    marker.flush()

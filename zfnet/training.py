@@ -29,7 +29,7 @@ from zfnet.data import PhotoCache, cache_folder, scan_split, train_inputs, val_i
 from zfnet.errors import UserError
 from zfnet.figures import plot_confusion, plot_curves
 from zfnet.files import atomic_write_text
-from zfnet.outputs import OutputFolder
+from zfnet.outputs import OutputFolder, release
 from zfnet.recipes import (
     PREPROCESS,
     build_model,
@@ -63,6 +63,8 @@ def train(config):
             )
         raise
     finally:
+        if runtime.is_main:
+            release(config.out)
         runtime.close()
 
 
