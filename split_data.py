@@ -10,6 +10,8 @@ photo (LICENSE.txt, empty or truncated files) is skipped and listed, never copie
 is stratified per class and depends only on the files' names and contents, the ratio and the
 seed. Byte-identical photos always land on the same side, so none leaks from train into val.
 Re-running rebuilds train/ and val/ from scratch; manifest.json beside them records the split.
+A split of your own folder is kept by a run that gives no --source (make run's), unless
+--resplit asks to split flower_photos instead.
 A train/ or val/ in DEST that split_data.py did not write (its manifest.json does not list
 their class folders) is never replaced: choose another --dest, or move them away yourself.
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from zfnet.arguments import DEFAULT_DATA, add_seed, script_parser
 from zfnet.errors import run_main
-from zfnet.splitting import FLOWER_PHOTOS_URL, check_request, find_source, split_folder, summary
+from zfnet.splitting import FLOWER_PHOTOS_URL, SIDES, check_request, find_source, split_folder, split_to_keep, summary
 
 
 def parse_args(argv=None):
@@ -50,6 +52,12 @@ def parse_args(argv=None):
         "--url", default=FLOWER_PHOTOS_URL, help="where to download flower_photos.tgz from (default: %(default)s)"
     )
     parser.add_argument(
+        "--resplit",
+        action="store_true",
+        help="without --source, split flower_photos even where DEST holds a split of a folder of your own, "
+        "which is otherwise kept (default: keep it)",
+    )
+    parser.add_argument(
         "--no-fallback",
         action="store_true",
         help="fail when the download cannot be made, instead of splitting the small sample "
@@ -62,6 +70,14 @@ def main(argv=None):
     args = parse_args(argv)
     dest = Path(args.dest)
     check_request(dest, args.val_ratio, None if args.source is None else Path(args.source))
+    kept = split_to_keep(dest, args.source, args.resplit)
+    if kept is not None:
+        count = sum(len(names) for side in SIDES for names in kept[side].values())
+        print(
+            f"{dest} holds a split of your folder {kept['source']} ({count} photos); kept it "
+            f"(give --source to split another folder, or --resplit to split flower_photos instead)"
+        )
+        return
     source, dataset, how = find_source(args)
     manifest, classes, copied_instead = split_folder(source, dest, args.val_ratio, args.seed, args.link, dataset)
     print(summary(manifest, classes, source, how, dest, copied_instead))

@@ -341,6 +341,20 @@ def test_without_source_a_downloaded_flower_photos_in_dest_is_used(tmp_path):
     assert manifest["classes"] == ["daisy", "roses"]
 
 
+def test_a_split_of_the_users_own_folder_is_kept_by_a_run_without_source(tmp_path):
+    """make run's `python split_data.py` after the user's `--source my_photos`: nothing is lost."""
+    source = make_source(tmp_path / "my_photos", {"daisy": 3, "roses": 3})
+    dest = tmp_path / "fd"
+    split(source, dest)
+    before = files_under(dest)
+    result = split_data("--dest", dest, "--url", closed_port_url())
+    assert result.returncode == 0, result.stderr
+    assert f"{dest} holds a split of your folder {source.resolve()} (6 photos); kept it" in result.stdout
+    assert files_under(dest) == before
+    resplit = split_data("--dest", dest, "--url", closed_port_url(), "--resplit")  # offline: the sample
+    assert resplit.returncode == 0 and manifest_in(dest)["dataset"] == "bundled sample"
+
+
 # Downloads, served by a local HTTP server.
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model import ZFNet
-from tests.helpers import ROOT, assert_one_line_error, assert_picture, call_script, tiny_network
+from tests.helpers import ON_CPU, ROOT, assert_one_line_error, assert_picture, call_script, tiny_network
 from zfnet import recipes, training
 from zfnet.checkpoint import load_checkpoint
 from zfnet.errors import UserError
@@ -272,6 +272,20 @@ def test_a_resume_that_names_only_the_run_continues_it_on_its_own_data(colour_sp
     assert config.explicit == ["device", "epochs", "out", "resume", "workers"]
     summary = training.train(config)
     assert config.data == str(colour_split) and [row["epoch"] for row in summary["history"]] == [1, 2, 3]
+
+
+def test_a_resume_on_a_changed_split_stops_in_one_line_saying_what_changed(colour_split, tmp_path):
+    out = tmp_path / "run"
+    run_train(colour_split, out, "--epochs", "1", "--recipe", "tutorial", *SMALL)
+    (colour_split / "train" / "red" / "000.jpg").unlink()  # the split was redone, or changed by hand
+    before = (out / "last.pth").read_bytes()
+    arguments = ("--data", colour_split, "--out", out, "--epochs", "2", "--resume", *ON_CPU)
+    assert_one_line_error(
+        call_script("train.py", *arguments),
+        f"{colour_split} is not the split {out} was trained on (35 train / 12 val photos, the run started on "
+        f"36 train / 12 val photos); resume it on the split it started on, or start a new run with another --out",
+    )
+    assert (out / "last.pth").read_bytes() == before
 
 
 def test_a_run_records_its_whole_recipe_and_a_resume_keeps_it(colour_split, tmp_path, monkeypatch):

@@ -3,6 +3,7 @@ settings against the saved ones. A resumed run continues bit for bit: the optimi
 schedule, the history, the best so far and, with a moving average, the weights that train.
 """
 
+import hashlib
 import os
 
 from zfnet.checkpoint import model_payload, read_checkpoint
@@ -54,7 +55,31 @@ def resume_state(config):
     return state
 
 
-def run_state(config, model_without_ddp, model_ema, optimizer, scheduler, progress, classes):
+def data_description(data, samples):
+    """What a run trains on, to tell a changed split: the photos of each side, and a digest
+    of their paths inside the split and their sizes."""
+    digest = hashlib.sha256()
+    for side in ("train", "val"):
+        for path, label in samples[side]:
+            digest.update(f"{side}/{os.path.relpath(path, data)}:{os.path.getsize(path)}:{label}\n".encode())
+    return {"train": len(samples["train"]), "val": len(samples["val"]), "digest": digest.hexdigest()}
+
+
+def require_same_data(state, description, data, out):
+    """UserError when the run being resumed was trained on other photos than `data` holds now
+    (a split redone or changed since); runs saved before runs recorded their data pass."""
+    saved = state.get("data_description")
+    if saved is None or saved["digest"] == description["digest"]:
+        return
+    now, then = (f"{d['train']} train / {d['val']} val photos" for d in (description, saved))
+    change = "other photos in the same numbers" if now == then else f"{now}, the run started on {then}"
+    raise UserError(
+        f"{data} is not the split {out} was trained on ({change}); resume it on the split it "
+        f"started on, or start a new run with another --out"
+    )
+
+
+def run_state(config, model_without_ddp, model_ema, optimizer, scheduler, progress, classes, data):
     """What last.pth holds beyond the kept weights: everything `resume_state` and `restore`
     need. `progress` is the run's history, best accuracy and best confusion matrix."""
     state = {
@@ -62,6 +87,7 @@ def run_state(config, model_without_ddp, model_ema, optimizer, scheduler, progre
         "scheduler": scheduler.state_dict(),
         **progress,
         "train_config": {key: getattr(config, key) for key in RUN_DEFINING + ("epochs", "recipe_settings")},
+        "data_description": data,
     }
     if model_ema is not None:
         state["training_weights"] = model_payload(model_without_ddp, classes, PREPROCESS, 0)["model"]

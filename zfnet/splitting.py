@@ -332,6 +332,16 @@ def earlier_manifest(dest):
     return None
 
 
+def split_to_keep(dest, source, resplit):
+    """The manifest of the split of the user's own folder that `dest` already holds, when a
+    run that names no --source should keep it (as make run's does): such a split is never
+    replaced by flower_photos or the bundled sample unless --resplit asks for it."""
+    if source is not None or resplit:
+        return None
+    manifest = earlier_manifest(dest)
+    return manifest if manifest is not None and manifest.get("dataset") == "user folder" else None
+
+
 def require_own_sides(dest):
     """UserError unless dest/train and dest/val, where they exist, are what an earlier
     split_data run wrote: a split replaces them whole, so only folders whose every class

@@ -39,7 +39,7 @@ from zfnet.recipes import (
     moving_average,
     renormalize,
 )
-from zfnet.resume import restore, resume_state, run_state
+from zfnet.resume import data_description, require_same_data, restore, resume_state, run_state
 from zfnet.runtime import Distributed, derived_seed, generator, native_bfloat16
 from zfnet.tables import csv_text
 
@@ -74,8 +74,11 @@ def _train(config, runtime):
     # The run: resumed or new, its data, its output folder.
     state = resume_state(config)
     classes, samples = scan_split(config.data)
+    data = data_description(config.data, samples)
     if state is not None and state["classes"] != classes:
         raise UserError(f"the classes in {config.data} differ from those of the run being resumed")
+    if state is not None:
+        require_same_data(state, data, config.data, config.out)
     check_settings(config)  # again: a resumed run's saved settings now stand in config
     if runtime.is_main:
         OutputFolder.claim(config.out, outputs=OUTPUTS)
@@ -215,7 +218,7 @@ def _train(config, runtime):
             if epoch in config.snapshot_epochs:
                 save_checkpoint(payload, os.path.join(config.out, "snapshots", f"epoch_{epoch:03d}.pth"))
             progress = {"history": history, "best_accuracy": best_accuracy, "best_confusion": best_confusion}
-            state = run_state(config, model_without_ddp, model_ema, optimizer, scheduler, progress, classes)
+            state = run_state(config, model_without_ddp, model_ema, optimizer, scheduler, progress, classes, data)
             save_checkpoint({**payload, **state}, os.path.join(config.out, "last.pth"))
             write_reports(config.out, history, classes, best_confusion)
 
