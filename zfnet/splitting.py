@@ -241,8 +241,9 @@ def write_split(source, dest, split, manifest, link):
     although linking was asked for.
 
     Everything is built in a scratch folder first and then swapped in, the manifest last, so an
-    interruption never leaves photos of two splits side by side, and a full disk leaves the
-    earlier split as it was. Nothing else in dest is touched."""
+    interruption never leaves photos of two splits side by side, a full disk leaves the
+    earlier split as it was, and a kill during the swap leaves one that the next run finishes.
+    Nothing else in dest is touched."""
     make_folder(dest)
     copied_instead_of_linked = 0
     with scratch_folder(dest) as scratch:
@@ -265,14 +266,41 @@ def write_split(source, dest, split, manifest, link):
         except OSError as error:
             raise disk_trouble(dest, error) from None
 
-        (dest / "manifest.json").unlink(missing_ok=True)
-        for side in SIDES:
-            if (dest / side).exists():
-                (dest / side).rename(scratch / f"old-{side}")
-        for side in SIDES:
-            (scratch / side).rename(dest / side)
-        os.replace(scratch / "manifest.json", dest / "manifest.json")
+        swap_in(scratch, dest)
     return copied_instead_of_linked
+
+
+def swap_in(scratch, dest):
+    """Move the split built whole in `scratch` (train/, val/, manifest.json written last) into
+    `dest`, the earlier sides into scratch/old-*. Each step can be redone after a kill cut the
+    others off: a scratch folder holding a manifest holds a split built whole, and the next
+    run finishes its swap (`finish_interrupted_swaps`)."""
+    (dest / "manifest.json").unlink(missing_ok=True)  # train/ and val/ change: no manifest vouches for them
+    for side in SIDES:
+        if (scratch / side).exists():
+            if (dest / side).exists() and not (scratch / f"old-{side}").exists():
+                (dest / side).rename(scratch / f"old-{side}")
+            (scratch / side).rename(dest / side)
+    os.replace(scratch / "manifest.json", dest / "manifest.json")
+
+
+def finish_interrupted_swaps(dest):
+    """Finish the swap of every split that a killed split_data run built whole in a scratch
+    folder of `dest` but did not get to move in, so that `dest` holds one whole split again;
+    then remove the scratch folders killed runs left (each can hold a whole split)."""
+    if not dest.is_dir():
+        return
+    for entry in sorted(os.scandir(dest), key=lambda entry: entry.name):
+        if not (entry.name.startswith(SCRATCH_PREFIX) and entry.is_dir(follow_symlinks=False)):
+            continue
+        scratch = Path(entry.path)
+        if (scratch / "manifest.json").is_file():
+            try:
+                swap_in(scratch, dest)
+            except OSError as error:
+                raise disk_trouble(dest, error) from None
+            print(f"note: finished moving in the split an interrupted run left in {shown(dest)}", file=sys.stderr)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def summary(manifest, classes, source, how, dest, copied_instead):
@@ -307,6 +335,7 @@ def check_request(dest, val_ratio, source=None):
         raise UserError(f"--val-ratio must lie between 0 and 1 (exclusive), got {val_ratio}")
     if dest.exists() and not dest.is_dir():
         raise UserError(f"--dest {dest} is not a folder")
+    finish_interrupted_swaps(dest)
     if source is not None:
         check_places(source, dest)
     require_own_sides(dest)
