@@ -91,3 +91,28 @@ def test_a_split_killed_at_any_step_of_its_swap_is_finished_by_the_next_run(tmp_
     assert again.returncode == 0, again.stderr
     assert "note: finished moving in the split an interrupted run left in" in again.stderr
     assert_one_whole_split(dest, seed=1)
+
+
+SPLITTING = (
+    "import sys; from pathlib import Path; from zfnet.splitting import scratch_folder; "
+    "scratch = scratch_folder(Path(sys.argv[1])); print('splitting', flush=True); sys.stdin.read()"
+)
+
+
+def test_a_second_split_into_one_folder_is_refused_naming_the_first_and_a_killed_ones_is_cleaned(tmp_path):
+    dest = tmp_path / "data"
+    dest.mkdir()
+    first = subprocess.Popen([sys.executable, "-c", SPLITTING, dest], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert first.stdout.readline() == b"splitting\n"  # it holds the folder now: no sleep, no race
+        second = run_script("split_data.py", "--source", SAMPLE_DIR, "--dest", dest, timeout=300)
+        assert second.returncode == 2 and len(second.stderr.splitlines()) == 1, second.stderr
+        assert f"--dest {dest} is being split by process {first.pid} (" in second.stderr
+        first.kill()  # kill -9: its scratch folder stays behind, its lock goes with it
+        first.wait(timeout=60)
+    finally:
+        first.kill()
+    assert any(name.startswith(".split_data-") for name in os.listdir(dest))
+    third = run_script("split_data.py", "--source", SAMPLE_DIR, "--dest", dest, timeout=300)
+    assert third.returncode == 0, third.stderr
+    assert_one_whole_split(dest, seed=0)

@@ -7,6 +7,7 @@ split_data.py is a thin command line over `check_request`, `find_source`, `split
 `summary`; the benchmarks split the bundled sample with `split_sample`.
 """
 
+import fcntl
 import hashlib
 import http.client
 import io
@@ -26,7 +27,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from zfnet.errors import UserError
+from zfnet.errors import UserError, at_end
 from zfnet.files import make_folder
 from zfnet.images import TOO_LARGE, not_a_regular_file, refuse_bomb
 
@@ -37,6 +38,7 @@ DOWNLOAD_TIMEOUT_S = 30
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "samples" / "flower_photos"
 SIDES = ("train", "val")
 SCRATCH_PREFIX = ".split_data-"
+_locked = {}  # {real path of a split folder: its open, locked descriptor}, held until the process ends
 
 
 def shown(path):
@@ -45,15 +47,60 @@ def shown(path):
     return str(path) if relative.startswith("..") else relative
 
 
+def lock_dest(dest):
+    """Take the folder `dest` for this process until `release_dests`: an exclusive lock on the
+    folder itself (nothing is added to it), taken before anything in it is cleaned or written. UserError,
+    naming the holder, when another split_data run has it; the lock of a run that died is
+    free again (the system drops a dead process's locks)."""
+    key = os.path.realpath(dest)
+    if key in _locked:
+        return
+    descriptor = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise UserError(
+            f"--dest {dest} is being split by {split_holder(dest) or 'another process'}; wait until it ends"
+        ) from None
+    _locked[key] = descriptor
+
+
+def release_dests():
+    """Give back the split folders this process locked (run_main does, when a script ends)."""
+    while _locked:
+        os.close(_locked.popitem()[1])
+
+
+at_end(release_dests)
+
+
+def split_holder(dest):
+    """`process N (command)` of a split_data run writing into `dest`, from its scratch folder's
+    name, which carries its process id."""
+    for entry in os.scandir(dest):
+        pid = entry.name[len(SCRATCH_PREFIX) :].split("-")[0]
+        if entry.name.startswith(SCRATCH_PREFIX) and pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as file:
+                    command = file.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                command = "command unknown"
+            return f"process {pid} ({command})"
+    return None
+
+
 def scratch_folder(dest):
-    """A new scratch folder in `dest`, removed when its `with` block ends, after removing
-    those of split_data runs killed before they could (kill -9, a power cut): each can
-    hold a whole split. Only folders with split_data's own prefix are touched."""
+    """A new scratch folder in `dest` (its name carries this process's id), removed when its
+    `with` block ends, after removing those of split_data runs killed before they could
+    (kill -9, a power cut): each can hold a whole split. Only folders with split_data's own
+    prefix are touched, and only under the lock on `dest`."""
+    lock_dest(dest)
     try:
         for entry in os.scandir(dest):
             if entry.name.startswith(SCRATCH_PREFIX) and entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path, ignore_errors=True)
-        return tempfile.TemporaryDirectory(dir=dest, prefix=SCRATCH_PREFIX)
+        return tempfile.TemporaryDirectory(dir=dest, prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
     except OSError as error:  # no permission to write there
         raise disk_trouble(dest, error) from None
 
@@ -290,6 +337,7 @@ def finish_interrupted_swaps(dest):
     then remove the scratch folders killed runs left (each can hold a whole split)."""
     if not dest.is_dir():
         return
+    lock_dest(dest)
     for entry in sorted(os.scandir(dest), key=lambda entry: entry.name):
         if not (entry.name.startswith(SCRATCH_PREFIX) and entry.is_dir(follow_symlinks=False)):
             continue
@@ -438,5 +486,8 @@ def split_folder(source, dest, val_ratio, seed, link, dataset):
 def split_sample(dest):
     """Split the bundled sample into dest/train and dest/val as split_data.py does by default
     (for the benchmarks' quick runs); returns dest."""
-    split_folder(SAMPLE_DIR, Path(dest), val_ratio=0.1, seed=0, link=True, dataset="bundled sample")
+    try:
+        split_folder(SAMPLE_DIR, Path(dest), val_ratio=0.1, seed=0, link=True, dataset="bundled sample")
+    finally:
+        release_dests()
     return dest
