@@ -101,18 +101,7 @@ def test_report_measures_both_networks_and_states_the_claims(colour_split, tmp_p
 def test_a_checkpoint_for_other_classes_is_refused(colour_split, tmp_path):
     other = checkpoint(tmp_path / "cats.pth", "zfnet", classes=("cats", "dogs"))
     zfnet = checkpoint(tmp_path / "zfnet.pth", "zfnet")
-    result = call_script(
-        "compare_arch.py",
-        "--checkpoint",
-        zfnet,
-        other,
-        "--data",
-        colour_split,
-        "--out",
-        tmp_path / "out",
-        "--workers",
-        "0",
-    )
+    result = compare((zfnet, other), colour_split, tmp_path / "out")
     assert_one_line_error(result, "cats.pth was trained on the classes ['cats', 'dogs']")
 
 
@@ -122,18 +111,7 @@ def test_a_network_without_layer_2_is_refused(colour_split, tmp_path):
         tmp_path / "removed.pth", ZFNet(num_classes=3, conv_channels=(48, 0, 0, 0, 64)), ("blue", "green", "red")
     )
     zfnet = checkpoint(tmp_path / "zfnet.pth", "zfnet")
-    result = call_script(
-        "compare_arch.py",
-        "--checkpoint",
-        zfnet,
-        removed,
-        "--data",
-        colour_split,
-        "--out",
-        tmp_path / "out",
-        "--workers",
-        "0",
-    )
+    result = compare((zfnet, removed), colour_split, tmp_path / "out")
     assert_one_line_error(result, "removed.pth: this network has no layer 2")
 
 

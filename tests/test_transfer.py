@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.helpers import (
+    ON_CPU,
     assert_one_line_error,
     assert_picture,
     call_script,
@@ -31,24 +32,7 @@ def test_study_writes_its_table_beside_the_checkpoint_and_skips_finished_scratch
     pretrained, colour_split, tmp_path
 ):
     out = tmp_path / "transfer"  # beside the pretrained checkpoint, without --out
-    flags = [
-        "--checkpoint",
-        pretrained,
-        "--data",
-        colour_split,
-        "--per-class",
-        "4,2",
-        "--draws",
-        "2",
-        "--epochs",
-        "1",
-        "--workers",
-        "0",
-        "--batch-size",
-        "6",
-        "--device",
-        "cpu",
-    ]
+    flags = small_study(pretrained, colour_split, per_class="4,2", draws="2")
     result = call_script("transfer.py", *flags)
     assert result.returncode == 0, result.stderr[-3000:]
     stem = out / "transfer"
@@ -104,28 +88,12 @@ def test_bad_inputs_exit_2_with_one_line(pretrained, colour_split, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def small_study(pretrained, data, out):
-    """The flags of a study small enough to run in seconds: one draw, 2 photos per class, 1 epoch."""
-    return [
-        "--checkpoint",
-        pretrained,
-        "--data",
-        data,
-        "--per-class",
-        "2",
-        "--draws",
-        "1",
-        "--epochs",
-        "1",
-        "--workers",
-        "0",
-        "--batch-size",
-        "6",
-        "--device",
-        "cpu",
-        "--out",
-        out,
-    ]
+def small_study(pretrained, data, out=None, per_class="2", draws="1"):
+    """The flags of a study small enough to run in seconds: by default one draw, 2 photos per
+    class, 1 epoch."""
+    flags = ["--checkpoint", pretrained, "--data", data, "--per-class", per_class, "--draws", draws]
+    flags += ["--epochs", "1", "--batch-size", "6", *ON_CPU]
+    return flags + (["--out", out] if out is not None else [])
 
 
 HARMFUL_OUTS = {  # --out, and what the one line says

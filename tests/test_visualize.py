@@ -314,6 +314,20 @@ def network_flags(command, checkpoint, tmp_path):
     return ["--checkpoint", checkpoint]
 
 
+def run_on(command, checkpoint, tmp_path, photos, *arguments):
+    """`command` over `photos`, its network made as `network_flags` says, into tmp_path/out."""
+    return call_script(
+        "visualize.py",
+        command,
+        *network_flags(command, checkpoint, tmp_path),
+        "--images",
+        photos,
+        "--out",
+        tmp_path / "out",
+        *arguments,
+    )
+
+
 @pytest.mark.parametrize("bad", list(BAD_PHOTOS))
 def test_top9_skips_a_photo_it_cannot_use_with_a_note(bad, checkpoint, tmp_path):
     photos = photos_with(tmp_path / "photos", bad)
@@ -365,15 +379,7 @@ def test_no_usable_photo_is_a_one_line_error(command, checkpoint, tmp_path, monk
     photos.mkdir()
     for name in ("bomb.png", "truncated.jpg", "loop.jpg"):
         BAD_PHOTOS[name][0](str(photos / name))
-    result = call_script(
-        "visualize.py",
-        command,
-        *network_flags(command, checkpoint, tmp_path),
-        "--images",
-        photos,
-        "--out",
-        tmp_path / "out",
-    )
+    result = run_on(command, checkpoint, tmp_path, photos)
     assert_one_line_error(result, f"none of the 3 photos in {photos} can be used (the first: {photos / 'bomb.png'}")
 
 
@@ -485,16 +491,7 @@ def test_map_counts_beyond_a_layer_are_refused_before_the_search(
     command, arguments, message, photos, checkpoint, tmp_path, monkeypatch
 ):
     monkeypatch.setattr(zfnet.top9, "usable_batches", None)  # the search must not start
-    result = call_script(
-        "visualize.py",
-        command,
-        *network_flags(command, checkpoint, tmp_path),
-        "--images",
-        photos,
-        "--out",
-        tmp_path / "out",
-        *arguments,
-    )
+    result = run_on(command, checkpoint, tmp_path, photos, *arguments)
     assert_one_line_error(result, message)
     assert not (tmp_path / "out").exists()
 
