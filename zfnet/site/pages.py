@@ -296,13 +296,18 @@ def mistakes(site):
     return rows
 
 
+def of_peak(values):
+    """Each of `values` over the largest; NaN (a class without photos) stays NaN."""
+    peak = max((v for v in values if not math.isnan(v)), default=0) or 1.0
+    return [v / peak for v in values]
+
+
 def class_heights(site, means):
     """(value, bar height in %, colour, class) per class, the tallest the largest mean."""
     values = means.tolist()
-    peak = max((v for v in values if not math.isnan(v)), default=0) or 1.0
     return [
-        (v, 0 if math.isnan(v) else max(2, round(100 * v / peak)), colour, name)
-        for v, colour, name in zip(values, site.colours, site.classes)
+        (v, 0 if math.isnan(share) else max(2, round(100 * share)), colour, name)
+        for v, share, colour, name in zip(values, of_peak(values), site.colours, site.classes)
     ]
 
 
@@ -326,10 +331,9 @@ def map_page(site, n, m):
     ]
     counts = torch.bincount(site.groups[images], minlength=len(site.classes)).tolist()
     means = site.means[n][m].tolist()
-    peak = max((v for v in means if not math.isnan(v)), default=0) or 1.0
     classes = [
-        (name, v, 0 if math.isnan(v) else v / peak, colour, c)
-        for name, v, colour, c in zip(site.classes, means, site.colours, counts)
+        (name, v, 0 if math.isnan(share) else share, colour, c)
+        for name, v, share, colour, c in zip(site.classes, means, of_peak(means), site.colours, counts)
     ]
     kernel = site.model.stage(n).conv.kernel_size[0]
     return render(
