@@ -92,14 +92,11 @@ def split_holder(dest):
 
 def scratch_folder(dest):
     """A new scratch folder in `dest` (its name carries this process's id), removed when its
-    `with` block ends, after removing those of split_data runs killed before they could
-    (kill -9, a power cut): each can hold a whole split. Only folders with split_data's own
-    prefix are touched, and only under the lock on `dest`."""
+    `with` block ends, made under the lock on `dest`. Those of runs killed before they could
+    remove theirs are gone already: every run starts with `check_request`, which finishes
+    or removes them."""
     lock_dest(dest)
     try:
-        for entry in os.scandir(dest):
-            if entry.name.startswith(SCRATCH_PREFIX) and entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
         return tempfile.TemporaryDirectory(dir=dest, prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
     except OSError as error:  # no permission to write there
         raise disk_trouble(dest, error) from None
