@@ -257,6 +257,8 @@ def test_bad_requests_raise_value_error():
     for request in ((0, 3, 0, 0, 0), (1, 1, 0, 0, 0), (0, 1, 48, 0, 0), (0, 1, 0, 110, 0), (0, 5, 0, -1, 0)):
         with pytest.raises(ValueError):
             project(model, images, [request])
+    with pytest.raises(ValueError, match="rule must be one of"):
+        project(model, images, [(0, 1, 0, 0, 0)], rule="deconv")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

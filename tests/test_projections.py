@@ -1,5 +1,5 @@
-"""Guided backpropagation and the input gradient (zfnet.projections) against Captum, and the
-deconvnet rule against zfnet.deconv.project.
+"""Guided backpropagation and the input gradient (zfnet.projections) against Captum, and each
+rule against zfnet.deconv.project's window loop.
 
 Tolerance: 1e-5 of the reference's largest magnitude, element by element, as in
 test_deconv.py (a gradient sums many products of both signs, so its near-zero pixels are
@@ -15,7 +15,7 @@ from captum.attr import GuidedBackprop, NeuronGradient, NeuronGuidedBackprop, Sa
 
 from tests.helpers import assert_close, tiny_network
 from zfnet.deconv import paste, project, receptive_fields
-from zfnet.projections import class_projections, neuron_projections
+from zfnet.projections import RULES, class_projections, neuron_projections
 
 NETWORKS = {"zfnet": {"input_size": 64}, "alexnet": {"input_size": 96, "arch": "alexnet"}}
 
@@ -72,17 +72,37 @@ def test_class_scores_equal_captums(setup, rule, method):
         assert_close(ours[image], reference)
 
 
-def test_the_deconvnet_rule_times_the_value_is_the_deconvnets_projection(setup):
+@pytest.mark.parametrize("rule", RULES)
+def test_each_rule_times_the_value_is_the_window_loops_projection(setup, rule):
     model, images = setup
     requests = strongest_requests(model, images)
     fields = receptive_fields(model)
-    ours = neuron_projections(model, images, requests, "deconvnet")
-    patches = project(model, images, requests)
+    ours = neuron_projections(model, images, requests, rule)
+    patches = project(model, images, requests, rule=rule, projections_per_pass=5)
+    units = project(model, images, requests, rule=rule, unit=True)
     with torch.no_grad():
         found = model.activations(images, model.conv_layers)
-    for (image, layer, channel, y, x), gradient, patch in zip(requests, ours, patches):
+    for (image, layer, channel, y, x), gradient, patch, unit in zip(requests, ours, patches, units):
         value = found[layer][image, channel, y, x]
+        assert value > 0
         assert_close(value * gradient, paste(patch, fields[layer].box(y, x), images.shape[-1]))
+        # A positive activation's own ReLU passes a signal of 1 by every rule.
+        assert_close(gradient, paste(unit, fields[layer].box(y, x), images.shape[-1]))
+
+
+def test_a_unit_projection_is_drawn_where_the_activation_is_off(setup):
+    """With `unit`, an activation that is zero still gets the pattern its rule draws: the
+    deconvnet's ignores the activation's own ReLU, so it is the same as when it is on."""
+    model, images = setup
+    with torch.no_grad():
+        maps = model.activations(images, [2])[2]
+    image, channel, y, x = (maps[:, :, 1:-1, 1:-1] == 0).nonzero()[0].tolist()
+    request = [(image, 2, channel, y + 1, x + 1)]
+    assert not project(model, images, request)[0].any()
+    (unit,) = project(model, images, request, unit=True)
+    reference = neuron_projections(model, images, request, "deconvnet")[0]
+    assert unit.any()
+    assert_close(paste(unit, receptive_fields(model)[2].box(y + 1, x + 1), images.shape[-1]), reference)
 
 
 def test_an_activations_gradient_lies_inside_its_receptive_field(setup):

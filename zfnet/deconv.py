@@ -11,10 +11,13 @@ transpose of the pooling's selection and adds up what lands on a shared switch
 (nn.MaxUnpool2d would keep only one of them).
 
 A projection equals the activation's value times its gradient with respect to the input image
-when each ReLU's backward pass is replaced by a ReLU of the incoming gradient.
+when each ReLU's backward pass is replaced by a ReLU of the incoming gradient. The same window
+loop computes the other two rules of zfnet.projections (`rule="guided"`: that ReLU times the
+forward pass's mask of positive activations; `rule="gradient"`: the plain gradient), value
+times their gradient, at the deconvnet's speed.
 
     fields = receptive_fields(model)                # {layer: ReceptiveField(size, stride, offset)}
-    patches = project(model, images, [(image, layer, map, y, x), ...])
+    patches = project(model, images, [(image, layer, map, y, x), ...])   # rule="deconvnet"
     # patches[i] (3, size, size): request i's projection inside fields[layer].box(y, x)
     full = paste(patches[i], fields[layer].box(y, x), images.shape[-1])   # (3, H, W)
     seen = crop(images[image], fields[layer].box(y, x))   # the image patch it sees
@@ -30,6 +33,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from zfnet.projections import RULES
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,13 @@ def paste(patch, box, image_size):
     full = patch.new_zeros(patch.shape[0], image_size, image_size)
     full[:, rows, cols] = patch[:, inner_rows, inner_cols]
     return full
+
+
+def inside(patch, box, image_size):
+    """The part of a patch from `project` that lies inside the image (what is outside is
+    padding, zero in every projection)."""
+    _, (inner_rows, inner_cols) = _overlap(box, image_size)
+    return patch[:, inner_rows, inner_cols]
 
 
 def crop(image, box):
@@ -170,6 +182,23 @@ def _unpool_places(side, kernel, step, channels, device):
     return inside, corner[:, :, None] + torch.arange(channels, device=device)
 
 
+def _window_rows(origin, side, image, height, width):
+    """The flat (image, row, column) places of side x side windows at `origin` (P, 2) of maps
+    height x width of the images `image` (P,), clamped to the maps: (P * side * side,)."""
+    steps = torch.arange(side, device=origin.device)
+    rows = (origin[:, 0, None] + steps).clamp(0, height - 1)
+    cols = (origin[:, 1, None] + steps).clamp(0, width - 1)
+    return ((image[:, None, None] * height + rows[:, :, None]) * width + cols[:, None, :]).flatten()
+
+
+def _positive_window(positive, origin, side, image):
+    """The forward pass's mask of positive activations, `positive` (N, h, w, C) bytes, in
+    side x side windows at `origin`: (P, C, side, side), in the signal's dtype."""
+    height, width, channels = positive.shape[1:]
+    mask = positive.view(-1, channels).index_select(0, _window_rows(origin, side, image, height, width))
+    return mask.view(len(origin), side, side, channels).permute(0, 3, 1, 2)
+
+
 def _unpool(signal, origin, codes, image, pool):
     """Unpool windows of a pooled map: each value goes to its pooling window's switch, and
     values whose windows share a switch add up. `codes` (N, h, w, C) are _switch_codes;
@@ -177,12 +206,9 @@ def _unpool(signal, origin, codes, image, pool):
     kernel, step, padding = pool
     count, channels, side = signal.shape[0], signal.shape[1], signal.shape[-1]
     height, width = codes.shape[1:3]
-    steps = torch.arange(side, device=signal.device)
-    rows = (origin[:, 0, None] + steps).clamp(0, height - 1)
-    cols = (origin[:, 1, None] + steps).clamp(0, width - 1)
     # Clamped positions hold zeros (see _zero_outside), so they may add to any valid place.
-    windows = (image[:, None, None] * height + rows[:, :, None]) * width + cols[:, None, :]
-    code = codes.view(-1, channels).index_select(0, windows.flatten()).long()
+    windows = _window_rows(origin, side, image, height, width)
+    code = codes.view(-1, channels).index_select(0, windows).long()
     inside, base = _unpool_places(side, kernel, step, channels, signal.device)
     places = inside[code].view(count, side, side, channels) + base
     out_side = (side - 1) * step + kernel
@@ -191,11 +217,11 @@ def _unpool(signal, origin, codes, image, pool):
     return unpooled.permute(0, 3, 1, 2), origin * step - padding
 
 
-def _project_layer(model, layer, image_side, forward, deconvs, image, channel, value, position):
+def _project_layer(model, layer, image_side, forward, deconvs, image, channel, value, position, rule):
     """Projections of the activations `value` (P,) of layer `layer`, maps `channel` (P,), at
     `position` (P, 2) of the images `image` (P,), indices into the batch that `forward`
-    ({layer: (maps, switch codes)}) ran on, `deconvs` ({layer: _transposed_conv}): (P, 3, s,
-    s), s the side of the layer's receptive field."""
+    ({layer: (maps, switch codes, positive mask)}) ran on, `deconvs` ({layer:
+    _transposed_conv}), by `rule`: (P, 3, s, s), s the side of the layer's receptive field."""
     conv = model.stage(layer).conv
     kernel, step, padding = _geometry(conv)
     # The transposed convolution of a map that is zero but for one activation is that
@@ -203,17 +229,28 @@ def _project_layer(model, layer, image_side, forward, deconvs, image, channel, v
     signal = value[:, None, None, None] * conv.weight[channel]
     origin = position * step - padding
     for lower in [n for n in model.conv_layers if n < layer][::-1]:
-        maps, codes = forward[lower]
-        if codes is None:
-            signal = _zero_outside(signal, origin, maps.shape[-1])
-        else:
-            signal = _zero_outside(signal, origin, codes.shape[1])
+        maps, codes, positive = forward[lower]
+        signal = _zero_outside(signal, origin, maps.shape[-1] if codes is None else codes.shape[1])
+        if positive is not None:
+            # Masking a pooled value masks its switch, where the forward pass had that value.
+            signal = signal * _positive_window(positive, origin, signal.shape[-1], image)
+        if codes is not None:
             signal, origin = _unpool(signal, origin, codes, image, _geometry(model.stage(lower).pool))
-        signal = F.relu_(signal)
+        if rule != "gradient":
+            signal = F.relu_(signal)
         signal = deconvs[lower](signal.contiguous(memory_format=torch.channels_last))
         _, step, padding = _geometry(model.stage(lower).conv)
         origin = origin * step - padding
     return _zero_outside(signal, origin, image_side)
+
+
+def _positive(maps, switches):
+    """Where a layer's output (its pooled maps when it pools, as `switches` pick them from
+    `maps`) is positive, as (N, h, w, C) bytes: the mask guided backpropagation and the
+    gradient apply on the way down."""
+    if switches is not None:
+        maps = maps.flatten(2).gather(2, switches.flatten(2)).view(switches.shape)
+    return (maps > 0).permute(0, 2, 3, 1).to(torch.uint8, memory_format=torch.contiguous_format)
 
 
 def _check(model, images, requests):
@@ -226,13 +263,18 @@ def _check(model, images, requests):
 
 
 @torch.no_grad()
-def project(model, images, requests, images_per_pass=16, projections_per_pass=64):
-    """Deconvnet projections of single activations.
+def project(model, images, requests, rule="deconvnet", unit=False, images_per_pass=16, projections_per_pass=64):
+    """Projections of single activations by `rule` (one of zfnet.projections.RULES; the
+    deconvnet is the paper's).
 
     `images` (N, 3, H, W) are network inputs; `requests` a sequence of
     `(image, layer, map, y, x)`. Returns a list with one (3, size, size) tensor per request,
     on the model's device: its projection inside `receptive_fields(model)[layer].box(y, x)`.
+    With `unit`, the projection of a signal of 1 at the activation's place instead of its
+    value: the picture's pattern whether the activation is on or off there.
     """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, not {rule!r}")
     requests = [tuple(int(value) for value in request) for request in requests]
     _check(model, images, requests)
     device = next(model.parameters()).device
@@ -247,11 +289,13 @@ def project(model, images, requests, images_per_pass=16, projections_per_pass=64
         upto = max(requests[i][1] for i in rows)
         forward = {}
         for n, maps, switches in model.stages_forward(batch, upto, with_switches=True):
-            codes = None
-            # The deepest layer's switches would only serve projections from layers above it.
+            codes = positive = None
+            # The deepest layer's switches and mask would only serve projections from layers above it.
             if switches is not None and n < upto:
                 codes = _switch_codes(switches, maps.shape[-1], _geometry(model.stage(n).pool))
-            forward[n] = maps, codes
+            if rule != "deconvnet" and n < upto:
+                positive = _positive(maps, switches)
+            forward[n] = maps, codes, positive
         for layer in sorted({requests[i][1] for i in rows}):
             of_layer = [i for i in rows if requests[i][1] == layer]
             for first in range(0, len(of_layer), projections_per_pass):
@@ -262,9 +306,9 @@ def project(model, images, requests, images_per_pass=16, projections_per_pass=64
                 maps = forward[layer][0]
                 if (y >= maps.shape[-2]).any() or (x >= maps.shape[-1]).any():
                     raise ValueError(f"a position lies outside layer {layer}'s {maps.shape[-1]}x{maps.shape[-1]} maps")
-                value = maps[image, channel, y, x]
+                value = torch.ones(len(part), device=device) if unit else maps[image, channel, y, x]
                 field = _project_layer(
-                    model, layer, batch.shape[-1], forward, deconvs, image, channel, value, torch.stack([y, x], 1)
+                    model, layer, batch.shape[-1], forward, deconvs, image, channel, value, torch.stack([y, x], 1), rule
                 )
                 for i, patch in zip(part, field):
                     patches[i] = patch
