@@ -140,12 +140,7 @@ class ZFNet(nn.Module):
 
     def _initialize_weights(self):
         for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0, 0.01)
-                nn.init.zeros_(module.bias)
+            initialize(module)
 
     def stage(self, n):
         """The module of layer `n` (1 to 7) as the paper counts them."""
@@ -205,6 +200,18 @@ class ZFNet(nn.Module):
         for n in wanted:
             self.stage(n)
         return {n: out for n, out, _ in self.stages_forward(x, max(wanted)) if n in wanted}
+
+
+def initialize(module, generator=None):
+    """Give a convolution or linear layer the network's initial weights (He-normal
+    convolutions, N(0, 0.01) linear layers, zero biases), drawn from `generator` (torch's
+    global one if None); any other module is left as it is."""
+    if isinstance(module, nn.Conv2d):
+        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu", generator=generator)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, 0, 0.01, generator=generator)
+        nn.init.zeros_(module.bias)
 
 
 def _pair_first(value):

@@ -1,20 +1,24 @@
 """What the layers of a trained ZFNet respond to: the paper's feature visualisations
-(Zeiler & Fergus 2014, figures 2, 4 and 6), made with the deconvnet in zfnet/deconv.py.
+(Zeiler & Fergus 2014, figures 2, 4 and 6), made with the deconvnet in zfnet/deconv.py, and
+how much of each projection is the trained network (sanity checks, Adebayo et al. 2018).
 
     python visualize.py top9                       # figure 2: layers 1-5, their 9 most active maps
-    python visualize.py top9 --layers 5 --maps 3,17,40 --images my_photos/
+    python visualize.py top9 --layers 5 --maps 3,17,40 --images my_photos/ --rule guided
     python visualize.py filters                    # figure 6: the layer-1 filters
     python visualize.py filters --checkpoint runs/alexnet/best.pth runs/zfnet/best.pth
     python visualize.py evolution                  # figure 4, from train.py --snapshot-epochs
+    python visualize.py sanity                     # does each rule's picture survive random weights?
 
 Writes into --out (default: visualize/ beside the checkpoint, or beside the snapshots folder):
 top9_layerN.png and top9.json (every patch's image, position, box and value); filters.png;
-evolution_layerN.png, evolution_change.png, evolution_change.csv and evolution_weights.csv.
+evolution_layerN.png, evolution_change.png, evolution_change.csv and evolution_weights.csv;
+sanity.png, sanity_example.png, sanity.csv and sanity.json.
 --out must be a new or empty folder, or one these commands wrote, outside --images. A photo that cannot be used
 (truncated, not an image, too large to decode safely, a broken link) is skipped with a note.
 """
 
 import argparse
+import functools
 import json
 import os
 
@@ -24,6 +28,8 @@ from zfnet.arguments import (
     add_map_search,
     add_max_images,
     add_out,
+    add_rule,
+    add_seed,
     chosen_count,
     out_folder,
     script_parser,
@@ -32,11 +38,10 @@ from zfnet.checkpoint import load_checkpoint
 from zfnet.deconv import project, receptive_fields
 from zfnet.errors import UserError, run_main
 from zfnet.files import atomic_write_text
-from zfnet.images import find_images
+from zfnet.images import find_images, unnormalize
 from zfnet.outputs import OutputFolder, require_outside
 from zfnet.runtime import pick_device
-from zfnet.studies import evolution, features
-from zfnet.tables import csv_text
+from zfnet.studies import evolution, features, sanity
 from zfnet.top9 import (
     chosen_layers,
     chosen_maps,
@@ -48,25 +53,8 @@ from zfnet.top9 import (
     usable_inputs,
 )
 
-# What the three commands write, into one folder by default.
-OUTPUTS = features.OUTPUTS + evolution.OUTPUTS
-
-TOP9 = """Figure 2: for each chosen layer's most active maps (or the maps named), the 9 strongest
-activations over the photos (one running top 9 per map, so memory does not grow with the
-photos), each projected alone to pixel space beside the image patch it sees.
-
-Writes top9_layerN.png and top9.json: every patch's image, position in the feature map, box
-([left, top, right, bottom] in the photo resized to the input size) and value."""
-FILTERS = """Figure 6: the layer-1 filters of one checkpoint, or of two side by side.
-
-Writes filters.png."""
-EVOLUTION = """Figure 4: how features develop during training, from the snapshots train.py
---snapshot-epochs saved. For each chosen layer's maps (by default the most active at the last
-snapshot), the projection of its strongest activation at every snapshot; and how much each
-layer's projections still change from one snapshot to the next, measured at the place of the
-last snapshot's strongest activation (1 - cosine similarity).
-
-Writes evolution_layerN.png, evolution_change.png, evolution_change.csv and evolution_weights.csv."""
+# What the four commands write, into one folder by default.
+OUTPUTS = features.OUTPUTS + evolution.OUTPUTS + sanity.OUTPUTS
 
 
 def claim_out(args, beside, inputs, images=None):
@@ -78,33 +66,52 @@ def claim_out(args, beside, inputs, images=None):
     return OutputFolder.claim(folder, inputs=inputs, outputs=OUTPUTS)
 
 
-def top9(args):
+def searched(args, outputs):
+    """The checkpoint's network, its preprocessing, the claimed output folder, the photos
+    used, and per chosen layer its strongest activations and the maps to show. The files
+    `outputs(layers)` names are checked before the search (none may be an input)."""
     device = pick_device(args.device)
     model, checkpoint = load_checkpoint(args.checkpoint, device)
-    preprocess = checkpoint["preprocess"]
     layers = chosen_layers(model, args.layers, args.checkpoint)
     require_maps(model, layers, args.maps, args.maps_per_layer)
     paths = find_images(args.images)
     out = claim_out(args, args.checkpoint, [args.checkpoint, args.images, *paths], images=args.images)
-    figures = {layer: out.path(f"top9_layer{layer}.png") for layer in layers}
-    index_path = out.path("top9.json")
+    list(map(out.path, outputs(layers)))  # raises now, before the search, if one is an input
     kept, skipped = [], []
-    best = strongest_activations(
-        model, usable_batches(paths, preprocess, args.batch_size, "finding top 9", kept, skipped), layers, device
-    )
+    batches = usable_batches(paths, checkpoint["preprocess"], args.batch_size, "finding top 9", kept, skipped)
+    best = strongest_activations(model, batches, layers, device)
     require_usable(kept, skipped, args.images)
+    maps = {layer: chosen_maps(args.maps, best[layer][0], chosen_count(args)) for layer in layers}
+    return model, checkpoint["preprocess"], out, kept, best, maps
+
+
+def top9(args):
+    model, preprocess, out, kept, best, maps = searched(args, features.top9_outputs)
     fields = receptive_fields(model)
     index = []
-    for layer in layers:
-        maps = chosen_maps(args.maps, best[layer][0], chosen_count(args))
-        shown, entries = features.top9(model, preprocess, kept, layer, best[layer], fields[layer], maps)
+    for layer, chosen in maps.items():
+        figure = out.path(f"top9_layer{layer}.png")
+        shown, entries = features.top9(model, preprocess, kept, layer, best[layer], fields[layer], chosen, args.rule)
         first, shared = layer == model.conv_layers[0], args.stretch == "shared"
-        features.plot_top9(shown, maps, layer, fields[layer], first, shared, figures[layer])
-        print(f"wrote {figures[layer]}")
+        features.plot_top9(shown, chosen, layer, fields[layer], first, shared, figure, args.rule)
+        print(f"wrote {figure}")
         index += entries
-    summary = features.summary(args.checkpoint, args.images, preprocess, fields, layers, index)
-    atomic_write_text(index_path, json.dumps(summary, indent=1) + "\n")
-    print(f"wrote {index_path}")
+    summary = features.summary(args.checkpoint, args.images, preprocess, fields, list(maps), index, args.rule)
+    atomic_write_text(out.path("top9.json"), json.dumps(summary, indent=1) + "\n")
+    print(f"wrote {out.path('top9.json')}")
+
+
+def check(args):
+    model, preprocess, out, kept, best, maps = searched(args, lambda layers: sanity.OUTPUTS)
+    ranked = [r for layer, chosen in maps.items() for r in features.strongest_requests(best[layer], layer, chosen)]
+    inputs, requests = features.needed_inputs(kept, preprocess, ranked, "decoding images")
+    photos = [kept[image] for image in sorted({request[0] for request in ranked})]  # as needed_inputs orders them
+    pictures = unnormalize(inputs, preprocess["mean"], preprocess["std"])
+    example = next(i for i, request in enumerate(requests) if request[1] == max(maps))  # the deepest layer's first
+    found = sanity.measure(model, inputs, pictures, requests, seed=args.seed, example=example)
+    report = sanity.summary(args.checkpoint, args.images, args.seed, found, photos)
+    outputs = [out.path(name) for name in sanity.OUTPUTS]
+    print("\n".join(sanity.write(found, report, outputs, os.path.relpath(photos[requests[example][0]]))))
 
 
 def filters(args):
@@ -119,39 +126,25 @@ def evolve(args):
     device = pick_device(args.device)
     snapshot_files = evolution.snapshot_files(args.snapshots, required=True)
     snapshots, preprocess = evolution.load_snapshots(snapshot_files, args.snapshots, device)
-    epochs = [epoch for epoch, _ in snapshots]
     final = snapshots[-1][1]
     layers = chosen_layers(final, args.layers, args.snapshots)
     require_maps(final, layers, args.maps, args.maps_per_layer)
     paths = find_images(args.images)
     paths = [paths[i] for i in spread_evenly(len(paths), args.max_images)]  # every class folder
-    out = claim_out(
-        args,
-        os.path.normpath(args.snapshots),
-        [args.snapshots, *snapshot_files, args.images, *paths],
-        images=args.images,
-    )
-    figures = {layer: out.path(f"evolution_layer{layer}.png") for layer in layers}
-    change_figure, change_table = out.path("evolution_change.png"), out.path("evolution_change.csv")
-    weights_table = out.path("evolution_weights.csv")
+    sources = [args.snapshots, *snapshot_files, args.images, *paths]
+    out = claim_out(args, os.path.normpath(args.snapshots), sources, images=args.images)
+    outputs = {name: out.path(name) for name in evolution.output_names(layers)}
     paths, inputs = usable_inputs(paths, preprocess, args.batch_size, "decoding images", args.images)
     strongest = evolution.strongest_places(snapshots, inputs, layers, args.batch_size)
-    maps = {layer: chosen_maps(args.maps, strongest[epochs[-1]][layer][0], chosen_count(args)) for layer in layers}
+    maps = {
+        layer: chosen_maps(args.maps, strongest[snapshots[-1][0]][layer][0], chosen_count(args)) for layer in layers
+    }
     # Each map's strongest activation at each epoch, for the figure; and its activation at the
     # final epoch's strongest place, a fixed point to measure how it still changes.
-    traced = evolution.trace(snapshots, inputs, strongest, maps, project, anchored=True)
-    rows, changes = evolution.report(traced, maps, epochs, paths)
-    for layer in layers:
-        title = f"layer {layer}: strongest activation per epoch"
-        evolution.plot(traced[layer][1], maps[layer], epochs, figures[layer], title)
-        print(f"wrote {figures[layer]}")
-
-    drift = evolution.weight_drift(snapshots, layers)
-    evolution.plot_changes(changes, drift, epochs, change_figure)
-    atomic_write_text(change_table, csv_text(rows))
-    atomic_write_text(weights_table, csv_text(drift))
-    print("\n".join(evolution.drift_lines(drift, epochs)))
-    print(f"wrote {change_figure}, {change_table} and {weights_table}")
+    by_rule = functools.partial(project, rule=args.rule)
+    traced = evolution.trace(snapshots, inputs, strongest, maps, by_rule, anchored=True)
+    title = f"strongest activation per epoch, projected by the {features.RULE_NAMES[args.rule]}"
+    print("\n".join(evolution.write(snapshots, traced, maps, paths, title, outputs)))
 
 
 def add_command(commands, name, description, summary, run):
@@ -165,7 +158,7 @@ def add_command(commands, name, description, summary, run):
 def parse_args(argv=None):
     parser = script_parser(__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    top = add_command(commands, "top9", TOP9, "figure 2: the 9 strongest activations of each map, projected", top9)
+    top = add_command(commands, "top9", features.TOP9_COMMAND, "figure 2: each map's 9 strongest, projected", top9)
     add_checkpoint(top)
     add_map_search(top, maps_per_layer=9)
     top.add_argument(
@@ -176,17 +169,24 @@ def parse_args(argv=None):
         "weak ones are legible too; shared: one scale for a map's nine, so that their strengths "
         "compare (default: %(default)s)",
     )
+    add_rule(top)
     add_out(top)
-    weights = add_command(commands, "filters", FILTERS, "figure 6: the layer-1 filters", filters)
+    weights = add_command(commands, "filters", features.FILTERS_COMMAND, "figure 6: the layer-1 filters", filters)
     add_checkpoint(weights, nargs="+", help="one checkpoint, or two to draw side by side")
     add_out(weights, beside="the first checkpoint")
-    history = add_command(commands, "evolution", EVOLUTION, "figure 4: features across training snapshots", evolve)
+    history = add_command(commands, "evolution", evolution.COMMAND, "figure 4: features across snapshots", evolve)
     history.add_argument(
         "--snapshots", default=f"{DEFAULT_RUN}/snapshots", help="train.py's snapshot folder (default: %(default)s)"
     )
     add_map_search(history, maps_per_layer=4)
     add_max_images(history, default=400)
+    add_rule(history)
     add_out(history, beside="the snapshots folder")
+    checks = add_command(commands, "sanity", sanity.COMMAND, "how much of each projection is the network", check)
+    add_checkpoint(checks)
+    add_map_search(checks, maps_per_layer=9)
+    add_seed(checks, what="the re-initialised weights")
+    add_out(checks)
     return parser.parse_args(argv)
 
 

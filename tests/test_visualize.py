@@ -14,6 +14,7 @@ import zfnet.top9
 from tests.helpers import (
     PREPROCESS,
     ROOT,
+    assert_close,
     assert_one_line_error,
     assert_picture,
     call_script,
@@ -28,8 +29,9 @@ from tests.helpers import (
     write_tied_photos,
 )
 from zfnet.checkpoint import load_checkpoint
-from zfnet.deconv import receptive_fields
+from zfnet.deconv import crop, receptive_fields
 from zfnet.images import load_input
+from zfnet.projections import neuron_projections
 from zfnet.spectra import noise_smoothness, smoothness
 
 
@@ -255,11 +257,14 @@ def test_errors_exit_2_with_one_line(arguments, tmp_path):
     assert not result.stdout
 
 
-@pytest.mark.parametrize("command, maps_per_layer", [("top9", 9), ("evolution", 4), ("filters", None)])
-def test_every_command_describes_itself_and_shows_its_defaults(command, maps_per_layer):
+@pytest.mark.parametrize(
+    "command, maps_per_layer, opening",
+    [("top9", 9, "Figure 2"), ("evolution", 4, "Figure 4"), ("filters", None, "Figure 6"), ("sanity", 9, "Sanity")],
+)
+def test_every_command_describes_itself_and_shows_its_defaults(command, maps_per_layer, opening):
     result = call_script("visualize.py", command, "--help")
     assert result.returncode == 0
-    assert result.stdout.split("\n\n")[1].startswith("Figure ")  # the command's own description
+    assert result.stdout.split("\n\n")[1].startswith(opening)  # the command's own description
     assert flags_without_defaults(result.stdout) == []
     assert "--top-maps" not in result.stdout
     if maps_per_layer:
@@ -508,3 +513,99 @@ def test_a_layer_or_map_named_twice_is_shown_once(photos, checkpoint, tmp_path):
     )
     patches = json.loads((tmp_path / "top9.json").read_text())["patches"]
     assert len(patches) == 7 and {entry["map"] for entry in patches} == {2}
+
+
+# The rule as a choice, and the sanity checks.
+
+
+def recorded(monkeypatch, module, name):
+    """Calls of `module.name` recorded (their arguments) while they still run."""
+    calls, original = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *args, **kwargs: calls.append(args) or original(*args, **kwargs))
+    return calls
+
+
+@pytest.mark.parametrize("rule", ["guided", "gradient"])
+def test_top9_by_a_rule_draws_what_zfnet_projections_gives(rule, photos, checkpoint, tmp_path, monkeypatch):
+    import zfnet.studies.features as features
+
+    drawn = recorded(monkeypatch, features, "plot_top9")
+    flags = ("--layers", "2,4", "--maps-per-layer", "2", "--rule", rule, "--out", tmp_path, "--device", "cpu")
+    visualize("top9", "--checkpoint", checkpoint, "--images", photos, *flags)
+    model, _ = load_checkpoint(checkpoint)
+    fields = receptive_fields(model)
+    patches = json.loads((tmp_path / "top9.json").read_text())["patches"]
+    assert json.loads((tmp_path / "top9.json").read_text())["rule"] == rule
+    for (shown, maps, layer, *_), figure_rule in zip(drawn, [call[-1] for call in drawn]):
+        assert figure_rule == rule
+        for (projections, _), m in zip(shown, maps):
+            entries = [entry for entry in patches if entry["layer"] == layer and entry["map"] == m]
+            for projection, entry in zip(projections, entries):
+                x = load_input(entry["image"], PREPROCESS)[None]
+                (gradient,) = neuron_projections(model, x, [(0, layer, m, entry["y"], entry["x"])], rule)
+                expected = crop(entry["value"] * gradient, fields[layer].box(entry["y"], entry["x"]))
+                assert_close(projection, expected)
+
+
+def test_evolution_by_a_rule_traces_what_zfnet_projections_gives(photos, tmp_path, monkeypatch):
+    import zfnet.studies.evolution as evolution
+
+    snapshots = snapshots_of(tmp_path / "snapshots")
+    drawn = recorded(monkeypatch, evolution, "plot")
+    flags = ("--layers", "3", "--maps-per-layer", "2", "--rule", "guided", "--out", tmp_path / "out")
+    visualize("evolution", "--snapshots", snapshots, "--images", photos, *flags)
+    with open(tmp_path / "out" / "evolution_change.csv") as file:
+        rows = list(csv.DictReader(file))
+    fields = receptive_fields(tiny_network(seed=1))
+    ((projections, maps, epochs, _, title),) = drawn
+    assert "guided backpropagation" in title and epochs == [1, 2]
+    for i, m in enumerate(maps):
+        for s, epoch in enumerate(epochs):
+            row = next(row for row in rows if row["map"] == str(m) and row["epoch"] == str(epoch))
+            model = tiny_network(seed=epoch)
+            y, x = int(row["y"]), int(row["x"])
+            inputs = load_input(row["strongest_image"], PREPROCESS)[None]
+            (gradient,) = neuron_projections(model, inputs, [(0, 3, m, y, x)], "guided")
+            expected = crop(float(row["strongest_value"]) * gradient, fields[3].box(y, x))
+            assert_close(projections[i][s], expected)
+
+
+def test_sanity_writes_its_verdicts_tables_and_figures(photos, checkpoint, tmp_path):
+    flags = ("--layers", "1,3,5", "--maps-per-layer", "2", "--out", tmp_path, "--device", "cpu")
+    result = visualize("sanity", "--checkpoint", checkpoint, "--images", photos, *flags)
+    report = json.loads((tmp_path / "sanity.json").read_text())
+    assert report["steps"][0] == "classifier" and report["steps"][-1] == "layer 1"
+    assert set(report["verdicts"]) == {"deconvnet", "guided", "gradient"}
+    assert set(report["recommended"]) == {"1", "3", "5"}
+    assert len(report["activations"]) == 3 * 2 * 7  # layers x maps x (9 strongest of only 7 photos)
+    with open(tmp_path / "sanity.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 3 * 3 * len(report["steps"])
+    for rule, verdicts in report["verdicts"].items():
+        for layer, sentence in verdicts.items():
+            assert sentence in result.stdout
+            last = next(
+                r for r in rows if (r["rule"], r["layer"], r["reinitialised_down_to"]) == (rule, layer, "layer 1")
+            )
+            assert sentence.startswith(f"layer {layer}, {rule}: {float(last['spearman_mean']):.2f} of the picture")
+    # The steps above a layer leave its pictures as they were.
+    for row in rows:
+        if int(row["layer"]) < 5 and row["reinitialised_down_to"] in ("classifier", "layer 7", "layer 6", "layer 5"):
+            assert float(row["spearman_mean"]) == pytest.approx(1.0)
+    assert_picture(tmp_path / "sanity.png", (800, 500))
+    assert_picture(tmp_path / "sanity_example.png", (500, 200))
+
+
+@pytest.mark.parametrize("command", ["top9", "evolution"])
+def test_an_unknown_rule_is_one_line(command, photos, checkpoint, tmp_path):
+    process = run_on(command, checkpoint, tmp_path, photos, "--rule", "deconv")
+    assert_one_line_error(process, "argument --rule: invalid choice: 'deconv'")
+    assert not (tmp_path / "out").exists()
+
+
+def test_top9_tiles_are_at_least_as_large_as_the_patches(photos, checkpoint, tmp_path):
+    visualize("top9", "--checkpoint", checkpoint, "--images", photos, "--layers", "5", "--out", tmp_path)
+    with Image.open(tmp_path / "top9_layer5.png") as figure:
+        width, height = figure.size
+    # Three panels a row, each two 3x3 grids of 139-pixel tiles side by side; three rows.
+    assert width >= 3 * 2 * 3 * 139 and height >= 3 * 3 * 139

@@ -17,6 +17,8 @@ Every script parses its command line into `args`.
 import argparse
 import os
 
+from zfnet.projections import RULES
+
 DEFAULT_RUN = "runs/zfnet"
 DEFAULT_CHECKPOINT = f"{DEFAULT_RUN}/best.pth"
 DEFAULT_DATA = "flower_data"
@@ -85,6 +87,18 @@ def add_seed(parser, what="the random choices"):
     parser.add_argument("--seed", default=0, type=int, help=f"seed of {what} (default: %(default)s)")
 
 
+def add_rule(parser):
+    """--rule: how a projection passes each ReLU on its way down (zfnet.projections)."""
+    parser.add_argument(
+        "--rule",
+        default="deconvnet",
+        choices=RULES,
+        help="deconvnet: the paper's (relu of the signal); guided: guided backpropagation (also the forward "
+        "pass's mask); gradient: the plain gradient. visualize.py sanity measures how much of each is the "
+        "trained network (default: %(default)s)",
+    )
+
+
 def out_folder(args, tool, beside=None):
     """`args.out`, or `<folder of beside (default: args.checkpoint)>/<tool>`."""
     if args.out:
@@ -99,6 +113,14 @@ def int_list(text):
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def positive_ints(text):
+    """`--flag 25,50,112` as [25, 50, 112], each at least 1, at least one of them."""
+    values = int_list(text)
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected one or more whole numbers, got {text!r}")
+    return [positive_int(str(value)) for value in values]
 
 
 def positive_int(text):

@@ -22,9 +22,19 @@ from torchvision.utils import make_grid
 from zfnet.checkpoint import load_checkpoint
 from zfnet.errors import UserError
 from zfnet.figures import caption, plt, save_figure, stretched
+from zfnet.files import atomic_write_text
+from zfnet.tables import csv_text
 from zfnet.top9 import strongest_activations, tensor_batches
 
 OUTPUTS = ("evolution_layer*.png", "evolution_change.png", "evolution_change.csv", "evolution_weights.csv")
+
+COMMAND = """Figure 4: how features develop during training, from the snapshots train.py
+--snapshot-epochs saved. For each chosen layer's maps (by default the most active at the last
+snapshot), the projection of its strongest activation at every snapshot; and how much each
+layer's projections still change from one snapshot to the next, measured at the place of the
+last snapshot's strongest activation (1 - cosine similarity).
+
+Writes evolution_layerN.png, evolution_change.png, evolution_change.csv and evolution_weights.csv."""
 
 
 def snapshot_files(folder, required=False):
@@ -236,3 +246,29 @@ def plot_changes(changes, drift, epochs, path):
         "from its start too. Snapshot epoch 0 (train.py --snapshot-epochs 0,...) is the initial weights.",
     )
     save_figure(figure, path)
+
+
+def output_names(layers):
+    """The files `write` writes for `layers`: a figure per layer, then the change figure and
+    the two tables."""
+    return [f"evolution_layer{layer}.png" for layer in layers] + list(OUTPUTS[1:])
+
+
+def write(snapshots, traced, maps, paths, title, outputs):
+    """Write the figures and tables of `trace(..., anchored=True)` over the photos `paths`
+    into `outputs` ({name in output_names: path}), each layer's figure titled "layer N:
+    `title`". Returns the lines to print: how far the weights moved, and what was written."""
+    epochs = [epoch for epoch, _ in snapshots]
+    rows, changes = report(traced, maps, epochs, paths)
+    lines = []
+    for layer in traced:
+        figure = outputs[f"evolution_layer{layer}.png"]
+        plot(traced[layer][1], maps[layer], epochs, figure, f"layer {layer}: {title}")
+        lines.append(f"wrote {figure}")
+    drift = weight_drift(snapshots, list(traced))
+    names = OUTPUTS[1:]
+    change_figure, change_table, weights_table = (outputs[name] for name in names)
+    plot_changes(changes, drift, epochs, change_figure)
+    atomic_write_text(change_table, csv_text(rows))
+    atomic_write_text(weights_table, csv_text(drift))
+    return lines + drift_lines(drift, epochs) + [f"wrote {change_figure}, {change_table} and {weights_table}"]

@@ -2,8 +2,9 @@
 filters.
 
 - `top9`: for one layer's chosen maps, the 9 strongest activations over the photos (found by
-  zfnet.top9.strongest_activations), each projected alone to pixel space by the deconvnet,
-  beside the image patch it sees; `plot_top9` draws them, `summary` is top9.json.
+  zfnet.top9.strongest_activations), each projected alone to pixel space by the deconvnet
+  (or another rule of zfnet.projections), beside the image patch it sees; `plot_top9`
+  draws them, `summary` is top9.json.
 - `plot_filters`: the layer-1 filters of one checkpoint or two side by side, as learned and
   with each filter's mean colour removed, with their smoothness against white noise's.
 
@@ -25,24 +26,55 @@ from zfnet.top9 import pil_box
 
 OUTPUTS = ("top9_layer*.png", "top9.json", "filters.png")
 
+TOP9_COMMAND = """Figure 2: for each chosen layer's most active maps (or the maps named), the 9 strongest
+activations over the photos (one running top 9 per map, so memory does not grow with the
+photos), each projected alone to pixel space beside the image patch it sees.
 
-def top9(model, preprocess, paths, layer, best, field, maps):
-    """Project the strongest activations of `maps` of `layer` (`best` is that layer's entry
-    of strongest_activations over the photos `paths`). Returns `(shown, index)`: for each
-    map, `(projections, patches)`, both (9, 3, size, size); and the index entries of every
-    patch (image, position, box in the input, value)."""
-    values, images, ys, xs = best
-    ranked = [(m, rank) for m in maps for rank in range(images.shape[1])]
-    needed = sorted({images[m, rank].item() for m, rank in ranked})
-    inputs = torch.stack([load_input(paths[i], preprocess) for i in tqdm(needed, desc=f"layer {layer} images")])
-    requests = [
-        (needed.index(images[m, rank].item()), layer, m, ys[m, rank].item(), xs[m, rank].item()) for m, rank in ranked
+Writes top9_layerN.png and top9.json: every patch's image, position in the feature map, box
+([left, top, right, bottom] in the photo resized to the input size) and value."""
+FILTERS_COMMAND = """Figure 6: the layer-1 filters of one checkpoint, or of two side by side.
+
+Writes filters.png."""
+
+
+def top9_outputs(layers):
+    """The files visualize.py top9 writes for `layers`."""
+    return ["top9.json", *(f"top9_layer{layer}.png" for layer in layers)]
+
+
+def strongest_requests(best, layer, maps):
+    """Projection requests `(image, layer, map, y, x)` of the strongest activations of `maps`
+    of `layer` (`best` is that layer's entry of strongest_activations), a map's strongest
+    first; image indexes the photos searched."""
+    _, images, ys, xs = best
+    return [
+        (images[m, r].item(), layer, m, ys[m, r].item(), xs[m, r].item()) for m in maps for r in range(images.shape[1])
     ]
-    projections = [patch.cpu() for patch in project(model, inputs, requests)]
+
+
+def needed_inputs(paths, preprocess, requests, desc):
+    """`(inputs, requests)`: the network inputs of only the photos `requests` name, and the
+    requests with their image indices into those inputs."""
+    needed = sorted({request[0] for request in requests})
+    place = {image: i for i, image in enumerate(needed)}
+    inputs = torch.stack([load_input(paths[i], preprocess) for i in tqdm(needed, desc=desc)])
+    return inputs, [(place[image], *rest) for image, *rest in requests]
+
+
+def top9(model, preprocess, paths, layer, best, field, maps, rule="deconvnet"):
+    """Project by `rule` the strongest activations of `maps` of `layer` (`best` is that
+    layer's entry of strongest_activations over the photos `paths`). Returns `(shown,
+    index)`: for each map, `(projections, patches)`, both (9, 3, size, size); and the index
+    entries of every patch (image, position, box in the input, value)."""
+    values, images, _, _ = best
+    ranked = strongest_requests(best, layer, maps)
+    inputs, requests = needed_inputs(paths, preprocess, ranked, f"layer {layer} images")
+    projections = [patch.cpu() for patch in project(model, inputs, requests, rule=rule)]
     pictures = unnormalize(inputs, preprocess["mean"], preprocess["std"])
     shown, index = [], []
-    for m in maps:
-        mine = [i for i, (ranked_map, _) in enumerate(ranked) if ranked_map == m]
+    per_map = images.shape[1]
+    for k, m in enumerate(maps):
+        mine = range(k * per_map, (k + 1) * per_map)
         boxes = [field.box(*requests[i][3:]) for i in mine]
         shown.append(
             (
@@ -50,14 +82,13 @@ def top9(model, preprocess, paths, layer, best, field, maps):
                 torch.stack([crop(pictures[requests[i][0]], box) for i, box in zip(mine, boxes)]),
             )
         )
-        for i, box in zip(mine, boxes):
-            rank = ranked[i][1]
+        for rank, (i, box) in enumerate(zip(mine, boxes)):
             index.append(
                 {
                     "layer": layer,
                     "map": m,
                     "rank": rank + 1,
-                    "image": paths[images[m, rank].item()],
+                    "image": paths[ranked[i][0]],
                     "y": requests[i][3],
                     "x": requests[i][4],
                     "box": pil_box(box),
@@ -78,16 +109,29 @@ def block(projections, patches, shared_scale=False):
     return torch.cat([left, gap, right], 2)
 
 
-def plot_top9(shown, maps, layer, field, first_layer, shared_scale, path):
-    """Figure 2 for one layer: a panel per map of `top9`'s `shown`, three panels a row."""
+RULE_NAMES = {"deconvnet": "deconvnet", "guided": "guided backpropagation", "gradient": "gradient"}
+# Tiles are drawn at least this many pixels wide (the patch's own size when larger), so that
+# a 7-pixel layer-1 patch is not a dot and a 139-pixel layer-5 patch keeps its every pixel.
+SMALLEST_TILE = 64
+DPI = 120
+
+
+def plot_top9(shown, maps, layer, field, first_layer, shared_scale, path, rule="deconvnet"):
+    """Figure 2 for one layer: a panel per map of `top9`'s `shown`, three panels a row, every
+    tile at least as many pixels as the patch it shows."""
     panels = [block(projections, patches, shared_scale) for projections, patches in shown]
     columns = min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 1.9 * rows + 0.5), squeeze=False)
+    zoom = max(1.0, SMALLEST_TILE / field.size)
+    height, width = (side * zoom / DPI for side in panels[0].shape[1:])
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(width * columns * 1.04, (height + 0.3) * rows + 0.9), squeeze=False
+    )
+    figure.subplots_adjust(left=0, right=1, bottom=0, top=1 - 0.9 / ((height + 0.3) * rows + 0.9), wspace=0.04)
     for axis in axes.flat:
         axis.axis("off")
     for axis, panel, m in zip(axes.flat, panels, maps):
-        axis.imshow(panel.permute(1, 2, 0).numpy())
+        axis.imshow(panel.permute(1, 2, 0).numpy(), interpolation="nearest")
         axis.set_title(f"map {m}", fontsize=9)
     stretch = (
         "each map's projections stretched by one scale, their 99th-percentile magnitude around grey"
@@ -96,16 +140,17 @@ def plot_top9(shown, maps, layer, field, first_layer, shared_scale, path):
     )
     alike = "; layer 1's projections are the map's filter times each activation, so they look alike"
     figure.suptitle(
-        f"layer {layer}: strongest activations, projected (left) and their "
+        f"layer {layer}: strongest activations, projected by the {RULE_NAMES[rule]} (left) and their "
         f"{field.size}x{field.size} image patches (right)\n{stretch}{alike if first_layer else ''}"
     )
-    save_figure(figure, path)
+    save_figure(figure, path, dpi=DPI)
 
 
-def summary(checkpoint, images, preprocess, fields, layers, index):
+def summary(checkpoint, images, preprocess, fields, layers, index, rule="deconvnet"):
     """top9.json: every patch's image, position in the feature map, box and value."""
     return {
         "checkpoint": checkpoint,
+        "rule": rule,
         "images": images,
         "input_size": preprocess["input_size"],
         "box": "left, top, right, bottom in the image resized to input_size x input_size",
