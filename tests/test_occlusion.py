@@ -1,6 +1,7 @@
 """occlusion.py, run as a user runs it: the maps and figures it writes, its options, and
 its errors."""
 
+import csv
 import os
 
 import matplotlib.figure
@@ -262,3 +263,65 @@ def test_sizes_strides_and_counts_that_make_no_sense_are_refused_before_any_work
     process = call_script("occlusion.py", in_class, "--checkpoint", checkpoint, *arguments, "--out", tmp_path / "out")
     assert_one_line_error(process, message)
     assert not (tmp_path / "out").exists()
+
+
+def test_several_sizes_write_a_figure_and_maps_each(setup, tmp_path):
+    checkpoint, in_class, _ = setup
+    result = call_script("occlusion.py", in_class, "--checkpoint", checkpoint, "--size", "16,32", "--stride", "16",
+                         "--out", tmp_path / "out")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for size in (16, 32):
+        assert_picture(tmp_path / "out" / f"a-{size}px.png", (600, 150))
+        with np.load(tmp_path / "out" / f"a-{size}px.npz") as maps:
+            assert int(maps["size"]) == size
+        assert f"{size}-pixel square" in result.stdout
+
+
+def class_folder(folder, count):
+    for index in range(count):
+        write_photo(folder / CLASSES[index % 3] / f"{index}.jpg", seed=index)
+    return folder
+
+
+def test_the_summary_over_a_folder_writes_its_tables_and_figure(setup, tmp_path):
+    checkpoint, _, _ = setup
+    photos = class_folder(tmp_path / "val", 5)
+    out = tmp_path / "out"
+    flags = ("--summary", photos, "--checkpoint", checkpoint, "--size", "16,32", "--stride", "16", "--out", out)
+    result = call_script("occlusion.py", *flags)
+    assert result.returncode == 0, result.stderr
+    with open(out / "occlusion_summary.csv") as file:
+        table = list(csv.DictReader(file))
+    with open(out / "occlusion_photos.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["size"] for row in table] == ["16", "32"] and {row["photos"] for row in table} == {"5"}
+    assert len(rows) == 10 and {row["class"] for row in rows} == set(CLASSES)
+    for row in rows:
+        assert float(row["most_damaging"]) <= float(row["random"]) + 1e-9
+        assert row["most_damaging_prediction"] in CLASSES
+    fifty = [float(row["most_damaging"]) for row in rows if row["size"] == "32"]
+    assert float(table[1]["most_damaging_mean"]) == pytest.approx(sum(fifty) / 5, abs=1e-4)
+    assert_picture(out / "occlusion_summary.png", (600, 250))
+    assert "32-pixel square, P(class) over 5 photos: unoccluded" in result.stdout
+    assert "most hurt by a 32-pixel square: " in result.stdout
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--summary", "EMPTY", "--size", "16"], "no photos in"),
+        (["--summary", "ONE", "--size", "16"], "a summary needs at least 2 photos (it has 1)"),
+        (["--summary", "ONE"], "a 112-pixel square is larger than the 64-pixel input"),
+        (["--summary", "ONE", "PHOTO"], "give photo files or --summary FOLDER, not both"),
+        ([], "give photo files or --summary FOLDER"),
+        (["PHOTO", "--size", "16,0"], "--size: must be at least 1"),
+    ],
+)
+def test_summary_input_that_makes_no_sense_is_one_line(setup, tmp_path, arguments, message):
+    checkpoint, in_class, _ = setup
+    os.makedirs(tmp_path / "empty")
+    replace = {"EMPTY": tmp_path / "empty", "ONE": class_folder(tmp_path / "one", 1), "PHOTO": in_class}
+    arguments = [replace.get(argument, argument) for argument in arguments]
+    process = call_script("occlusion.py", *arguments, "--checkpoint", checkpoint, "--out", tmp_path / "out")
+    assert_one_line_error(process, message)
+    assert not (tmp_path / "out" / "occlusion_summary.csv").exists()

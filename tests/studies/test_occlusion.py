@@ -12,6 +12,8 @@ from tests.helpers import CLASSES, PREPROCESS, record_figure_texts, tiny_network
 from zfnet.errors import UserError
 from zfnet.outputs import OutputFolder
 from zfnet.studies.occlusion import (
+    SUMMARY_OUTPUTS,
+    damage,
     occlusion_maps,
     output_paths,
     outputs,
@@ -19,6 +21,7 @@ from zfnet.studies.occlusion import (
     plot,
     square_positions,
     strongest_activation,
+    summarise,
 )
 
 
@@ -115,7 +118,7 @@ def test_own_names_take_a_png_only_beside_its_maps(tmp_path):
     )
     assert not any(fnmatch.fnmatch("holiday.png", pattern) for pattern in patterns)
     # A folder yet to be made, or a file named as the folder, has no names of ours.
-    assert outputs(str(tmp_path / "new")) == outputs(str(tmp_path / "a.png")) == ("*.npz",)
+    assert outputs(str(tmp_path / "new")) == outputs(str(tmp_path / "a.png")) == ("*.npz", *SUMMARY_OUTPUTS)
 
 
 def test_output_paths_are_the_photos_names_in_the_claimed_folder(tmp_path):
@@ -145,3 +148,45 @@ def test_the_figure_labels_every_map_and_says_what_to_look_for(tmp_path, monkeyp
     assert "grey: the 16-pixel square there" in texts and "black frame: its receptive field; grey: 0" in texts
     assert texts.count("square centre x (pixels)") == 3 and texts.count("square centre y (pixels)") == 3, texts
     assert any(text.startswith("What to look for: P(roses) in (b)") for text in texts), texts
+
+
+@pytest.mark.parametrize("size, stride", [(20, 8), (40, 12)])
+def test_the_most_damaging_square_is_the_lowest_over_the_plain_loop(size, stride):
+    model = tiny_network(64).double()
+    x = torch.randn(3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    channel, _, _ = strongest_activation(model, x, 5)
+    _, probability, prediction = plain_loop(model, x, size, stride, 2, 5, channel)
+    found = damage(model, x, 2, size, stride, 16, torch.Generator().manual_seed(0))
+    offsets = square_positions(64, size, stride)
+    lowest = np.unravel_index(probability.argmin(), probability.shape)
+    assert found["most_damaging"] == pytest.approx(probability.min(), abs=1e-12)
+    assert (found["most_damaging_top"], found["most_damaging_left"]) == (offsets[lowest[0]], offsets[lowest[1]])
+    assert found["most_damaging_prediction"] == prediction[lowest]
+    with torch.inference_mode():
+        unoccluded = model(x[None]).softmax(1)[0]
+    assert found["unoccluded"] == pytest.approx(unoccluded[2].item(), abs=1e-12)
+    assert found["unoccluded_prediction"] == unoccluded.argmax().item()
+    # The random square is one of the slide's positions, drawn from the generator given.
+    again = damage(model, x, 2, size, stride, 16, torch.Generator().manual_seed(0))
+    assert again["random"] == found["random"] and np.isclose(probability, found["random"], rtol=0, atol=1e-12).any()
+    assert found["random"] >= found["most_damaging"]
+
+
+def test_the_summary_gives_mean_spread_and_lost_classes_per_size():
+    rows = [
+        {"size": 50, "target": 0, "unoccluded": 0.9, "random": 0.8, "most_damaging": 0.2, "unoccluded_prediction": 0,
+         "random_prediction": 0, "most_damaging_prediction": 1},
+        {"size": 50, "target": 1, "unoccluded": 0.7, "random": 0.6, "most_damaging": 0.4, "unoccluded_prediction": 1,
+         "random_prediction": 1, "most_damaging_prediction": 1},
+        {"size": 25, "target": 1, "unoccluded": 0.7, "random": 0.7, "most_damaging": 0.6, "unoccluded_prediction": 1,
+         "random_prediction": 1, "most_damaging_prediction": 1},
+    ]  # fmt: skip
+    table = summarise(rows)
+    assert [entry["size"] for entry in table] == [25, 50]
+    fifty = table[1]
+    assert fifty["photos"] == 2
+    assert fifty["most_damaging_mean"] == pytest.approx(0.3) and fifty["most_damaging_sd"] == pytest.approx(
+        0.1414, abs=1e-4
+    )
+    assert fifty["unoccluded_mean"] == pytest.approx(0.8) and fifty["random_mean"] == pytest.approx(0.7)
+    assert (fifty["most_damaging_wrong"], fifty["random_wrong"], fifty["unoccluded_wrong"]) == (0.5, 0.0, 0.0)

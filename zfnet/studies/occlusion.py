@@ -18,7 +18,10 @@ input, 23 x 23 positions from 0 to 176, the last ones covering 48 pixels.
 
 occlusion.py is the command line over `photo_result` (the maps of one photo and what they
 were measured against) and `plot` (the paper's figure 7 from them), written where
-`output_paths` says in a folder claimed with `outputs`.
+`output_paths` says in a folder claimed with `outputs`; and, over a folder of photos, over
+`damage` (how far the most damaging square and a random square of the same size bring down
+the probability of each photo's class), `summarise` (mean and spread per size) and
+`plot_summary`, written as SUMMARY_OUTPUTS.
 """
 
 import glob
@@ -39,6 +42,7 @@ from zfnet.figures import caption, plt, save_figure, show_input, show_projection
 from zfnet.studies.common import judged_class
 
 FEATURE_LAYER = 5  # the paper's figure 7 follows the strongest feature map of layer 5
+SUMMARY_OUTPUTS = ("occlusion_summary.csv", "occlusion_photos.csv", "occlusion_summary.png")
 
 
 def square_positions(input_size, size, stride):
@@ -121,18 +125,98 @@ def photo_result(model, x, path, classes, class_name, size, stride, batch_size):
     return result, (row, column)
 
 
+def damage(model, x, target, size, stride, batch_size, generator):
+    """For input `x` (3, S, S) and class `target`: the probability of the class with nothing
+    covered, with the most damaging `size` square covered (the lowest over every position of
+    the slide) and with a square at a random position of the same slide (drawn from
+    `generator`), and the most probable class in each case, as a dict."""
+    with torch.inference_mode():
+        probabilities = model(x[None]).softmax(1)[0].cpu()
+    channel, _, _ = strongest_activation(model, x, FEATURE_LAYER)
+    maps = occlusion_maps(model, x, size, stride, target, FEATURE_LAYER, channel, batch_size)
+    probability, prediction = maps["probability"].flatten(), maps["prediction"].flatten()
+    lowest = int(probability.argmin())
+    chance = int(torch.randint(len(probability), (1,), generator=generator))
+    offsets = square_positions(x.shape[-1], size, stride)
+    return {
+        "size": size,
+        "unoccluded": probabilities[target].item(),
+        "unoccluded_prediction": int(probabilities.argmax()),
+        "most_damaging": probability[lowest].item(),
+        "most_damaging_prediction": int(prediction[lowest]),
+        "most_damaging_top": offsets[lowest // len(offsets)],
+        "most_damaging_left": offsets[lowest % len(offsets)],
+        "random": probability[chance].item(),
+        "random_prediction": int(prediction[chance]),
+    }
+
+
+def summarise(rows):
+    """Per square size, over the photos' `damage` rows (with their `target`): the mean and
+    spread of the class's probability with nothing, a random square and the most damaging
+    square covered, and how often the most probable class is then not the photo's."""
+    table = []
+    for size in sorted({row["size"] for row in rows}):
+        mine = [row for row in rows if row["size"] == size]
+        entry = {"size": size, "photos": len(mine)}
+        for case in ("unoccluded", "random", "most_damaging"):
+            values = torch.tensor([row[case] for row in mine], dtype=torch.float64)
+            wrong = sum(row[f"{case}_prediction"] != row["target"] for row in mine)
+            entry[f"{case}_mean"] = round(values.mean().item(), 4)
+            entry[f"{case}_sd"] = round(values.std().item(), 4) if len(values) > 1 else 0.0
+            entry[f"{case}_wrong"] = round(wrong / len(mine), 4)
+        table.append(entry)
+    return table
+
+
+CASES = {"unoccluded": "nothing covered", "random": "a random square", "most_damaging": "the most damaging square"}
+
+
+def plot_summary(table, path, stride, folder):
+    """occlusion_summary.png: per square size, the mean probability of the photos' class (with
+    its spread) with nothing, a random square and the most damaging square covered, and how
+    often the class is then lost."""
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
+    width = 0.8 / len(CASES)
+    colours = plt.get_cmap("viridis")([0.85, 0.5, 0.1])
+    for k, (case, label) in enumerate(CASES.items()):
+        places = [i + (k - 1) * width for i in range(len(table))]
+        means = [entry[f"{case}_mean"] for entry in table]
+        axes[0].bar(places, means, width, yerr=[entry[f"{case}_sd"] for entry in table], color=colours[k], label=label)
+        axes[1].bar(places, [100 * entry[f"{case}_wrong"] for entry in table], width, color=colours[k], label=label)
+        for x, mean in zip(places, means):
+            axes[0].text(x, 0.02, f"{mean:.2f}", ha="center", va="bottom", fontsize=8, color="white")
+    for axis in axes:
+        axis.set_xticks(range(len(table)), [f"{entry['size']}-pixel square" for entry in table])
+    axes[0].set(ylim=(0, 1.05), ylabel="probability of the photo's class (mean, bar: spread)")
+    axes[1].set(ylabel="photos whose most probable class is another (%)")
+    axes[1].legend(fontsize=8)
+    photos = table[0]["photos"]
+    figure.suptitle(f"Occlusion over {photos} photos of {folder} (stride {stride} pixels)")
+    largest = table[-1]
+    caption(
+        figure,
+        f"The {largest['size']}-pixel square: the class's probability falls from {largest['unoccluded_mean']:.2f} "
+        f"to {largest['random_mean']:.2f} with a random square and {largest['most_damaging_mean']:.2f} with the "
+        f"most damaging one; the class is lost on {largest['most_damaging_wrong']:.0%} of the photos "
+        f"(a random square: {largest['random_wrong']:.0%}).",
+    )
+    save_figure(figure, path, dpi=100)
+
+
 def outputs(folder):
     """The patterns of the names occlusion.py writes, as found in `folder` (see
-    zfnet.outputs): NAME.npz, and NAME.png only beside its NAME.npz, since a PNG alone may
-    well be one of the user's photos."""
+    zfnet.outputs): NAME.npz, NAME.png only beside its NAME.npz, since a PNG alone may well
+    be one of the user's photos, and the summary's files."""
     maps = glob.glob(os.path.join(glob.escape(folder), "*.npz"))
-    return ("*.npz", *(glob.escape(os.path.basename(path)[: -len(".npz")]) + ".png" for path in maps))
+    return ("*.npz", *(glob.escape(os.path.basename(path)[: -len(".npz")]) + ".png" for path in maps), *SUMMARY_OUTPUTS)
 
 
-def output_paths(out, names):
+def output_paths(out, names, suffix=""):
     """`{photo: (figure path, maps path)}` in the claimed folder `out` for photos named as in
-    `names` ({path: file name}): NAME.png and NAME.npz for a photo NAME.EXT. UserError, before
-    any work, when two photos would write the same files or one would replace an input."""
+    `names` ({path: file name}): NAME`suffix`.png and NAME`suffix`.npz for a photo NAME.EXT.
+    UserError, before any work, when two photos would write the same files or one would
+    replace an input."""
     photos = {}
     for path, name in names.items():
         stem = os.path.splitext(name)[0]
@@ -142,7 +226,7 @@ def output_paths(out, names):
                 f"rename one or run them separately"
             )
         photos[stem] = path
-    return {path: (out.path(stem + ".png"), out.path(stem + ".npz")) for stem, path in photos.items()}
+    return {path: (out.path(stem + suffix + ".png"), out.path(stem + suffix + ".npz")) for stem, path in photos.items()}
 
 
 def lowest_position(result):
