@@ -11,8 +11,11 @@ Pages: the overview (index.html: the run and its settings, training curves and c
 matrix, accuracy per class on --images, the architecture, the misclassified photos with their
 top 3); a page per convolutional layer (every feature map as a card, most active first, with
 its mean activation per class; layer 1 also its filters and their smoothness); a page per
-feature map (layerN/mapNNN.html: its top 9 projected beside their image patches, the paper's
-figure 2, and the classes that drive it); a page per chosen photo (its top 5, the three
+feature map (layerN/mapNNN.html: its top 9 projected by the deconvnet beside their image
+patches, the paper's figure 2, then by guided backpropagation and the gradient, and the classes
+that drive it); the sanity checks (sanity.html: how much of each rule's pictures survives
+re-initialising the network's layers, measured on the top 9 of each layer's 4 most active
+maps); a page per chosen photo (its top 5, the three
 occlusion maps of figure 7, and each layer's most active maps on it projected by the
 deconvnet, guided backpropagation and the plain gradient); with training snapshots in the
 run folder, figure 4 (evolution.html); and links to the other tools' figures in the run folder.

@@ -17,6 +17,7 @@ import threading
 import urllib.request
 from urllib.parse import unquote, urlparse
 
+import markupsafe
 import pytest
 import torch
 
@@ -103,6 +104,7 @@ def test_the_site_has_every_page(built):
     expected = [
         "evolution.html",
         "index.html",
+        "sanity.html",
         *(f"layer{n}.html" for n in range(1, 6)),
         *(f"layer{n}/map{m:03d}.html" for n in range(1, 6) for m in range(WIDTHS["conv_channels"][n - 1])),
         *(f"photo/{name}-{name}{i}.html" for name in CLASSES for i in range(PHOTOS_PER_CLASS)),
@@ -193,6 +195,44 @@ def test_a_map_page_shows_its_top9_with_their_photos(built):
         assert (int(y), int(x)) == (ys[2, rank].item(), xs[2, rank].item())
 
 
+def test_a_map_page_shows_each_rule_and_how_much_of_it_survives_random_weights(built):
+    _, _, site, _ = built
+    report = torch.load(os.path.join(site, "cache.pt"), weights_only=False)["sanity"]
+    page = open(os.path.join(site, "layer5", "map002.html")).read()
+    for rule in ("deconvnet", "guided", "gradient"):
+        assert len(re.findall(rf'alt="{rule} \d"', page)) == 9
+        last = [
+            row
+            for row in report["table"]
+            if row["rule"] == rule and row["layer"] == 5 and row["reinitialised_down_to"] == "layer 1"
+        ]
+        assert f"{rule} {last[0]['spearman_mean']:.3g}" in page
+    assert 'href="../sanity.html"' in page
+
+
+def test_the_sanity_page_quotes_the_measured_numbers(built):
+    _, _, site, _ = built
+    report = torch.load(os.path.join(site, "cache.pt"), weights_only=False)["sanity"]
+    page = open(os.path.join(site, "sanity.html")).read()
+    assert report["steps"] == [
+        "classifier",
+        "layer 7",
+        "layer 6",
+        "layer 5",
+        "layer 4",
+        "layer 3",
+        "layer 2",
+        "layer 1",
+    ]
+    for verdicts in report["verdicts"].values():
+        for sentence in verdicts.values():
+            assert str(markupsafe.escape(sentence)) in page
+    for layer, choice in report["recommended"].items():
+        assert f"layer {layer}: use {choice['rule']}" in page
+    for name in ("img/sanity.png", "img/sanity_example.png"):
+        assert f'src="{name}"' in page and os.path.getsize(os.path.join(site, name)) > 5000
+
+
 def test_a_rerun_reuses_everything_and_runs_no_network(built, monkeypatch):
     checkpoint, images, site, _ = built
     pictures = {
@@ -220,15 +260,17 @@ def test_missing_pictures_are_made_again_and_another_checkpoint_starts_afresh(tm
     site = tmp_path / "run" / "explore"
     photo_pictures = sorted((site / "img" / "photo").iterdir())
     assert len(photo_pictures) == 2
-    deleted = [site / "img" / "layer3" / "map001.jpg", photo_pictures[0] / "layer2.jpg"]
+    deleted = [site / "img" / "layer3" / "rules001.jpg", photo_pictures[0] / "layer2.jpg"]
+    earlier = site / "img" / "layer3" / "map001.jpg"  # a sheet of an earlier version, one row per kind fewer
+    earlier.write_bytes(b"old")
     for path in deleted:
         path.unlink()
     assert call_script("explore.py", *arguments).returncode == 0
-    assert all(path.exists() for path in deleted)
+    assert all(path.exists() for path in deleted) and not earlier.exists()
 
     save_network(checkpoint, tiny_network(SIZE, seed=5, **{**WIDTHS, "conv_channels": (4, 6, 6, 5, 3)}))
     assert call_script("explore.py", *arguments).returncode == 0
-    assert not (site / "layer5" / "map003.html").exists() and not (site / "img" / "layer5" / "map003.jpg").exists()
+    assert not (site / "layer5" / "map003.html").exists() and not (site / "img" / "layer5" / "rules003.jpg").exists()
     assert (site / "layer5" / "map002.html").exists()
 
 

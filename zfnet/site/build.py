@@ -40,7 +40,7 @@ from zfnet.site.pictures import (
     write_picture,
 )
 from zfnet.spectra import faded_filters, noise_smoothness, smoothness
-from zfnet.studies import evolution
+from zfnet.studies import evolution, sanity
 from zfnet.top9 import require_usable, spread_evenly
 
 # Everything a build writes (the patterns let OutputFolder take back a folder of them).
@@ -114,6 +114,7 @@ def build(args):
     write_photo_pages(site, out, cache, model, inputs, chosen, listed)
     write_thumbnails(site, out, inputs, listed)
     site.evolution = write_evolution(site, out, cache, args, inputs)
+    site.sanity = write_sanity(site, out, cache, model, inputs)
     describe_run(site, out, args.checkpoint, checkpoint, model)
     data.save_cache(out.path("cache.pt"), cache)
     pages.write_site(site, out)
@@ -193,15 +194,18 @@ def missing(out, names):
 
 
 def write_map_sheets(site, out, model, inputs):
-    """Each map's sheet (zfnet.site.pictures): its top-9 projections over its top-9 patches.
-    The projections of all missing sheets are made together, a few photos at a time, so that
-    each photo's forward pass serves all of its projections."""
+    """Each map's sheet (zfnet.site.pictures): its top-9 projections by the deconvnet, their
+    patches, then the projections by guided backpropagation and by the gradient. The
+    projections of all missing sheets are made together, a few photos at a time, so that each
+    photo's forward pass serves all of its projections."""
     todo = [
         (n, m)
         for n in model.conv_layers
         for m in range(len(site.survey["top"][n][0]))
         if missing(out, [site.map_sheet(n, m)])
     ]
+    for n in model.conv_layers:  # sheets of earlier builds, under other names
+        prune(out.path("img", f"layer{n}"), {os.path.basename(site.map_sheet(n, m)) for m in site.rankings[n]})
     if not todo:
         return
     requests = []
@@ -215,13 +219,19 @@ def write_map_sheets(site, out, model, inputs):
     ):
         wanted = set(photos[start : start + IMAGES_PER_PASS])
         part = [request for request in requests if request[0] in wanted]
-        for (image, n, m, y, x), patch in zip(part, data.deconvnet(model, inputs(), part)):
-            box = site.fields[n].box(y, x)
-            pictures[(n, m, image)] = (projection_picture(patch), patch_picture(seen[image], box))
+        by_rule = [data.projected(model, inputs(), part, rule) for rule in data.METHODS]
+        for (image, n, m, y, x), *patches in zip(part, *by_rule):
+            deconvnet, guided, gradient = (projection_picture(patch) for patch in patches)
+            pictures[(n, m, image)] = (
+                deconvnet,
+                patch_picture(seen[image], site.fields[n].box(y, x)),
+                guided,
+                gradient,
+            )
     for n, m in todo:
         images = site.survey["top"][n][1][m].tolist()
         shown = [pictures[(n, m, image)] for image in images]
-        site.sheets[n].write(out.path(site.map_sheet(n, m)), [[p for p, _ in shown], [s for _, s in shown]])
+        site.sheets[n].write(out.path(site.map_sheet(n, m)), [list(row) for row in zip(*shown)])
 
 
 def write_photo_pages(site, out, cache, model, inputs, chosen, listed):
@@ -301,7 +311,7 @@ def write_evolution(site, out, cache, args, inputs):
             return None
         maps = {n: site.rankings[n][: data.EVOLUTION_MAPS] for n in layers}
         strongest = evolution.strongest_places(snapshots, inputs(), layers, args.batch_size)
-        traced = evolution.trace(snapshots, inputs(), strongest, maps, data.deconvnet)
+        traced = evolution.trace(snapshots, inputs(), strongest, maps, data.projected)
         for n in layers:
             site.sheets[n].write(
                 out.path(site.evolution_sheet(n)), [[projection_picture(p) for p in row] for row in traced[n][1]]
@@ -313,6 +323,31 @@ def write_evolution(site, out, cache, args, inputs):
             "found": {n: traced[n][0] for n in layers},
         }
     return entry
+
+
+def write_sanity(site, out, cache, model, inputs):
+    """The sanity checks (zfnet.studies.sanity) of the top 9 of each layer's most active maps,
+    for the sanity page and the map pages: their report, computed once per survey."""
+    figures = [site.sanity_figure, site.sanity_example]
+    if cache.get("sanity") is None or missing(out, figures):
+        requests = [
+            (images[m, r].item(), n, m, ys[m, r].item(), xs[m, r].item())
+            for n in model.conv_layers
+            for _, images, ys, xs in [site.survey["top"][n]]
+            for m in site.rankings[n][: data.SANITY_MAPS]
+            for r in range(images.shape[1])
+        ]
+        needed = sorted({request[0] for request in requests})
+        place = {image: i for i, image in enumerate(needed)}
+        chosen = inputs()[needed]
+        requests = [(place[image], *rest) for image, *rest in requests]
+        example = next(i for i, request in enumerate(requests) if request[1] == model.conv_layers[-1])
+        found = data.sanity_checks(model, chosen, data.seen(chosen, site.preprocess), requests, example)
+        paths = [site.survey["paths"][image] for image in needed]
+        cache["sanity"] = sanity.summary(site.checkpoint, site.images, 0, found, paths)
+        example_name = os.path.relpath(paths[requests[example][0]])
+        sanity.plot(found, out.path(figures[0]), out.path(figures[1]), example_name)
+    return cache["sanity"]
 
 
 def describe_run(site, out, checkpoint_path, checkpoint, model):

@@ -19,10 +19,11 @@ import os
 
 import torch
 
-from zfnet.deconv import crop, project, receptive_fields
+from zfnet.deconv import project, receptive_fields
 from zfnet.files import atomic_write
 from zfnet.images import unnormalize
-from zfnet.projections import class_projections, neuron_projections
+from zfnet.projections import class_projections
+from zfnet.studies import sanity
 from zfnet.studies.common import judged_class
 from zfnet.studies.occlusion import FEATURE_LAYER, occlusion_maps, square_positions
 from zfnet.top9 import usable_batches
@@ -31,6 +32,7 @@ CACHE_VERSION = 1
 TOP = 9  # activations per map, the paper's figure 2
 PHOTO_MAPS = 6  # most active maps per layer on a photo page
 EVOLUTION_MAPS = 4  # maps per layer on the evolution page
+SANITY_MAPS = 4  # most active maps per layer whose top 9 the sanity page measures
 # The paper's occluder: a 50-pixel grey square moved by 8 pixels over a 224-pixel input,
 # scaled for networks of another input size.
 OCCLUDER = {"size": 50 / 224, "stride": 8 / 224}
@@ -57,9 +59,9 @@ def one_thread(function):
 
 
 @one_thread
-def deconvnet(model, inputs, requests):
+def projected(model, inputs, requests, rule="deconvnet"):
     """zfnet.deconv.project, on one thread: it works on small windows (see one_thread)."""
-    return project(model, inputs, requests)
+    return project(model, inputs, requests, rule=rule)
 
 
 def file_digest(path):
@@ -218,12 +220,7 @@ def analyse_photo(model, x, path, classes):
         },
     }
     fields = receptive_fields(model)
-    projections = {"deconvnet": deconvnet(model, x[None], requests)}
-    for rule in METHODS[1:]:
-        projections[rule] = [
-            crop(gradient, fields[layer].box(y, column))
-            for gradient, (_, layer, _, y, column) in zip(neuron_projections(model, x[None], requests, rule), requests)
-        ]
+    projections = {rule: projected(model, x[None], requests, rule) for rule in METHODS}
     pictures = {
         "rows": {layer: [] for layer in chosen},
         "class": {rule: class_projections(model, x[None], [target], rule)[0] for rule in METHODS[1:]},
@@ -231,6 +228,12 @@ def analyse_photo(model, x, path, classes):
     for i, (_, layer, _, y, column) in enumerate(requests):
         pictures["rows"][layer].append((fields[layer].box(y, column), *(projections[m][i] for m in METHODS)))
     return numbers, pictures
+
+
+@one_thread
+def sanity_checks(model, inputs, pictures, requests, example):
+    """zfnet.studies.sanity.measure, on one thread: it projects small windows (see one_thread)."""
+    return sanity.measure(model, inputs, pictures, requests, example=example)
 
 
 def seen(inputs, preprocess):

@@ -6,9 +6,10 @@ overview (index.html).
 
     index.html              the run, its accuracy per class, the architecture, the photos
     layerN.html             every map of layer N as a card, strongest first
-    layerN/mapNNN.html      one map: its top 9 (figure 2), the classes that drive it
+    layerN/mapNNN.html      one map: its top 9 (figure 2) by three rules, the classes that drive it
     photo/ID.html           one photo: prediction, occlusion (figure 7), projections
     evolution.html          figure 4, from the run's snapshots
+    sanity.html             how much of each rule's pictures is the network (zfnet.studies.sanity)
 """
 
 import functools
@@ -52,6 +53,7 @@ class Site:
     ids: dict = field(default_factory=dict)  # {photo path: id}
     photos: list = field(default_factory=list)  # [(path, id, cached numbers)] with a page each
     evolution: dict = None
+    sanity: dict = None  # zfnet.studies.sanity.summary of the sanity checks
     checkpoint_info: dict = None
     train_config: dict = None
     figures: list = field(default_factory=list)
@@ -63,7 +65,7 @@ class Site:
     # Where the pictures lie, relative to the site's folder.
     @staticmethod
     def map_sheet(layer, m):
-        return f"img/layer{layer}/map{m:03d}.jpg"
+        return f"img/layer{layer}/rules{m:03d}.jpg"  # rows: deconvnet, patch, guided, gradient
 
     def photo_files(self, photo):
         return [
@@ -78,6 +80,9 @@ class Site:
     @staticmethod
     def evolution_sheet(layer):
         return f"img/evolution/layer{layer}.jpg"
+
+    sanity_figure = "img/sanity.png"
+    sanity_example = "img/sanity_example.png"
 
     @functools.cached_property
     def predictions(self):
@@ -151,6 +156,8 @@ def write_site(site, out):
     jobs += [(site.pages[path], functools.partial(photo_page, site, i)) for i, (path, _, _) in enumerate(site.photos)]
     if site.evolution:
         jobs.append(("evolution.html", lambda: render(site, "evolution.html", "Evolution over training (figure 4)")))
+    if site.sanity:
+        jobs.append(("sanity.html", lambda: sanity_page(site)))
     for name, make in tqdm(jobs, desc="writing the pages", unit="page", leave=False):
         atomic_write_text(out.path(name), make())
 
@@ -191,6 +198,8 @@ def render(site, template, title, depth=0, current=None, **shown):
         parts.append(("index.html#photos", "Photos"))
     if site.evolution:
         parts.append(("evolution.html", "Evolution"))
+    if site.sanity:
+        parts.append(("sanity.html", "Sanity checks"))
     return TEMPLATES.get_template(template).render(
         site=site, title=title, depth=depth, current=current or template, parts=parts, **shown
     )
@@ -349,6 +358,41 @@ def map_page(site, n, m):
         strongest=strongest,
         classes=classes,
         top=TOP,
+        sanity=[(rule, values[n][0]) for rule, values in survival(site).items()],
+    )
+
+
+def survival(site):
+    """`{rule: {layer: (Spearman, SSIM)}}`: how much of each rule's pictures survives
+    re-initialising every layer, from the sanity checks (empty without them)."""
+    if not site.sanity:
+        return {}
+    last = site.sanity["steps"][-1]
+    found = {}
+    for row in site.sanity["table"]:
+        if row["reinitialised_down_to"] == last:
+            found.setdefault(row["rule"], {})[row["layer"]] = (row["spearman_mean"], row["ssim_mean"])
+    return found
+
+
+def sanity_page(site):
+    report = site.sanity
+    alike = {}
+    for entry in report["specificity"]:
+        alike.setdefault((entry["rule"], entry["layer"]), []).append(entry["projections_alike"])
+        alike.setdefault(("photos", entry["layer"]), []).append(entry["photos_alike"])
+    means = {key: sum(values) / len(values) for key, values in alike.items()}
+    layers = site.model.conv_layers
+    return render(
+        site,
+        "sanity.html",
+        "Sanity checks: how much of each picture is the network",
+        survival=survival(site),
+        alike=means,
+        layers=layers,
+        rules=list(report["verdicts"]),
+        activations=len(report["activations"]),
+        maps=len(report["activations"]) // (TOP * len(layers)),
     )
 
 
