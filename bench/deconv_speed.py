@@ -1,4 +1,5 @@
-"""Deconvnet speed: zfnet.deconv.project against Captum's NeuronDeconvolution, in one run.
+"""Projection speed: zfnet.deconv.project against Captum's NeuronDeconvolution (the deconvnet)
+and against autograd over the whole photo (guided backpropagation, zfnet.projections), in one run.
 
     python bench/deconv_speed.py --checkpoint runs/zfnet/best.pth --images flower_data/val
     python bench/deconv_speed.py --maps-per-layer 16 --max-images 100      # a quicker look
@@ -10,9 +11,12 @@ visualize.py top9 finds them), each projected alone to pixel space. Ours project
 in one call, including the forward passes that record the switches; Captum projects one
 activation per call (a forward and a backward pass each), and its gradient is multiplied by
 the activation's value. The images are decoded and the activations found before timing.
-The last column is the largest difference between the two, relative to the projection's
-largest magnitude. --quick runs a narrow random network on a few photos of the bundled
-sample (the times say nothing then; the differences still do).
+Guided backpropagation is timed both ways on the same activations: by autograd over the whole
+photo (zfnet.projections.neuron_projections, times the value) and by the window loop
+(project with rule="guided"); its speed-up is against autograd's. The last column is the
+largest difference from the reference, relative to the reference's largest magnitude.
+--quick runs a narrow random network on a few photos of the bundled sample (the times say
+nothing then; the differences still do).
 """
 
 import os
@@ -39,6 +43,7 @@ from zfnet.data import scan_classes
 from zfnet.deconv import paste, project, receptive_fields
 from zfnet.errors import run_main
 from zfnet.images import find_images
+from zfnet.projections import neuron_projections
 from zfnet.recipes import PREPROCESS
 from zfnet.runtime import pick_device
 from zfnet.top9 import (
@@ -118,36 +123,57 @@ def benchmark(args):
         f"from {len({request[0] for request in requests})} of {len(paths)} images, on {device}"
     )
 
-    project(model, inputs, requests[:4])  # warm-up, like Captum's first call below
-    next(captum_projections(model, inputs.to(device), requests[:1], strengths[:1]))
-    started = time.perf_counter()
-    ours = project(model, inputs, requests)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    our_seconds = time.perf_counter() - started
-
     fields = receptive_fields(model)
-    worst = 0.0
-    started = time.perf_counter()
-    captum = list(captum_projections(model, inputs.to(device), requests, strengths))
-    captum_seconds = time.perf_counter() - started
-    for (_, _, _, y, x), patch, reference in zip(requests, ours, captum):
-        projection = paste(patch, fields[layer].box(y, x), inputs.shape[-1])
-        scale = reference.abs().max().clamp(min=torch.finfo(reference.dtype).tiny)
-        worst = max(worst, ((projection - reference).abs().max() / scale).item())
+
+    def timed(work):
+        started = time.perf_counter()
+        result = list(work())
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return result, time.perf_counter() - started
+
+    def largest_difference(patches, references):
+        worst = 0.0
+        for (_, _, _, y, x), patch, reference in zip(requests, patches, references):
+            projection = paste(patch, fields[layer].box(y, x), inputs.shape[-1])
+            scale = reference.abs().max().clamp(min=torch.finfo(reference.dtype).tiny)
+            worst = max(worst, ((projection - reference).abs().max() / scale).item())
+        return worst
+
+    for rule in ("deconvnet", "guided"):  # warm-up, like Captum's first call below
+        project(model, inputs, requests[:4], rule=rule)
+    next(captum_projections(model, inputs.to(device), requests[:1], strengths[:1]))
+    ours, our_seconds = timed(lambda: project(model, inputs, requests))
+    guided, guided_seconds = timed(lambda: project(model, inputs, requests, rule="guided"))
+    captum, captum_seconds = timed(lambda: captum_projections(model, inputs.to(device), requests, strengths))
+    autograd, autograd_seconds = timed(
+        lambda: (v * g for v, g in zip(strengths, neuron_projections(model, inputs.to(device), requests, "guided")))
+    )
 
     print(
-        f"\n{'method':<28} {'projections':>11} {'seconds':>9} {'ms/projection':>13} {'speed-up':>9} "
+        f"\n{'method':<34} {'projections':>11} {'seconds':>9} {'ms/projection':>13} {'speed-up':>9} "
         f"{'max rel. diff':>13}"
     )
-    for name, seconds, difference in (
-        ("captum NeuronDeconvolution", captum_seconds, "reference"),
-        ("zfnet.deconv.project", our_seconds, f"{worst:.1e}"),
-    ):
+    rows = (
+        ("captum NeuronDeconvolution", captum_seconds, captum_seconds, "reference"),
+        ("zfnet.deconv.project", our_seconds, captum_seconds, f"{largest_difference(ours, captum):.1e}"),
+        ("zfnet.projections guided", autograd_seconds, autograd_seconds, "reference"),
+        (
+            "zfnet.deconv.project guided",
+            guided_seconds,
+            autograd_seconds,
+            f"{largest_difference(guided, autograd):.1e}",
+        ),
+    )
+    for name, seconds, baseline, difference in rows:
         print(
-            f"{name:<28} {len(requests):>11} {seconds:>9.2f} {1000 * seconds / len(requests):>13.2f} "
-            f"{captum_seconds / seconds:>8.1f}x {difference:>13}"
+            f"{name:<34} {len(requests):>11} {seconds:>9.2f} {1000 * seconds / len(requests):>13.2f} "
+            f"{baseline / seconds:>8.1f}x {difference:>13}"
         )
+    print(
+        f"\nguided by the window loop takes {guided_seconds / our_seconds:.2f}x the deconvnet's time "
+        f"(goal: at most 1.00x)"
+    )
 
 
 def main(argv=None):
