@@ -185,7 +185,9 @@ def plot_summary(table, path, stride, folder):
         axes[0].bar(places, means, width, yerr=[entry[f"{case}_sd"] for entry in table], color=colours[k], label=label)
         axes[1].bar(places, [100 * entry[f"{case}_wrong"] for entry in table], width, color=colours[k], label=label)
         for x, mean in zip(places, means):
-            axes[0].text(x, 0.02, f"{mean:.2f}", ha="center", va="bottom", fontsize=8, color="white")
+            axes[0].text(
+                x, 0.02, f"{mean:.2f}", ha="center", va="bottom", fontsize=8, bbox={"facecolor": "white", "lw": 0}
+            )
     for axis in axes:
         axis.set_xticks(range(len(table)), [f"{entry['size']}-pixel square" for entry in table])
     axes[0].set(ylim=(0, 1.05), ylabel="probability of the photo's class (mean, bar: spread)")
