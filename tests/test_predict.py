@@ -280,3 +280,22 @@ def test_a_full_disk_while_saving_the_figure_is_one_line_and_keeps_the_earlier_o
     result = call_script("predict.py", *arguments)
     assert_one_line_error(result, f"cannot write {figure}: No space left on device; what was there before is unchanged")
     assert folder_contents(tmp_path) == before
+
+
+def test_without_checkpoint_the_newest_run_is_taken_and_named(tmp_path, monkeypatch):
+    photo = write_photo(tmp_path / "photo.jpg", seed=1)
+    monkeypatch.chdir(tmp_path)
+    missing = call_script("predict.py", photo)
+    assert_one_line_error(missing, "checkpoint not found: runs/zfnet/best.pth")
+    runs = {name: save_network(tmp_path / "runs" / name / "best.pth", tiny_network(64)) for name in ("zfnet", "real")}
+    for age, name in enumerate(("real", "zfnet")):  # runs/zfnet the newest
+        os.utime(runs[name], (1_000_000 + age, 1_000_000 + age))
+    quiet = call_script("predict.py", photo)
+    assert quiet.returncode == 0 and quiet.stderr == "" and "photo.jpg: " in quiet.stdout
+    os.utime(runs["real"], (2_000_000, 2_000_000))  # now runs/real
+    noted = call_script("predict.py", photo)
+    assert noted.returncode == 0 and "photo.jpg: " in noted.stdout
+    expected = os.path.join("runs", "real", "best.pth")
+    assert noted.stderr == f"note: --checkpoint {expected}, the newest run's (give --checkpoint to choose another)\n"
+    given = call_script("predict.py", photo, "--checkpoint", runs["zfnet"])
+    assert given.returncode == 0 and given.stderr == ""

@@ -15,7 +15,9 @@ Every script parses its command line into `args`.
 """
 
 import argparse
+import glob
 import os
+import sys
 
 from zfnet.projections import RULES
 
@@ -32,12 +34,45 @@ def script_parser(description, **kwargs):
     )
 
 
+NEWEST_RUN = "the newest run"  # --checkpoint's default, resolved by newest_checkpoint
+
+
+def newest_checkpoint(text):
+    """--checkpoint's value: the path given, or for its default the best.pth of the most
+    recently trained run under runs/ (here), said in one line when it is not runs/zfnet's;
+    runs/zfnet/best.pth when there is none."""
+    if text != NEWEST_RUN:
+        return text
+    found = glob.glob(os.path.join(os.path.dirname(DEFAULT_RUN), "*", "best.pth"))
+    if not found:
+        return DEFAULT_CHECKPOINT
+    newest = max(found, key=os.path.getmtime)
+    if os.path.normpath(newest) != os.path.normpath(DEFAULT_CHECKPOINT):
+        print(f"note: --checkpoint {newest}, the newest run's (give --checkpoint to choose another)", file=sys.stderr)
+    return newest
+
+
 def add_checkpoint(parser, nargs=None, help="checkpoint written by train.py", default=None):
-    """--checkpoint; with `nargs`, a list whose default is `default` (or the one default checkpoint)."""
-    if default is None:
-        default = [DEFAULT_CHECKPOINT] if nargs else DEFAULT_CHECKPOINT
+    """--checkpoint; with `nargs`, a list whose default is `default` (or the one default
+    checkpoint). Without a default of its own it is the newest run's best.pth (argparse passes
+    a string default through `type`, so it is resolved only when the flag is not given)."""
     shown = " ".join(default) if isinstance(default, list) else default
-    parser.add_argument("--checkpoint", default=default, nargs=nargs, metavar="PTH", help=f"{help} (default: {shown})")
+    if default is None:
+        default = NEWEST_RUN
+        shown = f"best.pth of the newest run under {os.path.dirname(DEFAULT_RUN)}/, else {DEFAULT_CHECKPOINT}"
+    parser.add_argument(
+        "--checkpoint",
+        default=default,
+        nargs=nargs,
+        type=newest_checkpoints if nargs else newest_checkpoint,
+        metavar="PTH",
+        help=f"{help} (default: {shown})",
+    )
+
+
+def newest_checkpoints(text):
+    """newest_checkpoint for a --checkpoint that takes several: its default becomes a list of one."""
+    return [newest_checkpoint(text)] if text == NEWEST_RUN else text
 
 
 def add_data(parser):
