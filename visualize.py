@@ -9,12 +9,11 @@ how much of each projection is the trained network (sanity checks, Adebayo et al
     python visualize.py evolution                  # figure 4, from train.py --snapshot-epochs
     python visualize.py sanity                     # does each rule's picture survive random weights?
 
-Writes into --out (default: visualize/ beside the checkpoint, or beside the snapshots folder):
-top9_layerN.png and top9.json (every patch's image, position, box and value); filters.png;
-evolution_layerN.png, evolution_change.png, evolution_change.csv and evolution_weights.csv;
-sanity.png, sanity_example.png, sanity.csv and sanity.json.
---out must be a new or empty folder, or one these commands wrote, outside --images. A photo that cannot be used
-(truncated, not an image, too large to decode safely, a broken link) is skipped with a note.
+Writes into --out (default: visualize/ beside the checkpoint, or beside the snapshots folder): top9_layerN.png
+and top9.json (every patch's image, position, box and value); filters.png; evolution_layerN.png,
+evolution_change.png, evolution_change.csv and evolution_weights.csv; sanity.png, sanity_example.png, sanity.csv
+and sanity.json. --out must be a new or empty folder, or one these commands wrote, outside --images. A photo that
+cannot be used (truncated, not an image, too large to decode safely, a broken link) is skipped with a note.
 """
 
 import argparse
@@ -82,6 +81,7 @@ def searched(args, outputs):
     best = strongest_activations(model, batches, layers, device)
     require_usable(kept, skipped, args.images)
     maps = {layer: chosen_maps(args.maps, best[layer][0], chosen_count(args)) for layer in layers}
+    features.warn_if_noise(model)
     return model, checkpoint["preprocess"], out, kept, best, maps
 
 

@@ -118,6 +118,9 @@ def test_the_site_has_every_page(built):
     assert "fast" in index and "Accuracy on these photos" in index
     layer1 = open(os.path.join(site, "layer1.html")).read()
     assert "grey: none here, a filter that faded away" in layer1  # a fresh network's filters all live
+    # A random network's layer 1 is at noise level, and every page says so.
+    for page in ("index.html", "layer1.html", "layer5/map002.html", "sanity.html"):
+        assert "layer 1 is still near noise level (smoothness " in open(os.path.join(site, page)).read(), page
     # Nothing is fetched from elsewhere: no CDN, no web fonts, no scripts.
     for page in pages_of(site):
         text = open(os.path.join(site, page)).read()

@@ -609,3 +609,23 @@ def test_top9_tiles_are_at_least_as_large_as_the_patches(photos, checkpoint, tmp
         width, height = figure.size
     # Three panels a row, each two 3x3 grids of 139-pixel tiles side by side; three rows.
     assert width >= 3 * 2 * 3 * 139 and height >= 3 * 3 * 139
+
+
+def test_a_layer_1_near_noise_level_is_said_in_one_line(photos, checkpoint, tmp_path):
+    random_filters = visualize("filters", "--checkpoint", checkpoint, "--out", tmp_path / "random")
+    model, _ = load_checkpoint(checkpoint)
+    own, noise = smoothness(model.layer1.conv.weight.detach()), noise_smoothness(7)
+    assert own < 2 * noise
+    note = f"note: layer 1 is still near noise level (smoothness {own:.1%}, white noise {noise:.1%}): "
+    assert note in random_filters.stdout and "python train.py --recipe features" in random_filters.stdout
+    top9 = visualize("top9", "--checkpoint", checkpoint, "--images", photos, "--layers", "2", "--out", tmp_path / "t")
+    assert top9.stderr.count(note) == 1
+
+    smooth = tiny_network(seed=0)
+    ramp = torch.linspace(-1, 1, 7)
+    with torch.no_grad():  # each filter a wide edge: all its energy at the lowest frequencies
+        signs = torch.randn(len(smooth.layer1.conv.weight), 3, 1, 1, generator=torch.Generator().manual_seed(0))
+        smooth.layer1.conv.weight.copy_(signs * ramp[None, None, :, None] + 0.1 * signs * ramp[None, None, None, :])
+    path = save_network(tmp_path / "smooth.pth", smooth)
+    learned = visualize("filters", "--checkpoint", path, "--out", tmp_path / "smooth")
+    assert "near noise level" not in learned.stdout + learned.stderr

@@ -40,7 +40,7 @@ from zfnet.site.pictures import (
     write_picture,
 )
 from zfnet.spectra import faded_filters, noise_smoothness, smoothness
-from zfnet.studies import evolution, sanity
+from zfnet.studies import evolution, features, sanity
 from zfnet.top9 import require_usable, spread_evenly
 
 # Everything a build writes (the patterns let OutputFolder take back a folder of them).
@@ -372,6 +372,7 @@ def describe_run(site, out, checkpoint_path, checkpoint, model):
         write_filters(out.path(site.filters), weights)
     site.smoothness = (smoothness(weights.detach().cpu()), noise_smoothness(weights.shape[-1]))
     site.faded = int(faded_filters(weights).sum())
+    site.noise_note = features.layer1_note(model)
     site.tools = {tool: sorted(glob.glob(os.path.join(glob.escape(run), tool, "*.png"))) for tool in TOOLS}
     site.tools = {tool: found for tool, found in site.tools.items() if found}
 

@@ -59,6 +59,7 @@ class Site:
     figures: list = field(default_factory=list)
     smoothness: tuple = None  # layer 1's share of filter energy below 1/4 cycle/px, and white noise's
     faded: int = 0  # layer-1 filters whose weights faded away (zfnet.spectra.faded_filters)
+    noise_note: str = None  # zfnet.studies.features.layer1_note: layer 1 still near noise level
     tools: dict = field(default_factory=dict)  # {tool: [PNG paths]}
     filters: str = "img/filters.png"
 
