@@ -110,13 +110,14 @@ def call_script(script, *arguments):
 
 def assert_one_line_error(process, fragment):
     """Exit status 2 and one `prog: error: ...` line naming the problem, no traceback. Only a
-    bad flag value may add argparse's usage lines before it."""
+    bad flag value may add argparse's usage lines before it, and the run's notes (`note: ...`,
+    said before it failed) may come before it."""
     assert process.returncode == 2, process.stderr
     assert "Traceback" not in process.stderr
     lines = process.stderr.strip().splitlines()
     errors = [line for line in lines if ": error: " in line]
     assert len(errors) == 1 and fragment in errors[0] and lines[-1] == errors[0], process.stderr
-    assert all(line.startswith(("usage:", " ")) for line in lines[:-1]), process.stderr
+    assert all(line.startswith(("usage:", " ", "note: ")) for line in lines[:-1]), process.stderr
 
 
 def flags_without_defaults(help_text):
