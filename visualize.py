@@ -104,8 +104,7 @@ def top9(args):
 def check(args):
     model, preprocess, out, kept, best, maps = searched(args, lambda layers: sanity.OUTPUTS)
     ranked = [r for layer, chosen in maps.items() for r in features.strongest_requests(best[layer], layer, chosen)]
-    inputs, requests = features.needed_inputs(kept, preprocess, ranked, "decoding images")
-    photos = [kept[image] for image in sorted({request[0] for request in ranked})]  # as needed_inputs orders them
+    inputs, requests, photos = features.needed_inputs(kept, preprocess, ranked, "decoding images")
     pictures = unnormalize(inputs, preprocess["mean"], preprocess["std"])
     example = next(i for i, request in enumerate(requests) if request[1] == max(maps))  # the deepest layer's first
     found = sanity.measure(model, inputs, pictures, requests, seed=args.seed, example=example)

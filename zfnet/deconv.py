@@ -193,7 +193,7 @@ def _window_rows(origin, side, image, height, width):
 
 def _positive_window(positive, origin, side, image):
     """The forward pass's mask of positive activations, `positive` (N, h, w, C) bytes, in
-    side x side windows at `origin`: (P, C, side, side), in the signal's dtype."""
+    side x side windows at `origin`: (P, C, side, side) bytes."""
     height, width, channels = positive.shape[1:]
     mask = positive.view(-1, channels).index_select(0, _window_rows(origin, side, image, height, width))
     return mask.view(len(origin), side, side, channels).permute(0, 3, 1, 2)

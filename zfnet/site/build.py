@@ -330,13 +330,9 @@ def write_sanity(site, out, cache, model, inputs):
     for the sanity page and the map pages: their report, computed once per survey."""
     figures = [site.sanity_figure, site.sanity_example]
     if cache.get("sanity") is None or missing(out, figures):
-        requests = [
-            (images[m, r].item(), n, m, ys[m, r].item(), xs[m, r].item())
-            for n in model.conv_layers
-            for _, images, ys, xs in [site.survey["top"][n]]
-            for m in site.rankings[n][: data.SANITY_MAPS]
-            for r in range(images.shape[1])
-        ]
+        top = site.survey["top"]
+        maps = {n: site.rankings[n][: data.SANITY_MAPS] for n in model.conv_layers}
+        requests = [r for n, chosen in maps.items() for r in features.strongest_requests(top[n], n, chosen)]
         needed = sorted({request[0] for request in requests})
         place = {image: i for i, image in enumerate(needed)}
         chosen = inputs()[needed]

@@ -54,12 +54,12 @@ def strongest_requests(best, layer, maps):
 
 
 def needed_inputs(paths, preprocess, requests, desc):
-    """`(inputs, requests)`: the network inputs of only the photos `requests` name, and the
-    requests with their image indices into those inputs."""
+    """`(inputs, requests, photos)`: the network inputs of only the photos `requests` name,
+    the requests with their image indices into those inputs, and those photos' paths."""
     needed = sorted({request[0] for request in requests})
     place = {image: i for i, image in enumerate(needed)}
     inputs = torch.stack([load_input(paths[i], preprocess) for i in tqdm(needed, desc=desc)])
-    return inputs, [(place[image], *rest) for image, *rest in requests]
+    return inputs, [(place[image], *rest) for image, *rest in requests], [paths[i] for i in needed]
 
 
 def top9(model, preprocess, paths, layer, best, field, maps, rule="deconvnet"):
@@ -69,7 +69,7 @@ def top9(model, preprocess, paths, layer, best, field, maps, rule="deconvnet"):
     entries of every patch (image, position, box in the input, value)."""
     values, images, _, _ = best
     ranked = strongest_requests(best, layer, maps)
-    inputs, requests = needed_inputs(paths, preprocess, ranked, f"layer {layer} images")
+    inputs, requests, _ = needed_inputs(paths, preprocess, ranked, f"layer {layer} images")
     projections = [patch.cpu() for patch in project(model, inputs, requests, rule=rule)]
     pictures = unnormalize(inputs, preprocess["mean"], preprocess["std"])
     shown, index = [], []
