@@ -8,12 +8,11 @@ how much of each projection is the trained network (sanity checks, Adebayo et al
     python visualize.py filters --checkpoint runs/alexnet/best.pth runs/zfnet/best.pth
     python visualize.py evolution                  # figure 4, from train.py --snapshot-epochs
     python visualize.py sanity                     # does each rule's picture survive random weights?
+    python visualize.py optimize --layers 5 --maps 3,17  # what these maps want to see, by optimisation
 
-Writes into --out (default: visualize/ beside the checkpoint, or beside the snapshots folder): top9_layerN.png
-and top9.json (every patch's image, position, box and value); filters.png; evolution_layerN.png,
-evolution_change.png, evolution_change.csv and evolution_weights.csv; sanity.png, sanity_example.png, sanity.csv
-and sanity.json. --out must be a new or empty folder, or one these commands wrote, outside --images. A photo that
-cannot be used (truncated, not an image, too large to decode safely, a broken link) is skipped with a note.
+Each command writes into --out (default: visualize/ beside the checkpoint, or the snapshots folder) the files
+its --help names; --out must be a new or empty folder, or one these commands wrote, outside --images. A photo
+that cannot be used (truncated, not an image, a broken link) is skipped with a note.
 """
 
 import argparse
@@ -21,6 +20,7 @@ import functools
 import json
 import os
 
+from zfnet import optimize, top9
 from zfnet.arguments import (
     DEFAULT_RUN,
     add_checkpoint,
@@ -29,6 +29,8 @@ from zfnet.arguments import (
     add_out,
     add_rule,
     add_seed,
+    add_steps,
+    add_stretch,
     chosen_count,
     out_folder,
     script_parser,
@@ -40,20 +42,9 @@ from zfnet.files import atomic_write_text
 from zfnet.images import find_images, unnormalize
 from zfnet.outputs import OutputFolder, require_outside
 from zfnet.runtime import pick_device
-from zfnet.studies import evolution, features, sanity
-from zfnet.top9 import (
-    chosen_layers,
-    chosen_maps,
-    require_maps,
-    require_usable,
-    spread_evenly,
-    strongest_activations,
-    usable_batches,
-    usable_inputs,
-)
+from zfnet.studies import evolution, features, optimized, sanity
 
-# What the four commands write, into one folder by default.
-OUTPUTS = features.OUTPUTS + evolution.OUTPUTS + sanity.OUTPUTS
+OUTPUTS = features.OUTPUTS + evolution.OUTPUTS + sanity.OUTPUTS + optimized.OUTPUTS  # into one folder by default
 
 
 def claim_out(args, beside, inputs, images=None):
@@ -71,21 +62,21 @@ def searched(args, outputs):
     `outputs(layers)` names are checked before the search (none may be an input)."""
     device = pick_device(args.device)
     model, checkpoint = load_checkpoint(args.checkpoint, device)
-    layers = chosen_layers(model, args.layers, args.checkpoint)
-    require_maps(model, layers, args.maps, args.maps_per_layer)
+    layers = top9.chosen_layers(model, args.layers, args.checkpoint)
+    top9.require_maps(model, layers, args.maps, args.maps_per_layer)
     paths = find_images(args.images)
     out = claim_out(args, args.checkpoint, [args.checkpoint, args.images, *paths], images=args.images)
     list(map(out.path, outputs(layers)))  # raises now, before the search, if one is an input
     kept, skipped = [], []
-    batches = usable_batches(paths, checkpoint["preprocess"], args.batch_size, "finding top 9", kept, skipped)
-    best = strongest_activations(model, batches, layers, device)
-    require_usable(kept, skipped, args.images)
-    maps = {layer: chosen_maps(args.maps, best[layer][0], chosen_count(args)) for layer in layers}
+    batches = top9.usable_batches(paths, checkpoint["preprocess"], args.batch_size, "finding top 9", kept, skipped)
+    best = top9.strongest_activations(model, batches, layers, device)
+    top9.require_usable(kept, skipped, args.images)
+    maps = {layer: top9.chosen_maps(args.maps, best[layer][0], chosen_count(args)) for layer in layers}
     features.warn_if_noise(model)
     return model, checkpoint["preprocess"], out, kept, best, maps
 
 
-def top9(args):
+def strongest(args):
     model, preprocess, out, kept, best, maps = searched(args, features.top9_outputs)
     fields = receptive_fields(model)
     index = []
@@ -113,6 +104,18 @@ def check(args):
     print("\n".join(sanity.write(found, report, outputs, os.path.relpath(photos[requests[example][0]]))))
 
 
+def dream(args):
+    model, preprocess, out, kept, best, maps = searched(args, lambda layers: optimized.OUTPUTS)
+    ranked = [r for n, chosen in maps.items() for r in features.strongest_requests(best[n], n, chosen, per_map=1)]
+    inputs, requests, photos = features.needed_inputs(kept, preprocess, ranked, "decoding the strongest photos")
+    pictures = unnormalize(inputs, preprocess["mean"], preprocess["std"])
+    fields, steps = receptive_fields(model), args.steps
+    found, colours = optimized.measure(model, preprocess, maps, best, pictures, requests, fields, steps, args.seed)
+    report = optimized.summary(args.checkpoint, args.images, steps, args.seed, found, colours, photos)
+    title = f"{os.path.relpath(args.checkpoint)}: pictures optimised to excite each map ({steps} steps), its best photo"
+    print("\n".join(optimized.write(found, report, [out.path(name) for name in optimized.OUTPUTS], title)))
+
+
 def filters(args):
     if len(args.checkpoint) > 2:
         raise UserError("filters draws one checkpoint or two side by side")
@@ -126,18 +129,17 @@ def evolve(args):
     snapshot_files = evolution.snapshot_files(args.snapshots, required=True)
     snapshots, preprocess = evolution.load_snapshots(snapshot_files, args.snapshots, device)
     final = snapshots[-1][1]
-    layers = chosen_layers(final, args.layers, args.snapshots)
-    require_maps(final, layers, args.maps, args.maps_per_layer)
+    layers = top9.chosen_layers(final, args.layers, args.snapshots)
+    top9.require_maps(final, layers, args.maps, args.maps_per_layer)
     paths = find_images(args.images)
-    paths = [paths[i] for i in spread_evenly(len(paths), args.max_images)]  # every class folder
+    paths = [paths[i] for i in top9.spread_evenly(len(paths), args.max_images)]  # every class folder
     sources = [args.snapshots, *snapshot_files, args.images, *paths]
     out = claim_out(args, os.path.normpath(args.snapshots), sources, images=args.images)
     outputs = {name: out.path(name) for name in evolution.output_names(layers)}
-    paths, inputs = usable_inputs(paths, preprocess, args.batch_size, "decoding images", args.images)
+    paths, inputs = top9.usable_inputs(paths, preprocess, args.batch_size, "decoding images", args.images)
     strongest = evolution.strongest_places(snapshots, inputs, layers, args.batch_size)
-    maps = {
-        layer: chosen_maps(args.maps, strongest[snapshots[-1][0]][layer][0], chosen_count(args)) for layer in layers
-    }
+    last = strongest[snapshots[-1][0]]
+    maps = {layer: top9.chosen_maps(args.maps, last[layer][0], chosen_count(args)) for layer in layers}
     # Each map's strongest activation at each epoch, for the figure; and its activation at the
     # final epoch's strongest place, a fixed point to measure how it still changes.
     by_rule = functools.partial(project, rule=args.rule)
@@ -157,17 +159,10 @@ def add_command(commands, name, description, summary, run):
 def parse_args(argv=None):
     parser = script_parser(__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    top = add_command(commands, "top9", features.TOP9_COMMAND, "figure 2: each map's 9 strongest, projected", top9)
+    top = add_command(commands, "top9", features.TOP9_COMMAND, "figure 2: each map's 9 strongest, projected", strongest)
     add_checkpoint(top)
     add_map_search(top, maps_per_layer=9)
-    top.add_argument(
-        "--stretch",
-        default="each",
-        choices=["each", "shared"],
-        help="each: every projection contrast-stretched by its own 99th-percentile magnitude, so that "
-        "weak ones are legible too; shared: one scale for a map's nine, so that their strengths "
-        "compare (default: %(default)s)",
-    )
+    add_stretch(top)
     add_rule(top)
     add_out(top)
     weights = add_command(commands, "filters", features.FILTERS_COMMAND, "figure 6: the layer-1 filters", filters)
@@ -186,6 +181,12 @@ def parse_args(argv=None):
     add_map_search(checks, maps_per_layer=9)
     add_seed(checks, what="the re-initialised weights")
     add_out(checks)
+    wanted = add_command(commands, "optimize", optimized.COMMAND, "what each map wants to see, optimised", dream)
+    add_checkpoint(wanted)
+    add_map_search(wanted, maps_per_layer=9)
+    add_steps(wanted, default=optimize.STEPS, what="of gradient ascent on each layer's pictures")
+    add_seed(wanted, what="the starting pictures and the random transformations")
+    add_out(wanted)
     return parser.parse_args(argv)
 
 

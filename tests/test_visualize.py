@@ -259,7 +259,13 @@ def test_errors_exit_2_with_one_line(arguments, tmp_path):
 
 @pytest.mark.parametrize(
     "command, maps_per_layer, opening",
-    [("top9", 9, "Figure 2"), ("evolution", 4, "Figure 4"), ("filters", None, "Figure 6"), ("sanity", 9, "Sanity")],
+    [
+        ("top9", 9, "Figure 2"),
+        ("evolution", 4, "Figure 4"),
+        ("filters", None, "Figure 6"),
+        ("sanity", 9, "Sanity"),
+        ("optimize", 9, "What each chosen map wants to see"),
+    ],
 )
 def test_every_command_describes_itself_and_shows_its_defaults(command, maps_per_layer, opening):
     result = call_script("visualize.py", command, "--help")
@@ -594,6 +600,26 @@ def test_sanity_writes_its_verdicts_tables_and_figures(photos, checkpoint, tmp_p
             assert float(row["spearman_mean"]) == pytest.approx(1.0)
     assert_picture(tmp_path / "sanity.png", (800, 500))
     assert_picture(tmp_path / "sanity_example.png", (500, 200))
+
+
+def test_optimize_draws_each_map_s_picture_beside_its_strongest_photo(photos, checkpoint, tmp_path):
+    flags = ("--layers", "1,5", "--maps", "2,3", "--steps", "24", "--seed", "7", "--out", tmp_path, "--device", "cpu")
+    result = visualize("optimize", "--checkpoint", checkpoint, "--images", photos, *flags)
+    report = json.loads((tmp_path / "optimize.json").read_text())
+    assert (report["steps"], report["seed"]) == (24, 7)
+    assert [(entry["layer"], entry["map"]) for entry in report["maps"]] == [(1, 2), (1, 3), (5, 2), (5, 3)]
+    model, checkpoint_data = load_checkpoint(checkpoint, "cpu")
+    for entry in report["maps"]:
+        # The strongest photo's number is the map's largest activation over that photo.
+        inputs = load_input(entry["strongest_photo_path"], checkpoint_data["preprocess"])[None]
+        activations = model.activations(inputs, [entry["layer"]])[entry["layer"]][0, entry["map"]]
+        assert entry["strongest_photo"] == pytest.approx(activations.max().item(), rel=1e-5)
+        assert entry["ratio"] == pytest.approx(entry["optimised"] / entry["strongest_photo"])
+    for layer in (1, 5):
+        entries = [entry for entry in report["maps"] if entry["layer"] == layer]
+        beaten = sum(entry["optimised"] > entry["strongest_photo"] for entry in entries)
+        assert f"layer {layer}: {beaten} of 2 optimised pictures excite their map more" in result.stdout
+    assert_picture(tmp_path / "optimize.png", (400, 800))
 
 
 @pytest.mark.parametrize("command", ["top9", "evolution"])

@@ -134,6 +134,24 @@ def add_rule(parser):
     )
 
 
+def add_stretch(parser):
+    """--stretch: how top9's projections are contrast-stretched."""
+    parser.add_argument(
+        "--stretch",
+        default="each",
+        choices=["each", "shared"],
+        help="each: every projection contrast-stretched by its own 99th-percentile magnitude, so that "
+        "weak ones are legible too; shared: one scale for a map's nine, so that their strengths "
+        "compare (default: %(default)s)",
+    )
+
+
+def add_steps(parser, default, what):
+    parser.add_argument(
+        "--steps", default=default, type=positive_int, help=f"number of steps {what} (default: %(default)s)"
+    )
+
+
 def out_folder(args, tool, beside=None):
     """`args.out`, or `<folder of beside (default: args.checkpoint)>/<tool>`."""
     if args.out:

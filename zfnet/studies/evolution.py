@@ -23,6 +23,7 @@ from zfnet.checkpoint import load_checkpoint
 from zfnet.errors import UserError
 from zfnet.figures import caption, plt, save_figure, stretched
 from zfnet.files import atomic_write_text
+from zfnet.studies import features
 from zfnet.tables import csv_text
 from zfnet.top9 import strongest_activations, tensor_batches
 
@@ -91,11 +92,11 @@ def trace(snapshots, inputs, strongest, maps, project, anchored=False):
     traced = {}
     for layer, chosen in maps.items():
         found, projections, at_last = [], [[] for _ in chosen], [[] for _ in chosen]
-        fixed = _requests(strongest[snapshots[-1][0]][layer], layer, chosen)
+        fixed = features.strongest_requests(strongest[snapshots[-1][0]][layer], layer, chosen)
         for epoch, model in snapshots:
             values, images, ys, xs = (column[chosen, 0] for column in strongest[epoch][layer])
             found.append(torch.stack([images.float(), ys.float(), xs.float(), values], 1))
-            requests = _requests(strongest[epoch][layer], layer, chosen)
+            requests = features.strongest_requests(strongest[epoch][layer], layer, chosen)
             patches = [patch.cpu() for patch in project(model, inputs, requests + (fixed if anchored else []))]
             for row, patch in zip(projections, patches):
                 row.append(patch)
@@ -103,12 +104,6 @@ def trace(snapshots, inputs, strongest, maps, project, anchored=False):
                 row.append(patch)
         traced[layer] = (torch.stack(found, 1), projections, at_last if anchored else None)
     return traced
-
-
-def _requests(best, layer, chosen):
-    """Projection requests (image, layer, map, y, x) of the `chosen` maps' strongest activation."""
-    _, images, ys, xs = (column[chosen, 0].tolist() for column in best)
-    return [(i, layer, m, y, x) for i, m, y, x in zip(images, chosen, ys, xs)]
 
 
 def projection_change(before, after):

@@ -43,13 +43,15 @@ def top9_outputs(layers):
     return ["top9.json", *(f"top9_layer{layer}.png" for layer in layers)]
 
 
-def strongest_requests(best, layer, maps):
+def strongest_requests(best, layer, maps, per_map=None):
     """Projection requests `(image, layer, map, y, x)` of the strongest activations of `maps`
-    of `layer` (`best` is that layer's entry of strongest_activations), a map's strongest
-    first; image indexes the photos searched."""
+    of `layer` (`best` is that layer's entry of strongest_activations; all of them, or each
+    map's `per_map` strongest), a map's strongest first; image indexes the photos searched."""
     _, images, ys, xs = best
     return [
-        (images[m, r].item(), layer, m, ys[m, r].item(), xs[m, r].item()) for m in maps for r in range(images.shape[1])
+        (images[m, r].item(), layer, m, ys[m, r].item(), xs[m, r].item())
+        for m in maps
+        for r in range(per_map or images.shape[1])
     ]
 
 
