@@ -12,7 +12,7 @@ from tests.helpers import ROOT
 
 SCRIPTS = sorted(name[:-3] for name in os.listdir(ROOT) if name.endswith(".py") and name != "model.py")
 STUDIES = ("ablation", "common", "correspondence", "evolution", "features", "first_layer", "invariance")
-STUDIES += ("occlusion", "sanity", "transfer")
+STUDIES += ("occlusion", "optimized", "sanity", "transfer")
 
 
 def python_files(*folders):
