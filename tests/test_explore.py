@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import model as model_module
+import zfnet.optimize
 import zfnet.site.data
 from tests.helpers import (
     CLASSES,
@@ -47,6 +48,7 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 WIDTHS = {"conv_channels": (4, 6, 6, 5, 4), "fc_features": (16, 16)}  # few maps: few pages to visit
 SIZE = 64
 PHOTOS_PER_CLASS = 3
+OPTIMISED = ("--optimize", "2")  # the built site's: its 2 most active maps per layer get a picture
 
 
 def write_run(folder):
@@ -80,14 +82,18 @@ def built(tmp_path_factory):
     folder = tmp_path_factory.mktemp("explore")
     checkpoint = write_run(folder)
     images, _ = write_images(folder)
-    result = explore(checkpoint, images)
+    result = explore(checkpoint, images, *OPTIMISED)
     assert result.returncode == 0, result.stderr
     return checkpoint, images, os.path.join(os.path.dirname(checkpoint), "explore"), result
 
 
 def explore(checkpoint, images, *arguments):
-    """explore.py on the CPU, for the network `checkpoint` over the photos `images`."""
-    return call_script("explore.py", "--checkpoint", checkpoint, "--images", images, "--device", "cpu", *arguments)
+    """explore.py on the CPU, for the network `checkpoint` over the photos `images`, with no
+    optimised pictures unless --optimize is given (each takes a few seconds)."""
+    quick = () if "--optimize" in arguments else ("--optimize", "0")
+    return call_script(
+        "explore.py", "--checkpoint", checkpoint, "--images", images, "--device", "cpu", *quick, *arguments
+    )
 
 
 def pages_of(site):
@@ -213,6 +219,76 @@ def test_a_map_page_shows_each_rule_and_how_much_of_it_survives_random_weights(b
     assert 'href="../sanity.html"' in page
 
 
+def test_wiring_lists_the_maps_below_by_a_naive_sum_of_absolute_weights():
+    model = tiny_network(SIZE, **WIDTHS)
+    for layer, below_count in ((2, 4), (5, 5)):
+        weight = model.stage(layer).conv.weight.detach()
+        for m in range(weight.shape[0]):
+            sums = [sum(abs(v) for v in weight[m, k].flatten().tolist()) for k in range(below_count)]
+            expected = sorted(range(below_count), key=lambda k: -sums[k])[:3]
+            wired = zfnet.site.data.wiring(model, layer, m, count=3)
+            assert [k for k, _ in wired] == expected
+            assert [share for _, share in wired] == pytest.approx([sums[k] / sum(sums) for k in expected])
+
+
+def test_a_map_page_shows_what_it_wants_to_see_what_it_is_wired_to_and_how_it_grew(built):
+    checkpoint, _, site, _ = built
+    cache = torch.load(os.path.join(site, "cache.pt"), weights_only=False)
+    model, _ = load_checkpoint(checkpoint, "cpu")
+    rankings = {
+        n: top[0].mean(1).sort(descending=True, stable=True).indices.tolist()
+        for n, top in cache["survey"]["top"].items()
+    }
+    optimised = cache["optimised"]["found"]
+    evolution = cache["evolution"]
+    for n in range(1, 6):
+        for m in range(WIDTHS["conv_channels"][n - 1]):
+            page = open(os.path.join(site, f"layer{n}", f"map{m:03d}.html")).read()
+            picture = os.path.join(site, "img", f"layer{n}", f"wants{m:03d}.jpg")
+            if m in rankings[n][:2]:
+                found = optimised[(n, m)]
+                assert found["strongest_photo"] == cache["survey"]["top"][n][0][m, 0].item()
+                assert f"Its strongest activation is {found['optimised']:.3g}" in page
+                assert f'src="../img/layer{n}/wants{m:03d}.jpg"' in page and os.path.isfile(picture)
+            else:
+                assert "What it wants to see" not in page and not os.path.exists(picture)
+            # Wired to: every map of the layer below (fewer than 8 here), strongest first.
+            wired = re.findall(r'<figure><a href="\.\./layer(\d)/map(\d+)\.html">.*?<br>([\d.]+)%</figcaption>', page)
+            if n == 1:
+                assert "What it is wired to" not in page
+                continue
+            weight = model.stage(n).conv.weight.detach()[m].abs().sum(dim=(1, 2))
+            expected = weight.sort(descending=True, stable=True).indices.tolist()
+            assert [(int(layer), int(k)) for layer, k, _ in wired] == [(n - 1, k) for k in expected]
+            assert [float(share) for _, _, share in wired] == pytest.approx(
+                [100 * (weight[k] / weight.sum()).item() for k in expected], abs=0.05
+            )
+            # How it grew: its strongest activation and its filter's drift at each snapshot.
+            values = re.findall(r"<small>([^<]+)<br>filter (\d+)%, layer (\d+)%</small>", page)
+            assert len(values) == len(evolution["epochs"]) == 2
+            for s, (value, own, layer) in enumerate(values):
+                assert float(value) == pytest.approx(evolution["found"][n][m, s, 3].item(), rel=1e-2)
+                assert int(own) == round(100 * evolution["drift"][n][1][m, s].item())
+                assert int(layer) == round(100 * evolution["drift"][n][0][s])
+            first, last = (
+                torch.load(
+                    os.path.join(os.path.dirname(checkpoint), "snapshots", f"epoch_{e:03d}.pth"), weights_only=False
+                )["model"][f"layer{n}.conv.weight"][m]
+                for e in (1, 2)
+            )
+            assert int(values[1][1]) == round(100 * ((last - first).norm() / first.norm()).item())
+
+
+def test_fewer_optimised_maps_prune_the_pictures_of_the_others(built, tmp_path):
+    checkpoint, images, _, _ = built
+    out = tmp_path / "site"
+    assert explore(checkpoint, images, "--out", out, "--optimize", "1").returncode == 0
+    assert len(list(out.glob("img/layer*/wants*.jpg"))) == 5
+    assert explore(checkpoint, images, "--out", out, "--optimize", "0").returncode == 0
+    assert not list(out.glob("img/layer*/wants*.jpg"))
+    assert "What it wants to see" not in "".join(path.read_text() for path in out.glob("layer*/map*.html"))
+
+
 def test_the_sanity_page_quotes_the_measured_numbers(built):
     _, _, site, _ = built
     report = torch.load(os.path.join(site, "cache.pt"), weights_only=False)["sanity"]
@@ -250,7 +326,8 @@ def test_a_rerun_reuses_everything_and_runs_no_network(built, monkeypatch):
     for name in ("forward", "stages_forward", "activations"):
         monkeypatch.setattr(model_module.ZFNet, name, refuse)
     monkeypatch.setattr(zfnet.site.data, "survey", refuse)
-    result = explore(checkpoint, images)
+    monkeypatch.setattr(zfnet.optimize, "optimise", refuse)
+    result = explore(checkpoint, images, *OPTIMISED)
     assert result.returncode == 0, result.stderr
     assert {path: os.stat(path).st_mtime_ns for path in pictures} == pictures
 

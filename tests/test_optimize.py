@@ -94,3 +94,10 @@ def test_the_same_seed_gives_the_same_pictures_and_the_network_is_left_as_it_was
     assert torch.equal(first, again) and not torch.equal(first, other)
     assert all(torch.equal(value, before[name]) for name, value in network.state_dict().items())
     assert all(parameter.requires_grad and parameter.grad is None for parameter in network.parameters())
+
+
+def test_a_map_s_picture_does_not_depend_on_the_maps_optimised_beside_it(network):
+    together, strengths = optimize.optimise(network, 4, [0, 3, 7], SMALL, steps=8, seed=2)
+    alone, strength = optimize.optimise(network, 4, [3], SMALL, steps=8, seed=2)
+    torch.testing.assert_close(alone[0], together[1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(strength[0], strengths[1], atol=1e-4, rtol=1e-4)

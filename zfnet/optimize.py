@@ -39,8 +39,13 @@ def colour_matrix(pictures):
     has norm 1. The identity when there are no pictures."""
     if pictures is None or len(pictures) == 0:
         return torch.eye(3)
-    pixels = pictures.detach().permute(1, 0, 2, 3).reshape(3, -1).double()
-    values, vectors = torch.linalg.eigh(torch.cov(pixels))
+    total, products, count = torch.zeros(3, dtype=torch.float64), torch.zeros(3, 3, dtype=torch.float64), 0
+    for chunk in pictures.detach().split(16):  # in float64 a few at a time: a split's pixels take GBs
+        pixels = chunk.permute(1, 0, 2, 3).reshape(3, -1).double()
+        total, products, count = total + pixels.sum(1), products + pixels @ pixels.T, count + pixels.shape[1]
+    mean = total / count
+    covariance = (products - count * torch.outer(mean, mean)) / (count - 1)
+    values, vectors = torch.linalg.eigh(covariance)
     root = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
     return (root / root.norm(dim=0).max().clamp(min=1e-12)).float()
 
@@ -116,8 +121,14 @@ def optimise(model, layer, maps, preprocess, colours=None, steps=STEPS, seed=0, 
     colours = (torch.eye(3) if colours is None else colours).to(device)
     mean = torch.tensor(preprocess["mean"], device=device)[:, None, None]
     std = torch.tensor(preprocess["std"], device=device)[:, None, None]
+    # A map's start is drawn from the seed and the map, the transformations from the seed: a
+    # map's picture is the same whichever maps are optimised beside it (the explorer adds some).
+    shape = (3, size, size // 2 + 1, 2)
+    initial = torch.stack(
+        [torch.randn(shape, generator=torch.Generator().manual_seed(seed * 100_003 + m)) for m in maps]
+    )
+    initial = initial * INITIAL_SCALE
     generator = torch.Generator().manual_seed(seed)
-    initial = torch.randn((len(maps), 3, size, size // 2 + 1, 2), generator=generator) * INITIAL_SCALE
     spectrum = initial.to(device).requires_grad_()
     optimiser = torch.optim.Adam([spectrum], lr=LEARNING_RATE)
     chosen, rows = torch.tensor(maps, device=device), torch.arange(len(maps), device=device)
@@ -132,7 +143,8 @@ def optimise(model, layer, maps, preprocess, colours=None, steps=STEPS, seed=0, 
         for _ in range(steps):
             optimiser.zero_grad()
             excited = excitation(random_transform(to_pictures(spectrum, colours, size), generator))
-            (-F.leaky_relu(excited, LEAK).mean()).backward()
+            # Each picture's own mean, summed: a picture's gradient does not depend on the others'.
+            (-F.leaky_relu(excited, LEAK).flatten(1).mean(1).sum()).backward()
             optimiser.step()
             if progress is not None:
                 progress()

@@ -22,6 +22,7 @@ from urllib.parse import quote
 import torch
 from tqdm import tqdm
 
+from zfnet import optimize
 from zfnet.arguments import out_folder
 from zfnet.checkpoint import load_checkpoint, read_checkpoint
 from zfnet.errors import UserError
@@ -34,6 +35,7 @@ from zfnet.site.pictures import (
     as_uint8,
     patch_picture,
     projection_picture,
+    small_projection_picture,
     write_classes,
     write_filters,
     write_map,
@@ -61,6 +63,7 @@ TOOLS = ("visualize", "occlusion", "invariance", "correspondence", "compare_arch
 THUMBNAIL = 112  # pixels
 LONGEST_ID = 100  # characters of a photo's id, which names its page and its pictures
 IMAGES_PER_PASS = 32  # photos whose projections are made together (bounds the memory they take)
+GROWTH_CHUNK = 64  # maps traced across the snapshots together (bounds the projections held)
 
 
 def build(args):
@@ -111,10 +114,13 @@ def build(args):
     site.ids = photo_ids(survey["paths"], args.images, listed)
     chosen = [*earlier, *(path for path in chosen_photos(args, site, listed) if path not in earlier)]
     write_map_sheets(site, out, model, inputs)
+    site.optimised = write_optimised(site, out, cache, model, args.optimize, inputs)
     write_photo_pages(site, out, cache, model, inputs, chosen, listed)
     write_thumbnails(site, out, inputs, listed)
     site.evolution = write_evolution(site, out, cache, args, inputs)
     site.sanity = write_sanity(site, out, cache, model, inputs)
+    for n in model.conv_layers:  # the pictures of maps that earlier builds showed and this one does not
+        prune(out.path("img", f"layer{n}"), {os.path.basename(name) for name in site.map_pictures(n)})
     describe_run(site, out, args.checkpoint, checkpoint, model)
     data.save_cache(out.path("cache.pt"), cache)
     pages.write_site(site, out)
@@ -204,8 +210,6 @@ def write_map_sheets(site, out, model, inputs):
         for m in range(len(site.survey["top"][n][0]))
         if missing(out, [site.map_sheet(n, m)])
     ]
-    for n in model.conv_layers:  # sheets of earlier builds, under other names
-        prune(out.path("img", f"layer{n}"), {os.path.basename(site.map_sheet(n, m)) for m in site.rankings[n]})
     if not todo:
         return
     requests = []
@@ -232,6 +236,32 @@ def write_map_sheets(site, out, model, inputs):
         images = site.survey["top"][n][1][m].tolist()
         shown = [pictures[(n, m, image)] for image in images]
         site.sheets[n].write(out.path(site.map_sheet(n, m)), [list(row) for row in zip(*shown)])
+
+
+def write_optimised(site, out, cache, model, count, inputs):
+    """Pictures optimised to excite each layer's `count` most active maps (zfnet.optimize, the
+    default steps and seed 0), made for the maps without one: `{(layer, map): {optimised,
+    strongest_photo}}`, their strongest activations on the picture and over the photos. The
+    colours are decorrelated with the covariance of the survey's photos."""
+    key = [cache["key"], optimize.STEPS]
+    if cache.get("optimised", {}).get("key") != key:
+        cache["optimised"] = {"key": key, "found": {}}
+    found = cache["optimised"]["found"]
+    wanted = {n: site.rankings[n][:count] for n in model.conv_layers}
+    todo = {
+        n: [m for m in maps if (n, m) not in found or missing(out, [site.optimised_picture(n, m)])]
+        for n, maps in wanted.items()
+    }
+    colours = None
+    for n, maps in ((n, maps) for n, maps in todo.items() if maps):
+        if colours is None:
+            colours = optimize.colour_matrix(data.seen(inputs(), site.preprocess))
+        with tqdm(total=optimize.STEPS, desc=f"optimising {len(maps)} maps of layer {n}", leave=False) as bar:
+            pictures, strengths = optimize.optimise(model, n, maps, site.preprocess, colours, progress=bar.update)
+        for m, picture, strength in zip(maps, pictures, strengths.tolist()):
+            write_picture(out.path(site.optimised_picture(n, m)), picture)
+            found[(n, m)] = {"optimised": strength, "strongest_photo": site.survey["top"][n][0][m, 0].item()}
+    return {(n, m): found[(n, m)] for n, maps in wanted.items() for m in maps}
 
 
 def write_photo_pages(site, out, cache, model, inputs, chosen, listed):
@@ -302,27 +332,50 @@ def write_evolution(site, out, cache, args, inputs):
     key = [cache["key"], *(data.file_digest(path) for path in paths)]
     layers = site.model.conv_layers
     entry = cache.get("evolution")
-    if entry is None or entry["key"] != key or missing(out, [site.evolution_sheet(n) for n in layers]):
+    pictures = [site.evolution_sheet(n) for n in layers] + [site.growth_sheet(n) for n in layers]
+    if entry is None or entry["key"] != key or "drift" not in entry or missing(out, pictures):
         device = next(site.model.parameters()).device
         try:
             snapshots, _ = evolution.load_snapshots(paths, snapshots_folder, device, network=site.model.config)
         except UserError as error:
             print(f"note: no evolution page: {error}", file=sys.stderr)
             return None
-        maps = {n: site.rankings[n][: data.EVOLUTION_MAPS] for n in layers}
         strongest = evolution.strongest_places(snapshots, inputs(), layers, args.batch_size)
-        traced = evolution.trace(snapshots, inputs(), strongest, maps, data.projected)
-        for n in layers:
-            site.sheets[n].write(
-                out.path(site.evolution_sheet(n)), [[projection_picture(p) for p in row] for row in traced[n][1]]
-            )
+        shown = {n: site.rankings[n][: data.EVOLUTION_MAPS] for n in layers}
+        found = {n: write_growth(site, out, snapshots, inputs(), strongest, n, shown[n]) for n in layers}
+        drift = evolution.weight_drift(snapshots, layers)
         entry = cache["evolution"] = {
             "key": key,
             "epochs": [epoch for epoch, _ in snapshots],
-            "maps": maps,
-            "found": {n: traced[n][0] for n in layers},
+            "maps": shown,
+            "found": found,
+            "drift": {
+                n: ([row["from_first"] for row in drift if row["layer"] == n], data.filter_drift(snapshots, n))
+                for n in layers
+            },
         }
     return entry
+
+
+def write_growth(site, out, snapshots, inputs, strongest, n, shown):
+    """Every map of layer `n` at every snapshot: its strongest activation projected by that
+    snapshot's network, small on the layer's growth sheet (a row per map, for the map pages)
+    and, for the maps the evolution page `shown`, full size on its sheet. A few maps at a time,
+    so that the projections in memory stay few. Returns found (maps, snapshots, 4) of image,
+    y, x and value (zfnet.studies.evolution.trace)."""
+    found, growth, full = [], [], {}
+    every = list(range(len(site.rankings[n])))
+    for start in tqdm(range(0, len(every), GROWTH_CHUNK), desc=f"layer {n} across the snapshots", leave=False):
+        chunk = every[start : start + GROWTH_CHUNK]
+        part, projections, _ = evolution.trace(snapshots, inputs, strongest, {n: chunk}, data.projected)[n]
+        found.append(part)
+        for m, row in zip(chunk, projections):
+            growth.append([small_projection_picture(p, data.GROWTH_TILE) for p in row])
+            if m in shown:
+                full[m] = [projection_picture(p) for p in row]
+    site.sheets[n].write(out.path(site.evolution_sheet(n)), [full[m] for m in shown])
+    Sheet(data.GROWTH_TILE).write(out.path(site.growth_sheet(n)), growth)
+    return torch.cat(found)
 
 
 def write_sanity(site, out, cache, model, inputs):

@@ -33,6 +33,8 @@ TOP = 9  # activations per map, the paper's figure 2
 PHOTO_MAPS = 6  # most active maps per layer on a photo page
 EVOLUTION_MAPS = 4  # maps per layer on the evolution page
 SANITY_MAPS = 4  # most active maps per layer whose top 9 the sanity page measures
+WIRED = 8  # maps of the layer below listed on a map page, the most strongly wired first
+GROWTH_TILE = 80  # pixels of a map page's projection per snapshot (80 x 819 maps fit a JPEG's 65535)
 # The paper's occluder: a 50-pixel grey square moved by 8 pixels over a 224-pixel input,
 # scaled for networks of another input size.
 OCCLUDER = {"size": 50 / 224, "stride": 8 / 224}
@@ -234,6 +236,27 @@ def analyse_photo(model, x, path, classes):
 def sanity_checks(model, inputs, pictures, requests, example):
     """zfnet.studies.sanity.measure, on one thread: it projects small windows (see one_thread)."""
     return sanity.measure(model, inputs, pictures, requests, example=example)
+
+
+def wiring(model, layer, m, count=WIRED):
+    """`[(map of the layer below, share)]`: the `count` maps of layer `layer - 1` most strongly
+    wired into map `m` of `layer`, by the sum of the absolute weights from each (its 2-D
+    kernel), strongest first, with that sum's share of all of them. Between two convolutions
+    lie only ReLU, pooling and normalisation, which keep the maps' order: input channel k is
+    map k of the layer below."""
+    strength = model.stage(layer).conv.weight[m].detach().abs().sum(dim=(1, 2)).double()
+    order = strength.sort(descending=True, stable=True).indices[:count]
+    total = strength.sum().item()
+    return [(k, strength[k].item() / total if total else 0.0) for k in order.tolist()]
+
+
+def filter_drift(snapshots, layer):
+    """(maps, snapshots): how far each filter of layer `layer` is at each snapshot from the
+    first snapshot's, relative to the first's norm (zfnet.studies.evolution.weight_drift does
+    the same for the whole layer)."""
+    weights = torch.stack([model.stage(layer).conv.weight.detach().double().cpu() for _, model in snapshots])
+    moved = (weights - weights[0]).flatten(2).norm(dim=2)
+    return (moved / weights[0].flatten(1).norm(dim=1).clamp(min=1e-12)).T.float()
 
 
 def seen(inputs, preprocess):

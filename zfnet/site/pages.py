@@ -6,7 +6,8 @@ overview (index.html).
 
     index.html              the run, its accuracy per class, the architecture, the photos
     layerN.html             every map of layer N as a card, strongest first
-    layerN/mapNNN.html      one map: its top 9 (figure 2) by three rules, the classes that drive it
+    layerN/mapNNN.html      one map: its top 9 (figure 2) by three rules, the classes that drive it,
+                            what it wants to see, what it is wired to, how it grew
     photo/ID.html           one photo: prediction, occlusion (figure 7), projections
     evolution.html          figure 4, from the run's snapshots
     sanity.html             how much of each rule's pictures is the network (zfnet.studies.sanity)
@@ -24,6 +25,8 @@ from tqdm import tqdm
 
 from zfnet.deconv import receptive_fields
 from zfnet.files import atomic_write_text
+from zfnet.optimize import STEPS as OPTIMISE_STEPS
+from zfnet.site import data
 from zfnet.site.data import METHODS, TOP, architecture, class_means
 from zfnet.site.pictures import Sheet, css_colours
 from zfnet.top9 import pil_box
@@ -54,6 +57,7 @@ class Site:
     photos: list = field(default_factory=list)  # [(path, id, cached numbers)] with a page each
     evolution: dict = None
     sanity: dict = None  # zfnet.studies.sanity.summary of the sanity checks
+    optimised: dict = field(default_factory=dict)  # {(layer, map): strengths} of the maps with a picture
     checkpoint_info: dict = None
     train_config: dict = None
     figures: list = field(default_factory=list)
@@ -81,6 +85,19 @@ class Site:
     @staticmethod
     def evolution_sheet(layer):
         return f"img/evolution/layer{layer}.jpg"
+
+    @staticmethod
+    def optimised_picture(layer, m):
+        return f"img/layer{layer}/wants{m:03d}.jpg"
+
+    @staticmethod
+    def growth_sheet(layer):
+        return f"img/evolution/growth{layer}.jpg"  # a row per map, a column per snapshot
+
+    def map_pictures(self, layer):
+        """The pictures of layer `layer`'s maps that this build shows."""
+        sheets = [self.map_sheet(layer, m) for m in self.rankings[layer]]
+        return sheets + [self.optimised_picture(n, m) for n, m in self.optimised if n == layer]
 
     sanity_figure = "img/sanity.png"
     sanity_example = "img/sanity_example.png"
@@ -346,6 +363,15 @@ def map_page(site, n, m):
         for name, v, share, colour, c in zip(site.classes, means, of_peak(means), site.colours, counts)
     ]
     kernel = site.model.stage(n).conv.kernel_size[0]
+    below = site.model.conv_layers.index(n)
+    wired = data.wiring(site.model, n, m) if below else []
+    growth = None
+    if site.evolution:
+        found, (layer_drift, map_drift) = site.evolution["found"][n][m], site.evolution["drift"][n]
+        growth = [
+            (epoch, found[s, 3].item(), map_drift[m, s].item(), layer_drift[s])
+            for s, epoch in enumerate(site.evolution["epochs"])
+        ]
     return render(
         site,
         "map.html",
@@ -360,6 +386,13 @@ def map_page(site, n, m):
         classes=classes,
         top=TOP,
         sanity=[(rule, values[n][0]) for rule, values in survival(site).items()],
+        wants=site.optimised.get((n, m)),
+        steps=OPTIMISE_STEPS,
+        below=site.model.conv_layers[below - 1] if below else None,
+        inputs=site.model.stage(n).conv.in_channels,
+        wired=wired,
+        growth=growth,
+        growth_sheet=Sheet(data.GROWTH_TILE),
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from matplotlib import colormaps
 from PIL import Image
 
@@ -72,6 +73,15 @@ def as_uint8(picture):
 def projection_picture(projection):
     """A projection (3, H, W) as shown everywhere in the explorer (zfnet.figures.stretched), as a tile."""
     return as_uint8(stretched(projection))
+
+
+@one_thread
+def small_projection_picture(projection, side):
+    """A projection as projection_picture shows it, at side x side pixels (averaged down from a
+    larger one, a smaller one's pixels repeated)."""
+    picture = stretched(projection)[None].float()
+    mode = "area" if picture.shape[-1] >= side else "nearest"
+    return as_uint8(F.interpolate(picture, size=(side, side), mode=mode)[0])
 
 
 @one_thread
