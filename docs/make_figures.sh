@@ -23,6 +23,7 @@ python explore.py --checkpoint runs/reference/best.pth
 python visualize.py sanity --checkpoint runs/features10/best.pth
 python occlusion.py --summary flower_data/val --checkpoint runs/features10/best.pth --stride 16
 python occlusion.py flower_data/val/daisy/16527403771_2391f137c4_n.jpg --checkpoint runs/features10/best.pth
+python visualize.py optimize --checkpoint runs/features10/best.pth --layers 1,3,5 --maps-per-layer 6
 
 cp runs/reference/curves.png runs/reference/confusion.png "$figures/"
 cp runs/reference/visualize/filters.png runs/reference/visualize/top9_layer[1-5].png "$figures/"
@@ -33,6 +34,7 @@ cp runs/alexnet-features/compare_arch/compare.png "$figures/"
 cp runs/features10/visualize/sanity.png runs/features10/visualize/sanity_example.png "$figures/"
 cp runs/features10/occlusion/occlusion_summary.png "$figures/"
 cp runs/features10/occlusion/16527403771_2391f137c4_n.png "$figures/occlusion_effect.png"
+cp runs/features10/visualize/optimize.png "$figures/"
 
 site="$PWD/runs/reference/explore"
 # The layer-5 map whose page is shown: the first (the most active) of top9's figure.

@@ -20,6 +20,7 @@ QUICK_RUNS = {
     ("bench/make_photo_set.py", "--quick"): "photos,",
     ("bench/explore_speed.py", "--quick"): "| build | seconds | goal |",
     ("bench/filter_smoothness.py", "--quick"): "| run | recipe | epochs | minutes | val accuracy | smooth < 1/4 |",
+    ("bench/optimize_speed.py", "--quick"): "| method | layer | maps | seconds | s/map |",
 }
 NUMBER = r"([-+]?[\d.]+(?:e[-+]?\d+)?)"
 
@@ -57,6 +58,11 @@ SANE = {
     ),
     "bench/make_photo_set.py": (rf"(\d+) photos, {NUMBER} MiB", lambda photos, mib: positive(photos, mib)),
     "bench/explore_speed.py": (rf"\| the whole folder \| (\d+) \| {NUMBER} \|", lambda files, mb: positive(files, mb)),
+    # two maps a layer, in positive time, both methods' pictures measured
+    "bench/optimize_speed.py": (
+        rf"\| ours \(zfnet\.optimize\) \| 5 \| (\d+) \| {NUMBER} \| {NUMBER} \| {NUMBER} \| {NUMBER}% \|",
+        lambda maps, seconds, per_map, ratio, smooth: maps == 2 and positive(seconds, per_map, ratio) and smooth <= 100,
+    ),
     # white noise's smoothness is known: 17.9% of a 7x7 filter's energy lies below 1/4 cycle/px
     "bench/filter_smoothness.py": (
         rf"\| white noise, 7x7 \| - \| - \| - \| - \| {NUMBER}% \| {NUMBER}% \| {NUMBER}% \|",

@@ -97,7 +97,7 @@ def random_transform(images, generator):
     return _warp(images, angle, scale, shift)
 
 
-def _pre_activation(model, layer, inputs):
+def pre_activation(model, layer, inputs):
     """Layer `layer`'s convolution output before its ReLU, for `inputs` (a copy: the network's
     ReLU rectifies in place)."""
     found = {}
@@ -134,7 +134,7 @@ def optimise(model, layer, maps, preprocess, colours=None, steps=STEPS, seed=0, 
     chosen, rows = torch.tensor(maps, device=device), torch.arange(len(maps), device=device)
 
     def excitation(pictures):
-        return _pre_activation(model, layer, (pictures - mean) / std)[rows, chosen]
+        return pre_activation(model, layer, (pictures - mean) / std)[rows, chosen]
 
     learning = [p for p in model.parameters() if p.requires_grad]
     for parameter in learning:  # the weights' gradients would take a third of each step

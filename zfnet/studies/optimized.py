@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from zfnet import optimize
 from zfnet.deconv import crop
-from zfnet.figures import plt, save_figure
+from zfnet.figures import caption, plt, save_figure
 from zfnet.files import atomic_write_text
 
 OUTPUTS = ("optimize.png", "optimize.json")
@@ -71,7 +71,7 @@ def plot(found, path, title):
     the strongest photos' patches with theirs."""
     columns = max(len(entries) for entries in found.values())
     figure, axes = plt.subplots(
-        2 * len(found), columns, figsize=(1.9 * columns, 2.1 * 2 * len(found)), squeeze=False, dpi=120
+        2 * len(found), columns, figsize=(1.9 * columns, 2.1 * 2 * len(found)), squeeze=False, layout="constrained"
     )
     for axis in axes.flat:
         axis.axis("off")
@@ -84,6 +84,11 @@ def plot(found, path, title):
             bottom.imshow(magnified(entry["patch"]))
             bottom.set_title(f"strongest photo: {entry['strongest_photo']:.2f}", fontsize=8)
     figure.suptitle(title, fontsize=10)
+    caption(
+        figure,
+        "Per layer, above: a picture optimised to excite the whole map, titled with the map's strongest activation "
+        "on it and, in brackets, that over the strongest photo's; below: the patch of that strongest photo.",
+    )
     save_figure(figure, path)
 
 
