@@ -15,8 +15,8 @@ anything; three things (Olah et al.'s, as Lucid and Lucent do them) keep the pic
 The objective is the mean over the map of its convolution output through a leaky ReLU: the
 rectified mean rewards the pattern the filter matches (the plain mean would not: an edge
 filter's mean output is the same for every image), and the leak gives a map that starts off
-everywhere a gradient. The strength reported is the largest value of
-the rectified map on the untransformed image, what top9 ranks photos by.
+everywhere a gradient. The strength reported is the largest value of the rectified map on the
+untransformed image, what top9 ranks photos by.
 """
 
 import math

@@ -6,6 +6,7 @@ above 1/4. A stride-s layer samples its output every s pixels, so its filters' e
 1/(2s) aliases, and a pattern that repeats every s pixels puts power at k/s.
 """
 
+import functools
 import math
 
 import torch
@@ -102,6 +103,7 @@ def white_noise(kernel_size, filters):
     return torch.randn(filters, 3, kernel_size, kernel_size, generator=torch.Generator().manual_seed(0))
 
 
+@functools.cache  # a second each on two cores; a build asks for it more than once
 def noise_smoothness(kernel_size, below=SMOOTH_BELOW, filters=4096):
     """`smoothness` of white-noise filters of `kernel_size`: the value that says "not learned
     yet" (about 0.18 for 7x7 filters), from a fixed draw so that it is the same every time."""
