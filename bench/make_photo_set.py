@@ -1,13 +1,18 @@
-"""Write a synthetic split of JPEG photos shaped like flower_photos, for benchmarks on a
-machine the real photos cannot travel to (bench/gpu.sh).
+"""Write a synthetic split of JPEG photos shaped like flower_photos or like ImageNet, for
+benchmarks on a machine the real photos cannot travel to (bench/gpu.sh) or of a size we do
+not have (bench/cache_memory.py).
 
     python bench/make_photo_set.py --out /tmp/photo_set --photos 3094
+    python bench/make_photo_set.py --out /tmp/imagenet_like --photos 20000 --shape imagenet --classes 1000
     python bench/make_photo_set.py --quick     # 10 photos into a temporary folder, then removed
 
-Five class folders split 90/10 into train/ and val/. Sizes follow flower_photos: the long
-side is 240, 320 or 500 pixels (21%, 42% and 37% of the photos), landscape or portrait at
-4:3. Content is smooth colour fields with fine grain, so that the files (about 60 KB on
-average, as the real ones) cost about what real photos cost to decode.
+Class folders split 90/10 into train/ and val/: flower_photos' five names, or with
+`--classes` other than 5 ImageNet-style synset names (n00000000, ...). Sizes: flowers, the
+long side 240, 320 or 500 pixels (21%, 42% and 37% of the photos); imagenet, 375, 500 or
+1024 (15%, 75%, 10%: most ImageNet photos are 500 x 375 or 500 x 333, a few far larger);
+landscape or portrait at 4:3. Content is smooth colour fields with fine grain, so that the
+files (about 60 KB on average at flower sizes, as the real ones) cost about what real photos
+cost to decode.
 """
 
 import os
@@ -22,15 +27,19 @@ from zfnet.errors import UserError, run_main
 from zfnet.files import make_folder
 from zfnet.outputs import OutputFolder
 
-CLASSES = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
-LONG_SIDES = (240, 320, 500)
-LONG_SIDE_SHARES = (0.21, 0.42, 0.37)
+FLOWERS = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
+LONG_SIDES = {"flowers": ((240, 320, 500), (0.21, 0.42, 0.37)), "imagenet": ((375, 500, 1024), (0.15, 0.75, 0.10))}
+
+
+def class_names(count):
+    return FLOWERS if count == len(FLOWERS) else tuple(f"n{index:08d}" for index in range(count))
 
 
 def write_photo(job):
-    path, seed = job
+    path, seed, shape = job
     rng = np.random.default_rng(seed)
-    long_side = int(rng.choice(LONG_SIDES, p=LONG_SIDE_SHARES))
+    sides, shares = LONG_SIDES[shape]
+    long_side = int(rng.choice(sides, p=shares))
     width, height = (long_side, long_side * 3 // 4) if rng.random() < 0.7 else (long_side * 3 // 4, long_side)
     coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
     grain = rng.normal(0, 18, (height, width, 3))
@@ -43,6 +52,15 @@ def parse_args(argv=None):
     parser.add_argument("--out", help="folder to write train/ and val/ into (default: none, required unless --quick)")
     parser.add_argument(
         "--photos", type=positive_int, default=3094, help="photos in all (default: flower_photos' %(default)s)"
+    )
+    parser.add_argument(
+        "--classes", type=positive_int, default=5, help="class folders (default: flower_photos' %(default)s)"
+    )
+    parser.add_argument(
+        "--shape",
+        choices=sorted(LONG_SIDES),
+        default="flowers",
+        help="photo sizes like flower_photos' or like ImageNet's (default: %(default)s)",
     )
     add_seed(parser, "the photos' sizes and content")
     parser.add_argument(
@@ -57,23 +75,24 @@ def parse_args(argv=None):
     return args
 
 
-def write_photo_set(out, photos, seed):
+def write_photo_set(out, photos, seed, classes, shape):
     """Write the photos into out/train and out/val (a folder of the user's is refused), and
     say so."""
     claimed = OutputFolder.claim(out, outputs=("train", "val"))
+    names = class_names(classes)
     jobs = []
     for index in range(photos):
-        side = "val" if (index // len(CLASSES)) % 10 == 0 else "train"
-        folder = claimed.path(side, CLASSES[index % len(CLASSES)])
+        side = "val" if (index // len(names)) % 10 == 0 else "train"
+        folder = claimed.path(side, names[index % len(names)])
         make_folder(folder)
-        jobs.append((os.path.join(folder, f"{index:05d}.jpg"), seed * 1_000_003 + index))
+        jobs.append((os.path.join(folder, f"{index:07d}.jpg"), seed * 1_000_003 + index, shape))
     try:
         with ProcessPoolExecutor() as pool:
             list(pool.map(write_photo, jobs, chunksize=64))
     except OSError as error:  # a full disk
         raise UserError(f"cannot write the photos into {out}: {error.strerror or error}") from None
-    total = sum(os.path.getsize(path) for path, _ in jobs)
-    print(f"{photos} photos, {total / 2**20:.1f} MiB, in {out}/train and {out}/val")
+    total = sum(os.path.getsize(job[0]) for job in jobs)
+    print(f"{photos} photos, {total / 2**20:.1f} MiB, {classes} classes, in {out}/train and {out}/val")
 
 
 def main(argv=None):
@@ -81,7 +100,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:  # --quick's photos, removed afterwards
         if args.quick:
             args.out, args.photos = folder, 10
-        write_photo_set(args.out, args.photos, args.seed)
+        write_photo_set(args.out, args.photos, args.seed, args.classes, args.shape)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ QUICK_RUNS = {
     ("bench/explore_speed.py", "--quick"): "| build | seconds | goal |",
     ("bench/filter_smoothness.py", "--quick"): "| run | recipe | epochs | minutes | val accuracy | smooth < 1/4 |",
     ("bench/optimize_speed.py", "--quick"): "| method | layer | maps | seconds | s/map |",
+    ("bench/cache_speed.py", "--quick"): "| cache | KB/photo | build s |",
+    ("bench/cache_memory.py", "--quick"): "| photos | classes | JPEG cache MB |",
 }
 NUMBER = r"([-+]?[\d.]+(?:e[-+]?\d+)?)"
 
@@ -62,6 +64,15 @@ SANE = {
     "bench/optimize_speed.py": (
         rf"\| ours \(zfnet\.optimize\) \| 5 \| (\d+) \| {NUMBER} \| {NUMBER} \| {NUMBER} \| {NUMBER}% \|",
         lambda maps, seconds, per_map, ratio, smooth: maps == 2 and positive(seconds, per_map, ratio) and smooth <= 100,
+    ),
+    # the JPEG cache a fraction of the raw one's 196.6 KB a photo (the header aside), training from both
+    "bench/cache_speed.py": (
+        rf"\| jpeg \| {NUMBER} \| {NUMBER} \| {NUMBER} \| {NUMBER} \| {NUMBER} \|",
+        lambda kilobytes, seconds, rate, speed, peak: 1 < kilobytes < 60 and positive(seconds, rate, speed, peak),
+    ),
+    "bench/cache_memory.py": (
+        rf"peak RSS of 240 photos / 60 photos: {NUMBER}",
+        lambda ratio: 0.5 < ratio < 2,
     ),
     # white noise's smoothness is known: 17.9% of a 7x7 filter's energy lies below 1/4 cycle/px
     "bench/filter_smoothness.py": (
@@ -113,4 +124,21 @@ def test_gpu_script_dry_runs_on_the_cpu(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "img/s" in result.stdout
+    assert "img/s" in result.stdout and "| cache | KB/photo | build s |" in result.stdout
+
+
+def test_an_imagenet_shaped_set_has_synset_folders_and_imagenet_sizes(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "set"
+    result = run_script(
+        "bench/make_photo_set.py", "--out", out, "--photos", "40", "--classes", "8", "--shape", "imagenet"
+    )
+    assert result.returncode == 0 and "40 photos" in result.stdout and "8 classes" in result.stdout
+    names = [f"n{index:08d}" for index in range(8)]
+    assert sorted(os.listdir(out / "train")) == names and sorted(os.listdir(out / "val")) == names
+    long_sides = set()
+    for path in (out / "train").rglob("*.jpg"):
+        with Image.open(path) as image:
+            long_sides.add(max(image.size))
+    assert 500 in long_sides and long_sides <= {375, 500, 1024}

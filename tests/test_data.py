@@ -22,6 +22,7 @@ from zfnet.data import (
     colour_jitter,
     crop_resize_flip,
     random_resized_crop_boxes,
+    read_class_names,
     scan_split,
     train_inputs,
     val_inputs,
@@ -309,3 +310,20 @@ def test_colour_jitter_matches_torchvisions_adjusters():
         image = tf.adjust_contrast(image, contrast.item())
         expected.append(tf.adjust_saturation(image, saturation.item()) * 255)
     assert torch.allclose(colour_jitter(pixels, factors), torch.stack(expected), atol=0.02)
+
+
+def test_class_names_come_from_json_or_synset_lines_and_must_name_every_folder(tmp_path):
+    classes = ["n01440764", "n01443537"]
+    lines = tmp_path / "LOC_synset_mapping.txt"
+    lines.write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\nn09999999 extra\n")
+    assert read_class_names(lines, classes) == ["tench, Tinca tinca", "goldfish, Carassius auratus"]
+    named = tmp_path / "names.json"
+    named.write_text('{"n01443537": "goldfish", "n01440764": "tench"}')
+    assert read_class_names(named, classes) == ["tench", "goldfish"]
+    with pytest.raises(UserError, match="names no class for 1 of the 3 class folders: n02000000"):
+        read_class_names(lines, [*classes, "n02000000"])
+    with pytest.raises(UserError, match="cannot read the class names"):
+        read_class_names(tmp_path / "nowhere.txt", classes)
+    (tmp_path / "list.json").write_text('["tench", "goldfish"]')
+    with pytest.raises(UserError, match="not a JSON object"):
+        read_class_names(tmp_path / "list.json", classes)

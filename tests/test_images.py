@@ -8,7 +8,7 @@ from torchvision import transforms
 
 from tests.helpers import PREPROCESS, write_bomb
 from zfnet.errors import UserError
-from zfnet.images import find_images, load_input, normalize, open_rgb, resize_uint8, unnormalize
+from zfnet.images import find_images, load_input, normalize, open_rgb, open_rgb_reduced, resize_uint8, unnormalize
 
 
 def torchvision_path(path):
@@ -124,3 +124,14 @@ def test_a_pipe_named_like_a_photo_is_refused_without_being_opened(tmp_path):
     os.mkfifo(fifo)  # opening it would wait for a writer that never comes
     with pytest.raises(UserError, match=r"fifo.jpg: not a regular file \(a pipe, socket or device\)"):
         open_rgb(fifo)
+
+
+def test_a_reduced_decode_keeps_the_full_upright_size(tmp_path):
+    path = tmp_path / "turned.jpg"
+    image = Image.new("RGB", (1200, 700), (200, 100, 50))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned a quarter: shown 700 wide, 1200 high
+    image.save(path, exif=exif)
+    reduced, size = open_rgb_reduced(path, 256)
+    assert size == (1200, 700)
+    assert reduced.size == (350, 600)  # decoded at half scale: at least 256 each way, turned upright

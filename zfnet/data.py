@@ -12,13 +12,16 @@ again in every epoch, in the training process. Here each photo is decoded once:
   with one batched `grid_sample` (on the GPU when training there).
 
 The cache is a memory-mapped .npy file beside the split (`<data>/.cache/`), keyed by the
-split's file list, sizes and modification times, and rebuilt when the split changes.
+split's file list, sizes and modification times, and rebuilt when the split changes. Sets
+too large for it (196 KB a training photo) take the JPEG cache of zfnet.jpeg_cache instead,
+about a tenth of the size, decoded again batch by batch: `open_cache` chooses.
 """
 
 import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -29,9 +32,13 @@ from tqdm import tqdm
 from zfnet.errors import UserError
 from zfnet.files import atomic_write, atomic_write_text, remove_debris
 from zfnet.images import IMAGE_SUFFIXES, load_input, normalize, open_rgb, resize_uint8
+from zfnet.jpeg_cache import JpegCache
 
 CACHE_SIDE = 256  # a little above 224: full-image crops shrink by at most 1.14x, so no aliasing
 CACHE_VERSION = 1
+CACHE_KINDS = ("auto", "raw", "jpeg")
+# The raw cache is memory-mapped: larger than the memory, every epoch would read it from disk.
+RAW_SHARE = 0.5  # auto keeps the raw cache while it takes at most this share of memory and of free disk
 
 
 def cache_folder(data):
@@ -61,6 +68,29 @@ def scan_classes(folder):
     if empty:
         raise UserError(f"{folder}: no photos in class folder(s) {', '.join(empty)}")
     return photos
+
+
+def read_class_names(path, classes):
+    """Human-readable names for the class folders `classes`, in their order, from a JSON
+    object `{folder: name}` or a text file of `folder name ...` lines (ImageNet's
+    LOC_synset_mapping.txt: `n01440764 tench, Tinca tinca`). Names of folders not in the split
+    are ignored; a folder the file does not name is a UserError."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read the class names {path}: {getattr(error, 'strerror', None) or error}") from None
+    try:
+        names = json.loads(text)
+    except json.JSONDecodeError:
+        names = dict(line.strip().split(maxsplit=1) for line in text.splitlines() if len(line.split()) > 1)
+    if not isinstance(names, dict) or not all(isinstance(name, str) and name.strip() for name in names.values()):
+        raise UserError(f"{path}: not a JSON object of folder: name nor lines of `folder name`")
+    missing = [folder for folder in classes if folder not in names]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise UserError(f"{path} names no class for {len(missing)} of the {len(classes)} class folders: {shown}")
+    return [names[folder].strip() for folder in classes]
 
 
 def _reaches(test):
@@ -238,13 +268,46 @@ class PhotoCache:
         return cls(pixels, labels, torch.tensor(sizes) if training else None)
 
 
+def choose_cache(kind, samples, input_size, cache_dir):
+    """`(kind, why)`: the cache `kind` ("auto", "raw" or "jpeg") comes to for this split's
+    `samples`, and a sentence that says why."""
+    if kind != "auto":
+        return kind, f"--cache {kind}"
+    need = 3 * (len(samples["train"]) * CACHE_SIDE**2 + len(samples["val"]) * input_size**2)
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    folder = cache_dir
+    while not os.path.isdir(folder):
+        folder = os.path.dirname(os.path.abspath(folder))
+    held = sum(entry.stat().st_size for entry in os.scandir(cache_dir)) if os.path.isdir(cache_dir) else 0
+    disk = shutil.disk_usage(folder).free + held  # a cache already there counts as room
+    fits = need <= RAW_SHARE * memory and need <= RAW_SHARE * disk
+    return (
+        "raw" if fits else "jpeg",
+        f"--cache auto: the raw cache's {_size(need)} {'fits' if fits else 'does not fit'} in "
+        f"{RAW_SHARE:.0%} of the memory ({_size(memory)}) and of the free disk ({_size(disk)})",
+    )
+
+
+def _size(count):
+    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.0f} MB"
+
+
+def open_cache(kind, samples, side, input_size, cache_dir, workers=0, quiet=False):
+    """The raw or JPEG cache (`kind`) of one side of the split, opened or built: training
+    photos at CACHE_SIDE pixels, validation photos at the input size."""
+    square = CACHE_SIDE if side == "train" else input_size
+    if kind == "jpeg":
+        return JpegCache.load_or_build(samples, side, square, cache_dir, workers, quiet)
+    return PhotoCache.load_or_build(samples, side, input_size, cache_dir, workers, quiet)
+
+
 def _save_cache(cache_dir, name, side, pixels, sizes):
     """Write pixels, then the metadata that marks them complete, each atomically; drop the
-    caches of earlier splits of the same side, and what a run killed while writing one left."""
+    raw caches of earlier splits of the same side, and what a run killed while writing one left."""
     os.makedirs(cache_dir, exist_ok=True)
     remove_debris(cache_dir)
     for entry in os.scandir(cache_dir):
-        if entry.name.startswith(f"{side}-") and not entry.name.startswith(name):
+        if entry.name.startswith(f"{side}-") and not entry.name.startswith((name, f"{side}-jpeg")):
             os.unlink(entry.path)
     atomic_write(os.path.join(cache_dir, name + ".npy"), lambda file: np.save(file, pixels))
     atomic_write_text(os.path.join(cache_dir, name + ".json"), json.dumps({"sizes": sizes}))

@@ -77,13 +77,33 @@ def open_rgb(path, upright=True):
     pixels than PIL decodes safely raises UserError naming the file, as does a pipe, socket
     or device named like a photo (read, it would wait forever).
     """
+    return _decode(path, upright, draft=None)[0]
+
+
+def open_rgb_reduced(path, side):
+    """`(image, (height, width))`: the upright RGB photo decoded at the smallest JPEG scale
+    (1, 1/2, 1/4 or 1/8, done inside the decoder, so a large photo decodes several times
+    faster) that keeps at least side x side pixels, and the full photo's upright size. Other
+    formats decode whole. Errors as open_rgb's."""
+    return _decode(path, upright=True, draft=side)
+
+
+def _decode(path, upright, draft):
     if not_a_regular_file(path):
         raise UserError(f"{path}: not a regular file (a pipe, socket or device), so it is not read")
     try:
         with Image.open(path) as image:
             refuse_bomb(image)
+            full_width, full_height = image.size
+            if draft is not None:
+                image.draft("RGB", (draft, draft))
             image.load()
-            return (ImageOps.exif_transpose(image) if upright else image).convert("RGB")
+            stored_width = image.size[0]
+            if upright:
+                image = ImageOps.exif_transpose(image)
+            if image.size[0] != stored_width:  # turned a quarter: the full size turns with it
+                full_width, full_height = full_height, full_width
+            return image.convert("RGB"), (full_height, full_width)
     except Image.DecompressionBombError as error:
         raise UserError(f"{path}: {TOO_LARGE} ({error})") from None
     except FileNotFoundError:
