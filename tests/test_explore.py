@@ -335,7 +335,8 @@ def test_a_rerun_reuses_everything_and_runs_no_network(built, monkeypatch):
 def test_missing_pictures_are_made_again_and_another_checkpoint_starts_afresh(tmp_path):
     checkpoint = write_run(tmp_path)
     images, _ = write_images(tmp_path)
-    arguments = ("--checkpoint", checkpoint, "--images", images, "--device", "cpu", "--photos", "2")
+    # No optimised pictures: they are not what this test is about, and each costs seconds.
+    arguments = ("--checkpoint", checkpoint, "--images", images, "--device", "cpu", "--photos", "2", "--optimize", "0")
     assert call_script("explore.py", *arguments).returncode == 0
     site = tmp_path / "run" / "explore"
     photo_pictures = sorted((site / "img" / "photo").iterdir())
@@ -459,9 +460,7 @@ def test_a_site_folder_from_before_the_marker_is_taken_back(built, tmp_path):
     (old / "img").mkdir(parents=True)
     (old / "index.html").write_text("<p>old</p>")
     (old / "layer1.html").write_text("<p>old</p>")
-    result = call_script(
-        "explore.py", "--checkpoint", checkpoint, "--images", images, "--out", old, "--device", "cpu", "--photos", "0"
-    )
+    result = explore(checkpoint, images, "--out", old, "--photos", "0")
     assert result.returncode == 0, result.stderr
     assert (old / MARKER).exists() and "old" not in (old / "index.html").read_text()
 
@@ -478,6 +477,7 @@ def test_serve_serves_the_site_on_localhost_until_interrupted(built):
             images,
             "--device",
             "cpu",
+            *OPTIMISED,  # the built site's own settings: a warm rebuild, then the server
             "--serve",
             "--port",
             "0",
