@@ -54,7 +54,8 @@ def main(argv=None):
     device = pick_device(args.device)
     model, checkpoint = load_checkpoint(args.checkpoint, device)
     model = model.to(memory_format=MEMORY_FORMAT)
-    classes, preprocess = checkpoint["classes"], checkpoint["preprocess"]
+    # The run's human-readable names where it has them (train.py --class-names), else its folders'.
+    classes, preprocess = checkpoint.get("class_names", checkpoint["classes"]), checkpoint["preprocess"]
     if args.topk > len(classes):
         print(
             f"note: --topk {args.topk} cut to the {len(classes)} classes that {args.checkpoint} knows", file=sys.stderr

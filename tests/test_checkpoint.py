@@ -94,6 +94,7 @@ def test_weights_that_do_not_fit_the_configuration_are_refused(saved, tmp_path):
         (lambda c: c.pop("classes"), "not a zfnet checkpoint"),
         (lambda c: c.update(classes=["a", "a", "b"]), "class names repeat"),
         (lambda c: c.update(classes=[1, 2, 3]), "not a list of names"),
+        (lambda c: c.update(class_names=["tench"]), "human-readable class names are not one name per class"),
         (lambda c: c.update(model={"layer1.conv.weight": [1, 2]}), "not a dict of named tensors"),
         (lambda c: c.update(model={k: v.long() for k, v in c["model"].items()}), "not floating-point"),
         (lambda c: c["model_config"].update(num_classes=True), "whole numbers"),

@@ -104,6 +104,26 @@ def test_curves_of_a_run_with_a_moving_average_show_its_training_weights_too(tmp
     assert "validation photos, unaveraged weights" in texts
 
 
+def test_curves_of_more_than_five_classes_show_top5_accuracy(tmp_path, monkeypatch):
+    history = [
+        {"epoch": e, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.1, "val_acc": 0.4, "val_top5": 0.7}
+        for e in (1, 2)
+    ]
+    texts = saved_texts(monkeypatch, lambda: plot_curves(history, str(tmp_path / "curves.png")))
+    assert "validation, top-5" in texts
+
+
+def test_a_confusion_matrix_of_many_classes_keeps_a_readable_size_without_cell_labels(tmp_path, monkeypatch):
+    classes = [f"n{index:08d}" for index in range(300)]
+    matrix = [[int(i == j) * 5 + (i + j) % 2 for j in range(300)] for i in range(300)]
+    texts = saved_texts(monkeypatch, lambda: plot_confusion(matrix, classes, str(tmp_path / "confusion.png")))
+    assert not set(classes) & set(texts) and "6" not in texts  # no class names, no cell counts
+    assert any(text.startswith("300 classes, too many to label") for text in texts), texts
+    assert_picture(tmp_path / "confusion.png", min_size=(500, 400))
+    with Image.open(tmp_path / "confusion.png") as image:
+        assert image.width <= 1500 and image.height <= 1500, image.size
+
+
 def test_confusion_explains_its_colour_and_says_what_to_look_for(tmp_path, monkeypatch):
     texts = saved_texts(
         monkeypatch, lambda: plot_confusion([[3, 1], [0, 4]], ["a", "b"], str(tmp_path / "confusion.png"))

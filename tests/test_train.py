@@ -1,18 +1,32 @@
 import csv
 import json
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
 from model import ZFNet
-from tests.helpers import ON_CPU, ROOT, assert_one_line_error, assert_picture, call_script, tiny_network
+from tests.helpers import (
+    ON_CPU,
+    PREPROCESS,
+    ROOT,
+    assert_one_line_error,
+    assert_picture,
+    call_script,
+    tiny_network,
+    write_photos,
+)
 from zfnet import recipes, training
 from zfnet.checkpoint import load_checkpoint
+from zfnet.data import PhotoCache, val_inputs
 from zfnet.errors import UserError
-from zfnet.runtime import derived_seed
+from zfnet.runtime import Distributed, derived_seed
 
 
 def run_train(data, out, *flags):
@@ -65,6 +79,75 @@ def test_training_learns_and_writes_every_output(colour_split, tmp_path):
     assert json.loads((out / "class_indices.json").read_text()) == {"0": "blue", "1": "green", "2": "red"}
     for image in ("curves.png", "confusion.png"):
         assert_picture(out / image, min_size=(500, 400))
+
+
+def test_the_jpeg_cache_trains_as_the_raw_cache_does_and_the_run_records_it(colour_split, tmp_path, capsys):
+    flags = ("--epochs", "4", "--lr", "5e-4", *SMALL)
+    raw = run_train(colour_split, tmp_path / "raw", *flags)
+    jpeg = run_train(colour_split, tmp_path / "jpeg", *flags, "--cache", "jpeg")
+    printed = capsys.readouterr().out
+    assert "photo cache: raw (--cache auto: the raw cache's 9 MB fits in 50% of the memory" in printed
+    assert "photo cache: jpeg (--cache jpeg)" in printed
+    assert raw["best_accuracy"] >= 0.9 and jpeg["best_accuracy"] >= 0.9
+    assert abs(jpeg["history"][-1]["train_loss"] - raw["history"][-1]["train_loss"]) < 0.1
+    assert torch.load(tmp_path / "jpeg" / "last.pth", weights_only=True)["photo_cache"] == "jpeg"
+    assert sum(name.endswith(".jpegs") for name in os.listdir(colour_split / ".cache")) == 2  # train and val
+
+
+def test_class_names_reach_the_checkpoints_and_predict_and_a_resume_keeps_them(colour_split, tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("red Rot\ngreen Grün\nblue Blau\n")
+    flags = ("--recipe", "tutorial", *SMALL)  # a constant rate: the run can be extended below
+    run_train(colour_split, tmp_path / "run", "--epochs", "1", *flags, "--class-names", str(names))
+    run_train(colour_split, tmp_path / "run", "--epochs", "2", "--resume")  # without the flag: the names stay
+    for checkpoint in ("best.pth", "last.pth"):
+        saved = torch.load(tmp_path / "run" / checkpoint, weights_only=True)
+        assert saved["classes"] == ["blue", "green", "red"] and saved["class_names"] == ["Blau", "Grün", "Rot"]
+    assert torch.load(tmp_path / "run" / "last.pth", weights_only=True)["epoch"] == 2
+    photo = colour_split / "val" / "red" / "000.jpg"
+    predicted = call_script("predict.py", photo, "--checkpoint", tmp_path / "run" / "best.pth")
+    assert predicted.returncode == 0 and predicted.stdout.split(": ")[1].split()[0] in {"Blau", "Grün", "Rot"}
+
+
+def test_a_class_names_file_that_misses_a_folder_stops_training_in_one_line(colour_split, tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("red Rot\ngreen Grün\n")
+    result = call_script("train.py", "--data", colour_split, "--out", tmp_path / "run", *ON_CPU, "--class-names", names)
+    assert_one_line_error(result, "names no class for 1 of the 3 class folders: blue")
+    assert not (tmp_path / "run" / "last.pth").exists()
+
+
+def test_top5_accuracy_counts_what_a_naive_loop_counts():
+    classes = 8
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (13, 3, 224, 224), dtype=torch.uint8, generator=generator).numpy()
+    labels = torch.randint(0, classes, (13,), generator=generator)
+    cache = PhotoCache(pixels, labels)
+    model = tiny_network(classes=[str(index) for index in range(classes)])
+    runtime, plain = Distributed("cpu"), torch.autocast("cpu", enabled=False)
+    _, right, top5, _ = training.evaluate(model, cache, torch.arange(13), classes, 4, runtime, plain)
+    hits, top1 = 0, 0
+    with torch.no_grad():
+        for row in range(13):
+            logits = model(val_inputs(cache, torch.tensor([row]), PREPROCESS))[0].tolist()
+            ranked = sorted(range(classes), key=lambda label: -logits[label])
+            hits += int(labels[row]) in ranked[:5]
+            top1 += int(labels[row]) == ranked[0]
+    assert (right, top5) == (top1, hits) and 0 < hits < 13
+    five = tiny_network(classes=[str(index) for index in range(5)])
+    assert training.evaluate(five, PhotoCache(pixels, labels % 5), torch.arange(13), 5, 4, runtime, plain)[2] is None
+
+
+def test_a_run_of_more_than_five_classes_reports_top5_accuracy(tmp_path):
+    data = tmp_path / "data"
+    for index in range(6):
+        colour = (40 * index, 255 - 40 * index, (97 * index) % 256)
+        write_photos(data / "train" / f"class{index}", colour, 3, seed=index)
+        write_photos(data / "val" / f"class{index}", colour, 1, seed=50 + index)
+    result = run_train(data, tmp_path / "run", "--epochs", "1", *SMALL)
+    with open(tmp_path / "run" / "metrics.csv") as file:
+        (row,) = list(csv.DictReader(file))
+    assert float(row["val_top5"]) == result["history"][0]["val_top5"] >= float(row["val_acc"])
 
 
 def weights(path):
@@ -172,6 +255,85 @@ def test_two_process_torchrun_trains_and_only_rank_0_writes(colour_split, tmp_pa
     with open(out / "metrics.csv") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 2 and float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+
+
+def torchrun(launch, data, out, *flags):
+    """The command of a torchrun launch of a small train.py run on the CPU."""
+    training = ["--data", data, "--out", out, "--batch-size", "6", "--workers", "0", "--device", "cpu", *SMALL]
+    return [sys.executable, "-m", "torch.distributed.run", *launch, "train.py", *map(str, training + list(flags))]
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def same_weights(*runs):
+    first, *others = (torch.load(run / "last.pth", weights_only=True)["model"] for run in runs)
+    return all(torch.equal(first[name], other[name]) for other in others for name in first)
+
+
+def test_two_nodes_on_loopback_end_with_the_weights_of_one_node_of_two_processes(colour_split, tmp_path):
+    # One thread a process in both: torchrun gives each of several processes of a node one, and
+    # a kernel's sums differ in their last bits with the number of threads that share them.
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one_node = subprocess.run(
+        torchrun(["--standalone", "--nproc-per-node", "2"], colour_split, tmp_path / "one", "--epochs", "2"),
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert one_node.returncode == 0, one_node.stderr[-2000:]
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = []
+    for rank in (0, 1):  # as two machines would start it, each with its own launch; node 0 hosts the rendezvous
+        launch = ["--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank), "--rdzv-backend", "c10d"]
+        launch += ["--rdzv-endpoint", endpoint, "--rdzv-id", "loopback", "--rdzv-conf", f"is_host={int(rank == 0)}"]
+        command = torchrun(launch, colour_split, tmp_path / "two", "--epochs", "2")
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        nodes.append(subprocess.Popen(command, cwd=ROOT, env=environment, **pipes))
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert sum("(2 processes, " in out for out, _ in outputs) == 1  # one writer and reporter for both nodes
+    assert same_weights(tmp_path / "one", tmp_path / "two")
+
+
+def worker_processes(parent):
+    """The process ids whose parent is `parent` (torchrun's agent starts one per worker)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as file:
+                    fields = file.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                children.append(int(entry))
+    return children
+
+
+def test_a_worker_killed_mid_run_is_restarted_and_the_run_ends_as_an_uninterrupted_one(colour_split, tmp_path):
+    launch = ["--standalone", "--nproc-per-node", "2"]
+    command = torchrun(launch, colour_split, tmp_path / "straight", "--epochs", "5")
+    straight = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=300)
+    assert straight.returncode == 0
+    out = tmp_path / "killed"
+    command = torchrun([*launch, "--max-restarts", "1"], colour_split, out, "--epochs", "5")  # no --resume needed
+    job = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out / "last.pth").exists() and time.monotonic() < deadline:  # epoch 1 is saved: kill in epoch 2
+        time.sleep(0.02)
+    workers = worker_processes(job.pid)
+    assert len(workers) == 2
+    os.kill(max(workers), signal.SIGKILL)
+    stdout, stderr = job.communicate(timeout=300)
+    assert job.returncode == 0, stderr[-2000:]
+    assert re.search(r"resuming .* after epoch [1-4] of 5", stdout), stdout  # the restart went on from last.pth
+    assert same_weights(tmp_path / "straight", out)
 
 
 def test_the_top_level_class_indices_are_train_pys_mapping_for_flower_photos():
@@ -449,3 +611,54 @@ def test_a_run_with_a_moving_average_but_no_training_weights_is_refused(colour_s
     torch.save(state, tmp_path / "run" / "last.pth")
     result = call_script("train.py", "--data", colour_split, "--out", tmp_path / "run", "--epochs", "2", "--resume")
     assert_one_line_error(result, "the training weights are missing")
+
+
+def test_the_paper_recipe_sets_the_papers_settings_and_flags_given_win():
+    config = recipes.parse_args(["--recipe", "paper"])
+    assert (config.epochs, config.batch_size, config.width) == (70, 128, "full")
+    settings = config.recipe_settings
+    paper = (settings["optimizer"], settings["momentum"], config.lr, settings["renorm_radius"])
+    assert paper == ("sgd", 0.9, 1e-2, 0.1)
+    assert settings["schedule"] == "plateau" and config.label_smoothing == 0.0
+    config = recipes.parse_args(["--recipe", "paper", "--epochs", "3", "--width", "half"])
+    assert (config.epochs, config.batch_size, config.width) == (3, 128, "half")
+    assert "Zeiler & Fergus 2014, section 3" in " ".join(call_script("train.py", "--help").stdout.split())
+
+
+def test_the_plateau_schedule_drops_the_rate_as_torchs_reduce_on_plateau_does():
+    errors = [0.9, 0.8, 0.8, 0.7995, 0.81, 0.8, 0.79, 0.6, 0.61, 0.6, 0.6, 0.65, 0.6, 0.7, 0.7, 0.7, 0.7, 0.7, 0.5]
+    ours_parameter, theirs_parameter = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    ours = torch.optim.SGD([ours_parameter], lr=0.01, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(ours, recipes.RateSchedule("plateau", total=100, warmup=0))
+    theirs = torch.optim.SGD([theirs_parameter], lr=0.01, momentum=0.9)
+    reference = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        theirs,
+        factor=0.1,
+        patience=recipes.PLATEAU_PATIENCE - 1,  # torch drops after more than `patience` epochs, we after PATIENCE
+        threshold=recipes.PLATEAU_MIN_FALL,
+        threshold_mode="abs",
+    )
+    rates = []
+    for error in errors:
+        for _ in range(3):  # an epoch's steps
+            ours.step()
+            scheduler.step()
+        scheduler.lr_lambdas[0].observe(scheduler, error)
+        reference.step(error)
+        rates.append(ours.param_groups[0]["lr"])
+        assert rates[-1] == pytest.approx(theirs.param_groups[0]["lr"], rel=1e-12)
+    assert rates[-1] == pytest.approx(1e-4)  # two drops in this history
+
+
+def test_a_paper_recipe_run_resumes_exactly_across_a_drop_of_the_rate(colour_split, tmp_path, monkeypatch):
+    monkeypatch.setattr(recipes, "PLATEAU_PATIENCE", 1)  # a drop after any epoch without a new lowest error
+    monkeypatch.setattr(recipes, "PLATEAU_MIN_FALL", 2.0)  # every epoch: no fall counts
+    flags = ("--recipe", "paper", "--epochs", "3", "--width", "half", "--lr", "1e-3", *SMALL)
+    straight = run_train(colour_split, tmp_path / "straight", *flags)
+    run_train(colour_split, tmp_path / "resumed", *flags[:3], "2", *flags[4:])
+    resumed = run_train(colour_split, tmp_path / "resumed", "--epochs", "3", "--resume")
+    assert straight["history"][-1]["val_loss"] == resumed["history"][-1]["val_loss"]
+    a, b = (torch.load(tmp_path / run / "last.pth", weights_only=True) for run in ("straight", "resumed"))
+    assert all(torch.equal(a["model"][name], b["model"][name]) for name in a["model"])
+    assert a["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * 0.1**2)  # a drop after epochs 2 and 3
+    assert a["train_config"]["recipe_settings"]["schedule"] == "plateau" and a["train_config"]["batch_size"] == 8

@@ -31,8 +31,9 @@ def save_checkpoint(payload, path):
     atomic_write(path, lambda file: torch.save({"format": FORMAT, **payload}, file))
 
 
-def model_payload(model, classes, preprocess, epoch):
-    """The part of a checkpoint every reader needs, from a (possibly wrapped) model."""
+def model_payload(model, classes, preprocess, epoch, class_names=None):
+    """The part of a checkpoint every reader needs, from a (possibly wrapped) model;
+    `class_names`, human-readable names beside the class folders, when a run has them."""
     model = getattr(model, "module", model)  # DistributedDataParallel or torch.compile wrappers
     model = getattr(model, "_orig_mod", model)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
@@ -42,6 +43,7 @@ def model_payload(model, classes, preprocess, epoch):
         "classes": list(classes),
         "preprocess": dict(preprocess),
         "epoch": epoch,
+        **({"class_names": list(class_names)} if class_names else {}),
     }
 
 
@@ -85,6 +87,9 @@ def contents_problem(checkpoint):
         return "its class names are not a list of names"
     if len(set(classes)) != len(classes):
         return "its class names repeat"
+    names = checkpoint.get("class_names", classes)
+    if not isinstance(names, list) or len(names) != len(classes) or not all(isinstance(n, str) and n for n in names):
+        return "its human-readable class names are not one name per class"
     if not isinstance(preprocess, dict) or set(preprocess) != {"input_size", "mean", "std"}:
         return "its preprocessing is not {input_size, mean, std}"
     size, mean, std = preprocess["input_size"], preprocess["mean"], preprocess["std"]

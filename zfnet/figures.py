@@ -98,6 +98,8 @@ def plot_curves(history, path):
     for side, label, style in (("train", "training photos", "-o"), ("val", "validation photos", "-s")):
         loss_axis.plot(epochs, [row[f"{side}_loss"] for row in history], style, markersize=4, label=label)
         accuracy_axis.plot(epochs, [row[f"{side}_acc"] for row in history], style, markersize=4, label=label)
+    if "val_top5" in history[0]:  # more than 5 classes
+        accuracy_axis.plot(epochs, [row["val_top5"] for row in history], "--s", markersize=3, label="validation, top-5")
     if "training_weights_val_acc" in history[0]:  # a run that keeps a moving average: its curves are the average's
         accuracy_axis.plot(
             epochs,
@@ -107,7 +109,8 @@ def plot_curves(history, path):
             label="validation photos, unaveraged weights",
         )
     loss_axis.set(xlabel="epoch", ylabel="cross-entropy loss (mean per photo)", title="loss")
-    accuracy_axis.set(xlabel="epoch", ylabel="top-1 accuracy (share of photos right)", title="accuracy", ylim=(0, 1))
+    measure = "accuracy, top-1 unless marked" if "val_top5" in history[0] else "top-1 accuracy"
+    accuracy_axis.set(xlabel="epoch", ylabel=f"{measure} (share of photos right)", title="accuracy", ylim=(0, 1))
     for axis in (loss_axis, accuracy_axis):
         axis.grid(alpha=0.3)
         axis.legend(loc="lower right" if axis is accuracy_axis else "best")
@@ -118,21 +121,31 @@ def plot_curves(history, path):
     save_figure(figure, path)
 
 
+LABELLED_CLASSES = 20  # beyond this a cell is too small for its count and name
+
+
 def plot_confusion(matrix, classes, path, title="validation confusion matrix"):
-    """A confusion matrix (rows: true class, columns: predicted) with its counts."""
-    size = max(5, 0.9 * len(classes) + 1.5)
+    """A confusion matrix (rows: true class, columns: predicted) with its counts; beyond
+    LABELLED_CLASSES classes (ImageNet's 1000) a picture of the counts alone, of fixed size."""
+    labelled = len(classes) <= LABELLED_CLASSES
+    size = max(5, 0.9 * len(classes) + 1.5) if labelled else 10
     figure, axis = plt.subplots(figsize=(size + 1, size), layout="constrained")
     image = axis.imshow(matrix, cmap="Blues")
     figure.colorbar(image, ax=axis, shrink=0.8, label="photos", ticks=ticker.MaxNLocator(integer=True))
-    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    axis.set_yticks(range(len(classes)), classes)
     axis.set(xlabel="predicted class", ylabel="true class", title=title)
-    peak = max(max(row) for row in matrix) or 1
-    for i, row in enumerate(matrix):
-        for j, count in enumerate(row):
-            axis.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
-    caption(
-        figure,
-        "What to look for: large counts off the diagonal: classes mixed up.",
-    )
+    if labelled:
+        axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+        axis.set_yticks(range(len(classes)), classes)
+        peak = max(max(row) for row in matrix) or 1
+        for i, row in enumerate(matrix):
+            for j, count in enumerate(row):
+                axis.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
+        look_for = "What to look for: large counts off the diagonal: classes mixed up."
+    else:
+        axis.set(xlabel="predicted class (index in class_indices.json)", ylabel="true class (index)")
+        look_for = (
+            f"{len(classes)} classes, too many to label: the axes count them in class_indices.json's order. "
+            "What to look for: dark cells or blocks off the diagonal: classes mixed up."
+        )
+    caption(figure, look_for)
     save_figure(figure, path)

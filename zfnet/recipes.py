@@ -22,6 +22,7 @@ from zfnet.arguments import (
     parse_noting_given,
     script_parser,
 )
+from zfnet.data import CACHE_KINDS, RAW_SHARE
 from zfnet.errors import UserError
 
 PREPROCESS = {"input_size": 224, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
@@ -72,6 +73,26 @@ RECIPES = {
         "ema": 0.999,
     },
 }
+# Zeiler & Fergus 2014, section 3 ("Training details"): SGD with momentum 0.9 from a rate of
+# 1e-2, annealed by hand when the validation error plateaus (here: divided by 10 after
+# PLATEAU_PATIENCE epochs without a new lowest error), dropout 0.5 in layers 6 and 7 (every
+# recipe's), each filter's RMS capped at 0.1, 224-pixel crops of the 256-pixel photo (here
+# crops of (224/256)^2 of it) and flips, batches of 128, 70 epochs, the full widths. The
+# paper names no weight decay; the initialisation stays ZFNet's (He-normal convolutions).
+RECIPES["paper"] = {
+    **PLAIN,
+    "lr": 1e-2,
+    "label_smoothing": 0.0,
+    "schedule": "plateau",
+    "crop_scale": (224 / 256) ** 2,
+    "optimizer": "sgd",
+    "momentum": 0.9,
+    "renorm_radius": 0.1,
+}
+# The flags whose default a recipe sets (a flag given on the command line wins).
+RECIPE_DEFAULTS = {"paper": {"epochs": 70, "batch_size": 128, "width": "full"}}
+PLATEAU_PATIENCE = 5  # epochs without a new lowest validation error before the rate drops tenfold
+PLATEAU_MIN_FALL = 1e-3  # a fall of the validation error smaller than this is no fall
 RENAMED_RECIPES = {"seed": "tutorial"}  # runs saved before the rename still resume
 # Settings that change what a run computes: a resumed run must keep them as they were.
 RUN_DEFINING = (
@@ -107,7 +128,9 @@ def get_parser(description=__doc__):
         help="fast: Adam at 4e-4 on a cosine schedule, label smoothing 0.1, crops of at least half "
         "the photo; tutorial: the blog tutorial's Adam at a constant 2e-4 and RandomResizedCrop(224); "
         "features: layer-1 filters a person can read (a small layer-1 start learning 10x faster, AdamW, "
-        "colour jitter, CutMix), for long runs such as 160 epochs (default: %(default)s)",
+        "colour jitter, CutMix), for long runs such as 160 epochs; paper: Zeiler & Fergus 2014, section 3: "
+        "SGD at 1e-2 with momentum 0.9, divided by 10 when the validation error stops falling, the RMS cap "
+        "0.1, and unless given --epochs 70 --batch-size 128 --width full (default: %(default)s)",
     )
     add("--lr", type=float, help="(peak) learning rate (default: the recipe's)")
     add("--label-smoothing", type=float, help="label smoothing of the loss (default: the recipe's)")
@@ -117,6 +140,22 @@ def get_parser(description=__doc__):
         choices=["auto", "fp32", "bf16"],
         help="auto: bfloat16 autocast where the hardware runs it natively (CUDA GPUs, CPUs with "
         "AVX512-BF16 or AMX), else float32 (default: %(default)s)",
+    )
+    add(
+        "--cache",
+        default="auto",
+        choices=CACHE_KINDS,
+        help="how the decoded photos are kept: raw: uint8 pixels, 196 KB a training photo, the fastest; "
+        "jpeg: JPEG bytes at quality 90, about a tenth of that, decoded again every batch (for sets too "
+        f"large for raw); auto: raw while it fits in {RAW_SHARE * 100:.0f}%% of the memory and of the free disk "
+        "(default: %(default)s)",
+    )
+    add(
+        "--class-names",
+        metavar="FILE",
+        help="human-readable names of the class folders, kept in the checkpoints for predict.py: a JSON object "
+        "{folder: name} or lines of `folder name` such as ImageNet's LOC_synset_mapping.txt (default: none, "
+        "the folder names; a resumed run keeps the names it had)",
     )
     add_workers(parser)
     add_seed(parser, "initialisation, order, crops and dropout")
@@ -158,7 +197,7 @@ def get_parser(description=__doc__):
         default=False,
         action="store_true",
         help="continue an interrupted run in --out from its last.pth (starts a new run if there is none); "
-        "a tutorial-recipe run, whose rate is constant, can also be extended with a larger --epochs",
+        "a run whose rate has no end (tutorial's constant one, paper's) can also be extended with a larger --epochs",
     )
     return parser
 
@@ -167,6 +206,9 @@ def parse_args(argv=None, description=__doc__):
     """The run's settings from training flags, checked before any work starts; `explicit`
     lists the flags given (a resumed run keeps its saved values for the others)."""
     config, config.explicit = parse_noting_given(get_parser(description), argv)
+    for key, value in RECIPE_DEFAULTS.get(config.recipe, {}).items():
+        if key not in config.explicit:
+            setattr(config, key, value)
     for key in ("lr", "label_smoothing"):
         if getattr(config, key) is None:
             setattr(config, key, RECIPES[config.recipe][key])
@@ -196,8 +238,9 @@ def saved_settings(state):
 
 
 def extendable(settings):
-    """Whether a finished run of a recipe's `settings` can train on: only a constant rate has no end."""
-    return settings["schedule"] == "constant"
+    """Whether a finished run of a recipe's `settings` can train on: a cosine spans the run,
+    a constant rate or one that drops on plateaus has no end."""
+    return settings["schedule"] in ("constant", "plateau")
 
 
 def build_model(config, num_classes):
@@ -243,16 +286,44 @@ def build_optimizer(model, config, steps_per_epoch):
     else:
         kind = torch.optim.AdamW if settings["optimizer"] == "adamw" else torch.optim.Adam
         optimizer = kind(groups, lr=config.lr, weight_decay=0.0)
-    total = config.epochs * steps_per_epoch
-    warmup = settings["warmup_epochs"] * steps_per_epoch
+    schedule = RateSchedule(
+        settings["schedule"], config.epochs * steps_per_epoch, settings["warmup_epochs"] * steps_per_epoch
+    )
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
-    def factor(step):
-        ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
-        if extendable(settings):
-            return ramp
-        return ramp * 0.5 * (1 + math.cos(math.pi * step / total))
 
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+class RateSchedule:
+    """The rate's factor at each step: a linear warm-up over `warmup` steps, then constant, a
+    cosine to zero over `total` steps, or (plateau) a tenth for each time the validation error
+    stopped falling. An object rather than a function, so that LambdaLR's state_dict (in
+    last.pth) carries the plateau's count and a resumed run goes on exactly."""
+
+    def __init__(self, kind, total, warmup):
+        self.kind, self.total, self.warmup = kind, total, warmup
+        self.reductions, self.lowest_error, self.epochs_without_fall = 0, math.inf, 0
+
+    def __call__(self, step):
+        ramp = min(1.0, (step + 1) / self.warmup) if self.warmup else 1.0
+        if self.kind == "cosine":
+            return ramp * 0.5 * (1 + math.cos(math.pi * step / self.total))
+        return ramp * 0.1**self.reductions
+
+    def observe(self, scheduler, val_error):
+        """After each validation: count an epoch without a new lowest error, and after
+        PLATEAU_PATIENCE of them divide the rate by 10 from the next step on; returns
+        whether it did."""
+        if self.kind != "plateau":
+            return False
+        if val_error < self.lowest_error - PLATEAU_MIN_FALL:
+            self.lowest_error, self.epochs_without_fall = val_error, 0
+            return False
+        self.epochs_without_fall += 1
+        if self.epochs_without_fall < PLATEAU_PATIENCE:
+            return False
+        self.reductions, self.epochs_without_fall = self.reductions + 1, 0
+        for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = base * self(scheduler.last_epoch)
+        return True
 
 
 def moving_average(model, decay):

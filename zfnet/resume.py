@@ -18,7 +18,10 @@ def resume_state(config):
         if config.resume:
             print(f"no run to resume in {config.out}; starting a new one")
         return None
-    if not config.resume:
+    # torchrun counts the times it started the workers again (--max-restarts) after one failed:
+    # the run they were in is to be continued, not refused.
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    if not (config.resume or restarted):
         raise UserError(f"{config.out} already holds a run; pass --resume to continue it or --out to start a new one")
     state = read_checkpoint(last)
     if state.get("train_config") is None:
@@ -88,6 +91,7 @@ def run_state(config, model_without_ddp, model_ema, optimizer, scheduler, progre
         **progress,
         "train_config": {key: getattr(config, key) for key in RUN_DEFINING + ("epochs", "recipe_settings")},
         "data_description": data,
+        "photo_cache": config.cache_used,
     }
     if model_ema is not None:
         state["training_weights"] = model_payload(model_without_ddp, classes, PREPROCESS, 0)["model"]

@@ -25,12 +25,21 @@ from torchvision.transforms.v2 import CutMix
 from tqdm import tqdm
 
 from zfnet.checkpoint import model_payload, save_checkpoint
-from zfnet.data import PhotoCache, cache_folder, scan_split, train_inputs, val_inputs
+from zfnet.data import (
+    cache_folder,
+    choose_cache,
+    open_cache,
+    read_class_names,
+    scan_split,
+    train_inputs,
+    val_inputs,
+)
 from zfnet.errors import UserError
 from zfnet.figures import plot_confusion, plot_curves
 from zfnet.files import atomic_write_text
 from zfnet.outputs import OutputFolder, release
 from zfnet.recipes import (
+    PLATEAU_PATIENCE,
     PREPROCESS,
     build_model,
     build_optimizer,
@@ -79,10 +88,11 @@ def _train(config, runtime):
         raise UserError(f"the classes in {config.data} differ from those of the run being resumed")
     if state is not None:
         require_same_data(state, data, config.data, config.out)
+    names = read_class_names(config.class_names, classes) if config.class_names else (state or {}).get("class_names")
     check_settings(config)  # again: a resumed run's saved settings now stand in config
     if runtime.is_main:
         OutputFolder.claim(config.out, outputs=OUTPUTS)
-    train_cache, val_cache = open_caches(config, samples, runtime)
+    train_cache, val_cache = open_caches(config, samples, runtime, log)
     settings = config.recipe_settings
 
     # The network, its optimiser and its moving average, restored when resuming.
@@ -114,10 +124,11 @@ def _train(config, runtime):
     val_rows = torch.arange(runtime.rank, len(val_cache), runtime.world_size)
 
     def validate(network):
-        loss_sum, right, confusion = evaluate(
+        loss_sum, right, top5, confusion = evaluate(
             network, val_cache, val_rows, len(classes), 2 * config.batch_size, runtime, autocast
         )
-        return loss_sum / len(val_cache), right / len(val_cache), confusion
+        top5_accuracy = {} if top5 is None else {"val_top5": round(top5 / len(val_cache), 6)}
+        return loss_sum / len(val_cache), right / len(val_cache), top5_accuracy, confusion
 
     if runtime.is_main:
         atomic_write_text(
@@ -132,7 +143,7 @@ def _train(config, runtime):
         )
         if start_epoch == 0 and 0 in config.snapshot_epochs:
             save_checkpoint(
-                model_payload(kept_model, classes, PREPROCESS, 0),
+                model_payload(kept_model, classes, PREPROCESS, 0, names),
                 os.path.join(config.out, "snapshots", "epoch_000.pth"),
             )
 
@@ -187,12 +198,15 @@ def _train(config, runtime):
 
         # Validate the kept weights, and the training weights too when they differ, so that a
         # run shows what its average gains.
-        val_loss, val_accuracy, confusion = validate(kept_model)
+        val_loss, val_accuracy, top5_accuracy, confusion = validate(kept_model)
         extra = {} if model_ema is None else {"training_weights_val_acc": validate(model_without_ddp)[1]}
+        if scheduler.lr_lambdas[0].observe(scheduler, 1 - val_accuracy):
+            log(f"the validation error has not fallen for {PLATEAU_PATIENCE} epochs: the rate is divided by 10")
         seconds = time.perf_counter() - started
         log(
             f"epoch {epoch:3d}/{config.epochs}  train loss {train_loss:.4f} acc {train_accuracy:.4f}  "
             f"val loss {val_loss:.4f} acc {val_accuracy:.4f}"
+            + "".join(f" top-5 {value:.4f}" for value in top5_accuracy.values())
             + "".join(f" (training weights {value:.4f})" for value in extra.values())
             + f"  {seconds:6.1f} s  {seen / train_seconds:6.1f} img/s"
         )
@@ -203,6 +217,7 @@ def _train(config, runtime):
                 "train_acc": round(train_accuracy, 6),
                 "val_loss": round(val_loss, 6),
                 "val_acc": round(val_accuracy, 6),
+                **top5_accuracy,
                 **{name: round(value, 6) for name, value in extra.items()},
                 "seconds": round(seconds, 2),
                 "images_per_second": round(seen / train_seconds, 1),
@@ -211,7 +226,7 @@ def _train(config, runtime):
 
         # Save: best.pth when it is the best so far, a snapshot when asked for, last.pth always.
         if runtime.is_main:
-            payload = model_payload(kept_model, classes, PREPROCESS, epoch)
+            payload = model_payload(kept_model, classes, PREPROCESS, epoch, names)
             if history[-1]["val_acc"] > best_accuracy:
                 best_accuracy, best_confusion = history[-1]["val_acc"], confusion
                 save_checkpoint({**payload, "val_accuracy": best_accuracy}, os.path.join(config.out, "best.pth"))
@@ -231,18 +246,24 @@ def uses_bfloat16(device, precision):
     return precision == "bf16" or (precision == "auto" and native_bfloat16(device))
 
 
-def open_caches(config, samples, runtime):
-    """The decoded train and val photos, on the training device. Rank 0 decodes them once;
-    the other processes then open its cache files."""
+def open_caches(config, samples, runtime, log):
+    """The decoded train and val photos, on the training device, in the cache `--cache`
+    comes to (recorded in `config.cache_used`). Rank 0 decodes them once; the other
+    processes then open its cache files."""
+    folder = cache_folder(config.data)
+    config.cache_used, why = choose_cache(config.cache, samples, PREPROCESS["input_size"], folder)
+    log(f"photo cache: {config.cache_used} ({why})")
+    runtime.barrier()  # every process chooses before rank 0's cache takes disk space
     caches = {}
     for turn in ("build", "open"):
         if (turn == "build") == runtime.is_main:
             for side in ("train", "val"):
-                caches[side] = PhotoCache.load_or_build(
+                caches[side] = open_cache(
+                    config.cache_used,
                     samples[side],
                     side,
                     PREPROCESS["input_size"],
-                    cache_folder(config.data),
+                    folder,
                     config.workers,
                     quiet=not runtime.is_main,
                 )
@@ -266,9 +287,11 @@ def train_step(model, optimizer, scheduler, inputs, labels, autocast, label_smoo
 
 
 def evaluate(model, cache, indices, num_classes, batch_size, runtime, autocast):
-    """Summed loss, correct count and confusion matrix over cache rows `indices` (this
-    process's share), summed over all processes."""
+    """Summed loss, correct count, top-5 correct count (None for 5 classes or fewer, where
+    it is always all) and confusion matrix over cache rows `indices` (this process's
+    share), summed over all processes."""
     loss_sum = torch.zeros((), device=runtime.device)
+    top5 = torch.zeros((), dtype=torch.long, device=runtime.device)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=runtime.device)
     model.eval()
     with torch.inference_mode():
@@ -280,8 +303,15 @@ def evaluate(model, cache, indices, num_classes, batch_size, runtime, autocast):
                 logits = model(inputs.contiguous(memory_format=MEMORY_FORMAT))
             loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
             confusion.view(-1).index_add_(0, labels * num_classes + logits.argmax(1), torch.ones_like(labels))
+            if num_classes > 5:
+                top5 += (logits.topk(5, dim=1).indices == labels[:, None]).any(1).sum()
     confusion = runtime.sum(confusion)
-    return runtime.sum(loss_sum).item(), confusion.diagonal().sum().item(), confusion.cpu().tolist()
+    return (
+        runtime.sum(loss_sum).item(),
+        confusion.diagonal().sum().item(),
+        runtime.sum(top5).item() if num_classes > 5 else None,
+        confusion.cpu().tolist(),
+    )
 
 
 def class_indices(classes):
