@@ -642,3 +642,21 @@ def test_a_reader_can_click_from_the_overview_to_a_map_and_its_photo_and_back(bu
     assert browser.find_element(By.TAG_NAME, "h1").text == "Overview"
     for shot in ("index.png", "map.png"):
         assert (tmp_path / shot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_with_class_names_shows_them_and_still_knows_its_folders(tmp_path):
+    images, _ = write_images(tmp_path)
+    network = tiny_network(SIZE, **WIDTHS)
+    named = [name.upper() + " (readable)" for name in CLASSES]
+    preprocess = {"input_size": SIZE, "mean": [0.5] * 3, "std": [0.5] * 3}
+    checkpoint = tmp_path / "named" / "best.pth"
+    save_checkpoint(model_payload(network, CLASSES, preprocess, 1, class_names=named), str(checkpoint))
+    result = explore(checkpoint, images, "--photos", "1")
+    assert result.returncode == 0, result.stderr
+    site = tmp_path / "named" / "explore"
+    index = (site / "index.html").read_text()
+    assert ", ".join(named) in index
+    (page,) = (site / "photo").iterdir()
+    text = page.read_text()
+    assert "the class of its folder" in text  # the photo's folder matched the run's folder names
+    assert any(name in text for name in named) and not any(f">{name}<" in text for name in CLASSES)

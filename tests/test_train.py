@@ -104,6 +104,8 @@ def test_class_names_reach_the_checkpoints_and_predict_and_a_resume_keeps_them(c
         saved = torch.load(tmp_path / "run" / checkpoint, weights_only=True)
         assert saved["classes"] == ["blue", "green", "red"] and saved["class_names"] == ["Blau", "Grün", "Rot"]
     assert torch.load(tmp_path / "run" / "last.pth", weights_only=True)["epoch"] == 2
+    indices = json.loads((tmp_path / "run" / "class_indices.json").read_text(encoding="utf-8"))
+    assert indices == {"0": "Blau", "1": "Grün", "2": "Rot"}
     photo = colour_split / "val" / "red" / "000.jpg"
     predicted = call_script("predict.py", photo, "--checkpoint", tmp_path / "run" / "best.pth")
     assert predicted.returncode == 0 and predicted.stdout.split(": ")[1].split()[0] in {"Blau", "Grün", "Rot"}

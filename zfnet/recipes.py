@@ -153,7 +153,8 @@ def get_parser(description=__doc__):
     add(
         "--class-names",
         metavar="FILE",
-        help="human-readable names of the class folders, kept in the checkpoints for predict.py: a JSON object "
+        help="human-readable names of the class folders, kept in the checkpoints and class_indices.json and shown by "
+        "predict.py and explore.py: a JSON object "
         "{folder: name} or lines of `folder name` such as ImageNet's LOC_synset_mapping.txt (default: none, "
         "the folder names; a resumed run keeps the names it had)",
     )

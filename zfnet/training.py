@@ -132,7 +132,7 @@ def _train(config, runtime):
 
     if runtime.is_main:
         atomic_write_text(
-            os.path.join(config.out, "class_indices.json"), json.dumps(class_indices(classes), indent=4) + "\n"
+            os.path.join(config.out, "class_indices.json"), json.dumps(class_indices(names or classes), indent=4) + "\n"
         )
         if start_epoch:
             log(f"resuming {config.out} after epoch {start_epoch} of {config.epochs}")

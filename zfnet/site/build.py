@@ -71,7 +71,7 @@ def build(args):
     folder."""
     device = pick_device(args.device)
     model, checkpoint = load_checkpoint(args.checkpoint, device)
-    classes, preprocess = checkpoint["classes"], checkpoint["preprocess"]
+    folders, preprocess = checkpoint["classes"], checkpoint["preprocess"]
     paths = find_images(args.images)
     listed = {path: load_input(path, preprocess) for path in args.photo_files}  # a bad one stops us now
     folder = out_folder(args, "explore")
@@ -103,11 +103,12 @@ def build(args):
         folder=folder,
         checkpoint=args.checkpoint,
         images=args.images,
-        classes=classes,
+        classes=checkpoint.get("class_names", folders),
+        folders=folders,
         preprocess=preprocess,
         model=model,
         survey=survey,
-        labels=data.class_labels(survey["paths"], args.images, classes),
+        labels=data.class_labels(survey["paths"], args.images, folders),
     )
     site.sheets = {n: Sheet(field.size) for n, field in site.fields.items()}
     earlier = [] if args.fresh else earlier_photos(cache, survey["paths"], listed, preprocess)
@@ -274,7 +275,7 @@ def write_photo_pages(site, out, cache, model, inputs, chosen, listed):
         entry = cache["photos"].get(photo)
         if entry is None or entry["stamp"] != data.photo_stamp(path) or missing(out, site.photo_files(photo)):
             x = listed[path] if path in listed else inputs()[index[path]]
-            numbers, pictures = data.analyse_photo(model, x, path, site.classes)
+            numbers, pictures = data.analyse_photo(model, x, path, site.folders)
             entry = {"stamp": data.photo_stamp(path), "path": path, **numbers}
             write_photo_pictures(site, out, photo, data.seen(x[None], site.preprocess)[0], numbers, pictures)
             cache["photos"][photo] = entry

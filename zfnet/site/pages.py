@@ -47,7 +47,8 @@ class Site:
     folder: str
     checkpoint: str
     images: str
-    classes: list
+    classes: list  # the names shown: the run's readable names (train.py --class-names), else its folders
+    folders: list  # the class folders it was trained on, which photos' folders are matched against
     preprocess: dict
     model: object
     survey: dict
@@ -446,7 +447,7 @@ def photo_page(site, index):
         size=size,
         whole_sheet=Sheet(size),
         target=target,
-        from_folder=os.path.basename(os.path.dirname(os.path.abspath(path))) == target,
+        from_folder=os.path.basename(os.path.dirname(os.path.abspath(path))) == site.folders[entry["target"]],
         previous=site.photos[index - 1][0] if index > 0 else None,
         next=site.photos[index + 1][0] if index + 1 < len(site.photos) else None,
         predictions=[(site.classes[k], p, site.colours[k]) for p, k in zip(top.values.tolist(), top.indices.tolist())],
