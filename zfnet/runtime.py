@@ -1,5 +1,6 @@
 """Where the scripts run: device choice, the distributed process group, seeded generators."""
 
+import datetime
 import hashlib
 import os
 
@@ -55,7 +56,24 @@ class Distributed:
         if self.device.type == "cuda":
             self.device = torch.device("cuda", local_rank)
             torch.cuda.set_device(self.device)
-        dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if attempt is None:
+            dist.init_process_group(backend)
+            return
+        # Under torchrun, workers started again after a failure (--max-restarts) meet in the
+        # same store as the group before them; without a prefix of their own, gloo would read
+        # the dead workers' addresses and wait for them.
+        agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        store = dist.TCPStore(
+            os.environ["MASTER_ADDR"],
+            int(os.environ["MASTER_PORT"]),
+            self.world_size,
+            is_master=self.rank == 0 and not agent_store,
+            timeout=datetime.timedelta(minutes=30),
+        )
+        store = dist.PrefixStore(f"zfnet/attempt{attempt}", store)
+        dist.init_process_group(backend, store=store, rank=self.rank, world_size=self.world_size)
 
     @property
     def is_main(self):
