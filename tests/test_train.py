@@ -333,7 +333,8 @@ def test_a_worker_killed_mid_run_is_restarted_and_the_run_ends_as_an_uninterrupt
     assert len(workers) == 2
     os.kill(max(workers), signal.SIGKILL)
     stdout, stderr = job.communicate(timeout=300)
-    assert job.returncode == 0, "\n".join(line for line in stderr.splitlines() if "Error" in line or "error" in line)[-3000:]
+    errors = [line for line in stderr.splitlines() if "rror" in line]  # the workers' own, not torchrun's summary
+    assert job.returncode == 0, "\n".join(errors)[-3000:]
     assert re.search(r"resuming .* after epoch [1-4] of 5", stdout), stdout  # the restart went on from last.pth
     assert same_weights(tmp_path / "straight", out)
 
