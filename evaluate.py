@@ -10,6 +10,7 @@ that cannot be used is named on stderr and left out; the exit status is then 1.
 """
 
 import sys
+from functools import partial
 
 from tqdm import tqdm
 
@@ -52,7 +53,7 @@ def main(argv=None):
     device = pick_device(args.device)
     model, checkpoint = load_checkpoint(args.checkpoint, device)
     samples = labelled_photos(args.images, checkpoint["classes"])
-    progress = lambda loader: tqdm(loader, desc="evaluating", unit="batch", leave=False)  # noqa: E731
+    progress = partial(tqdm, desc="evaluating", unit="batch", leave=False)
     right, counted, errors = evaluate_folder(
         model, samples, checkpoint["preprocess"], device, args.batch_size, args.workers, progress
     )
