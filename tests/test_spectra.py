@@ -59,6 +59,17 @@ def test_verdicts_need_a_clear_difference():
     assert band_areas()["middle"] == pytest.approx(math.pi * (1 / 16 - 1 / 64), abs=0.01)
 
 
+@pytest.mark.parametrize("kernel_size, below", [(7, 1 / 4), (7, 1 / 8), (11, 1 / 4), (3, 1 / 4)])
+def test_noise_smoothness_is_the_share_many_white_noise_filters_give(kernel_size, below):
+    drawn = torch.randn(1000, 3, kernel_size, kernel_size, generator=torch.Generator().manual_seed(2))
+    assert noise_smoothness(kernel_size, below) == pytest.approx(smoothness(drawn, below), abs=0.005)
+
+
+def test_noise_smoothness_refuses_filters_beyond_the_spectrum():
+    with pytest.raises(ValueError, match="exceed"):
+        noise_smoothness(65)
+
+
 def test_smoothness_tells_noise_from_smooth_filters():
     noise = torch.randn(48, 3, 7, 7, generator=torch.Generator().manual_seed(1))
     assert 0.16 < smoothness(noise) < 0.20

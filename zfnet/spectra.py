@@ -6,7 +6,6 @@ above 1/4. A stride-s layer samples its output every s pixels, so its filters' e
 1/(2s) aliases, and a pattern that repeats every s pixels puts power at k/s.
 """
 
-import functools
 import math
 
 import torch
@@ -103,11 +102,17 @@ def white_noise(kernel_size, filters):
     return torch.randn(filters, 3, kernel_size, kernel_size, generator=torch.Generator().manual_seed(0))
 
 
-@functools.cache  # a second each on two cores; a build asks for it more than once
-def noise_smoothness(kernel_size, below=SMOOTH_BELOW, filters=4096):
-    """`smoothness` of white-noise filters of `kernel_size`: the value that says "not learned
-    yet" (about 0.18 for 7x7 filters), from a fixed draw so that it is the same every time."""
-    return smoothness(white_noise(kernel_size, filters), below)
+def noise_smoothness(kernel_size, below=SMOOTH_BELOW):
+    """`smoothness` of white-noise filters of `kernel_size`, as many as one likes: the value
+    that says "not learned yet" (about 0.18 for 7x7 filters). Exact rather than drawn: removing
+    a filter's mean leaves white noise of variance s^2 the expected power
+    s^2 k^2 (1 - |B(f)|^2) at frequency f, B being the spectrum of the k x k box that averages
+    it (B(0) = 1), so the expected share is that shape's share below `below`."""
+    if kernel_size > FILTER_FFT_SIZE:
+        raise ValueError(f"filters of {kernel_size} pixels exceed the {FILTER_FFT_SIZE}-point spectrum")
+    box = torch.ones(kernel_size, kernel_size, dtype=torch.float64) / kernel_size**2
+    expected = 1 - torch.fft.fft2(box, s=(FILTER_FFT_SIZE, FILTER_FFT_SIZE)).abs().square()
+    return (expected[radii(FILTER_FFT_SIZE) < below].sum() / expected.sum()).item()
 
 
 # Oriented: a coherence white noise rarely reaches (99 in 100 white-noise 7x7 filters stay
