@@ -148,3 +148,11 @@ def unnormalize(x, mean, std):
     mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(shape)
     std = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(shape)
     return (x * std + mean).clamp(0, 1)
+
+
+def make_grid(pictures, **options):
+    """torchvision.utils.make_grid, imported on first use: importing torchvision brings torch's
+    compiler stack with it (about 2 s), which explore.py's rebuilds and predict.py do without."""
+    from torchvision.utils import make_grid as torchvision_make_grid
+
+    return torchvision_make_grid(pictures, **options)

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
-from torchvision.transforms.v2 import CutMix
 from tqdm import tqdm
 
 from zfnet.checkpoint import model_payload, save_checkpoint
@@ -120,7 +119,11 @@ def _train(config, runtime):
         )
     model = DistributedDataParallel(model_without_ddp) if runtime.enabled else model_without_ddp
     # Draws from torch's global generator, which each epoch seeds, so runs still repeat.
-    cutmix = CutMix(alpha=settings["cutmix"], num_classes=len(classes)) if settings["cutmix"] else None
+    cutmix = None
+    if settings["cutmix"]:
+        from torchvision.transforms.v2 import CutMix  # imported only when used: torchvision takes ~2 s to import
+
+        cutmix = CutMix(alpha=settings["cutmix"], num_classes=len(classes))
     val_rows = torch.arange(runtime.rank, len(val_cache), runtime.world_size)
 
     def validate(network):

@@ -21,6 +21,7 @@ from PIL import Image
 from zfnet.deconv import crop
 from zfnet.figures import filter_pictures, stretched
 from zfnet.files import atomic_write
+from zfnet.images import make_grid
 from zfnet.site.data import one_thread
 from zfnet.spectra import faded_filters
 
@@ -133,8 +134,6 @@ def write_classes(path, prediction, count):
 def write_filters(path, weights, magnify=6):
     """The layer-1 filters (N, 3, k, k) as one PNG, drawn as visualize.py filters draws them
     (zfnet.figures.filter_pictures, faded ones grey), magnified with crisp pixels."""
-    from torchvision.utils import make_grid  # only this picture needs torchvision
-
     pictures = filter_pictures(weights, faded_filters(weights))
     grid = make_grid(pictures, nrow=math.ceil(math.sqrt(len(weights))), padding=1, pad_value=1)
     write_image(path, as_uint8(grid).repeat(magnify, 0).repeat(magnify, 1))

@@ -17,12 +17,12 @@ import glob
 import os
 
 import torch
-from torchvision.utils import make_grid
 
 from zfnet.checkpoint import load_checkpoint
 from zfnet.errors import UserError
 from zfnet.figures import caption, plt, save_figure, stretched
 from zfnet.files import atomic_write_text
+from zfnet.images import make_grid
 from zfnet.studies import features
 from zfnet.tables import csv_text
 from zfnet.top9 import strongest_activations, tensor_batches

@@ -16,12 +16,11 @@ import os
 import sys
 
 import torch
-from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from zfnet.deconv import crop, project
 from zfnet.figures import caption, filter_pictures, plt, robust_scale, save_figure, stretched
-from zfnet.images import load_input, unnormalize
+from zfnet.images import load_input, make_grid, unnormalize
 from zfnet.spectra import faded_filters, noise_smoothness, smoothness
 from zfnet.top9 import pil_box
 

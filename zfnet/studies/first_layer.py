@@ -10,13 +10,13 @@ import os
 
 import torch
 import torch.nn.functional as F
-from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from zfnet.data import PhotoCache, cache_folder, val_inputs
 from zfnet.deconv import project, receptive_fields
 from zfnet.errors import UserError
 from zfnet.figures import caption, plain_log_ticks, plt, run_names, save_figure
+from zfnet.images import make_grid
 from zfnet.spectra import (
     BANDS,
     FADED_NORM,
