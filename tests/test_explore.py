@@ -314,10 +314,11 @@ def test_the_sanity_page_quotes_the_measured_numbers(built):
 
 def test_a_rerun_reuses_everything_and_runs_no_network(built, monkeypatch):
     checkpoint, images, site, _ = built
-    pictures = {
-        path: os.stat(path).st_mtime_ns
-        for root, _, names in os.walk(os.path.join(site, "img"))
-        for path in (os.path.join(root, name) for name in names)
+    pictures = {  # and the pages: a rebuild that changes nothing rewrites no file
+        os.path.join(root, name): os.stat(os.path.join(root, name)).st_mtime_ns
+        for root, _, names in os.walk(site)
+        for name in names
+        if name not in ("cache.pt", MARKER)
     }
 
     def refuse(*args, **kwargs):
@@ -330,6 +331,20 @@ def test_a_rerun_reuses_everything_and_runs_no_network(built, monkeypatch):
     result = explore(checkpoint, images, *OPTIMISED)
     assert result.returncode == 0, result.stderr
     assert {path: os.stat(path).st_mtime_ns for path in pictures} == pictures
+
+
+def test_a_rerun_does_without_importing_torchvision(built):
+    checkpoint, images, _, _ = built
+    code = (
+        "import runpy, sys; sys.argv = ['explore.py', *sys.argv[1:]]; "
+        "runpy.run_path('explore.py', run_name='__main__'); "
+        "print('torchvision' in sys.modules)"
+    )
+    arguments = ["--checkpoint", checkpoint, "--images", images, "--device", "cpu", *OPTIMISED]
+    result = subprocess.run(
+        [sys.executable, "-c", code, *arguments], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.stdout.splitlines()[-1] == "False", result.stderr
 
 
 def test_missing_pictures_are_made_again_and_another_checkpoint_starts_afresh(tmp_path):

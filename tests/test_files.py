@@ -3,7 +3,7 @@ import os
 import pytest
 
 from zfnet.errors import UserError
-from zfnet.files import PARTIAL_PREFIX, atomic_write_text, remove_debris
+from zfnet.files import PARTIAL_PREFIX, atomic_write_text, remove_debris, write_text_if_changed
 
 
 def test_atomic_text_replaces_the_file_whole_with_the_umask_mode(tmp_path):
@@ -17,6 +17,18 @@ def test_atomic_text_replaces_the_file_whole_with_the_umask_mode(tmp_path):
     assert path.read_text() == "second"
     assert path.stat().st_mode & 0o777 == 0o640
     assert os.listdir(path.parent) == ["notes.txt"]
+
+
+def test_text_is_written_only_when_it_changes(tmp_path):
+    path = tmp_path / "page.html"
+    assert write_text_if_changed(path, "Map 3 · 7×7")
+    os.utime(path, ns=(1, 1))
+    assert not write_text_if_changed(path, "Map 3 · 7×7")
+    assert path.stat().st_mtime_ns == 1
+    assert write_text_if_changed(path, "Map 4 · 7×7")
+    assert path.read_text() == "Map 4 · 7×7" and path.stat().st_mtime_ns != 1
+    path.write_bytes(b"\xff\xfe not text")
+    assert write_text_if_changed(path, "Map 4") and path.read_text() == "Map 4"
 
 
 def test_a_folder_in_the_way_is_one_line(tmp_path):

@@ -68,6 +68,19 @@ def atomic_write_text(path, text):
     atomic_write(path, lambda file: file.write(text), binary=False)
 
 
+def write_text_if_changed(path, text):
+    """atomic_write_text, unless `path` holds `text` already: a rebuild that changes nothing
+    writes and syncs nothing (and leaves the files' times alone). Returns whether it wrote."""
+    try:
+        with open(path) as file:
+            if file.read() == text:
+                return False
+    except (OSError, UnicodeDecodeError):  # missing, unreadable or not text: written afresh
+        pass
+    atomic_write_text(path, text)
+    return True
+
+
 def remove_debris(folder):
     """Delete the temporary files that killed runs left in `folder` and its sub-folders (a
     kill -9 leaves them, up to a checkpoint's size each). Only one process writes a given

@@ -8,6 +8,7 @@ and rewrites the pages. A build for another checkpoint or other photos first rem
 pictures of the previous one.
 """
 
+import filecmp
 import functools
 import glob
 import hashlib
@@ -414,8 +415,10 @@ def describe_run(site, out, checkpoint_path, checkpoint, model):
             print(f"note: the run's settings are not shown: {error}", file=sys.stderr)
     site.figures = []
     for name in RUN_FIGURES:
-        if os.path.isfile(os.path.join(run, name)):
-            shutil.copyfile(os.path.join(run, name), out.path(name))
+        source = os.path.join(run, name)
+        if os.path.isfile(source):
+            if not os.path.isfile(out.path(name)) or not filecmp.cmp(source, out.path(name), shallow=False):
+                shutil.copyfile(source, out.path(name))
             site.figures.append(name)
     weights = model.stage(1).conv.weight
     if missing(out, [site.filters]):

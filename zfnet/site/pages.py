@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from zfnet.deconv import receptive_fields
-from zfnet.files import atomic_write_text
+from zfnet.files import write_text_if_changed
 from zfnet.optimize import STEPS as OPTIMISE_STEPS
 from zfnet.site import data
 from zfnet.site.data import METHODS, TOP, architecture, class_means
@@ -158,7 +158,7 @@ class Site:
 def write_site(site, out):
     """Write style.css and every page into the claimed folder `out`."""
     with open(STYLE) as file:
-        atomic_write_text(out.path("style.css"), file.read())
+        write_text_if_changed(out.path("style.css"), file.read())
     photo_pages = set(site.pages.values())
     if os.path.isdir(out.path("photo")):
         for entry in os.scandir(out.path("photo")):  # pages of photos no longer shown
@@ -178,7 +178,7 @@ def write_site(site, out):
     if site.sanity:
         jobs.append(("sanity.html", lambda: sanity_page(site)))
     for name, make in tqdm(jobs, desc="writing the pages", unit="page", leave=False):
-        atomic_write_text(out.path(name), make())
+        write_text_if_changed(out.path(name), make())
 
 
 @jinja2.pass_context
