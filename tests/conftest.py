@@ -1,8 +1,19 @@
-"""Fixtures shared by the test files: small image folders made on the fly."""
+"""Fixtures shared by the test files: small image folders made on the fly; and one PyTorch
+thread per pytest-xdist worker."""
+
+import os
 
 import pytest
+import torch
 
 from tests.helpers import COLOURS, write_photos
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The suite runs in one worker per core (pytest.ini): each worker, and every script it
+    # starts, on one PyTorch thread, else the workers' OpenMP threads wait on each other and
+    # the suite runs slower than in one process.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
