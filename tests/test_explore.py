@@ -242,6 +242,20 @@ def test_a_map_page_shows_what_it_wants_to_see_what_it_is_wired_to_and_how_it_gr
     optimised = cache["optimised"]["found"]
     evolution = cache["evolution"]
     for n in range(1, 6):
+        # The layer page's cards show the optimised pictures too, each with its activation's ratio.
+        cards = re.findall(
+            r'<a class="card map-card" href="layer\d/map(\d+)\.html">(.*?)</a>',
+            open(os.path.join(site, f"layer{n}.html")).read(),
+        )
+        shown = {
+            int(m): re.search(rf'src="img/layer{n}/wants{int(m):03d}\.jpg".*?optimised: ([\d.]+)×', card)
+            for m, card in cards
+        }
+        assert len(shown) == WIDTHS["conv_channels"][n - 1]
+        assert sorted(m for m, found in shown.items() if found) == sorted(rankings[n][:2])
+        for m in rankings[n][:2]:
+            found = optimised[(n, m)]
+            assert float(shown[m].group(1)) == pytest.approx(found["optimised"] / found["strongest_photo"], abs=0.05)
         for m in range(WIDTHS["conv_channels"][n - 1]):
             page = open(os.path.join(site, f"layer{n}", f"map{m:03d}.html")).read()
             picture = os.path.join(site, "img", f"layer{n}", f"wants{m:03d}.jpg")

@@ -342,7 +342,8 @@ def class_heights(site, means):
 def layer_page(site, n):
     strongest = site.survey["top"][n][0]
     cards = [(m, strongest[m].mean().item(), class_heights(site, site.means[n][m])) for m in site.rankings[n]]
-    return render(site, "layer.html", f"Layer {n}", current=f"layer{n}.html", n=n, cards=cards)
+    optimised = sum(layer == n for layer, _ in site.optimised)
+    return render(site, "layer.html", f"Layer {n}", current=f"layer{n}.html", n=n, cards=cards, optimised=optimised)
 
 
 def map_page(site, n, m):
