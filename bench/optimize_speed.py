@@ -40,7 +40,7 @@ from zfnet.errors import run_main
 from zfnet.images import find_images, unnormalize
 from zfnet.recipes import PREPROCESS
 from zfnet.runtime import pick_device
-from zfnet.spectra import smoothness, white_noise
+from zfnet.spectra import noise_smoothness, smoothness
 from zfnet.top9 import chosen_maps, spread_evenly, strongest_activations, tensor_batches, usable_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,7 +124,7 @@ def benchmark(args):
                 f"{smoothness(pictures, SMOOTH_BELOW):.1%} |"
             )
     size = preprocess["input_size"]
-    print(f"| white noise, {size}x{size} | - | - | - | - | - | {smoothness(white_noise(size, 8), SMOOTH_BELOW):.1%} |")
+    print(f"| white noise, {size}x{size} | - | - | - | - | - | {noise_smoothness(size, SMOOTH_BELOW):.1%} |")
     ours = totals["ours (zfnet.optimize)"]
     print(
         f"ours: {ours / 60:.1f} minutes for all {len(layers)} layers (goal: at most {GOAL_MINUTES} minutes for 9 maps "

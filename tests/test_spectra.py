@@ -59,15 +59,23 @@ def test_verdicts_need_a_clear_difference():
     assert band_areas()["middle"] == pytest.approx(math.pi * (1 / 16 - 1 / 64), abs=0.01)
 
 
-@pytest.mark.parametrize("kernel_size, below", [(7, 1 / 4), (7, 1 / 8), (11, 1 / 4), (3, 1 / 4)])
-def test_noise_smoothness_is_the_share_many_white_noise_filters_give(kernel_size, below):
-    drawn = torch.randn(1000, 3, kernel_size, kernel_size, generator=torch.Generator().manual_seed(2))
+# 80: larger than the filters' 64-point spectrum, as a picture is (8 draws of 80x80 are many pixels)
+@pytest.mark.parametrize(
+    "kernel_size, below, count",
+    [(7, 1 / 4, 1000), (7, 1 / 8, 1000), (11, 1 / 4, 1000), (3, 1 / 4, 1000), (80, 1 / 8, 8)],
+)
+def test_noise_smoothness_is_the_share_many_white_noise_filters_give(kernel_size, below, count):
+    drawn = torch.randn(count, 3, kernel_size, kernel_size, generator=torch.Generator().manual_seed(2))
     assert noise_smoothness(kernel_size, below) == pytest.approx(smoothness(drawn, below), abs=0.005)
 
 
-def test_noise_smoothness_refuses_filters_beyond_the_spectrum():
-    with pytest.raises(ValueError, match="exceed"):
-        noise_smoothness(65)
+def test_smoothness_of_a_picture_larger_than_the_filter_spectrum_measures_all_of_it():
+    y, x = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    smooth = torch.cos(2 * math.pi * (x + y) / 48).expand(1, 3, 96, 96).clone()
+    beyond_the_corner = smooth.clone()
+    beyond_the_corner[..., 64:, :] = torch.randn(1, 3, 32, 96, generator=torch.Generator().manual_seed(3))
+    assert smoothness(smooth, 1 / 8) > 0.99
+    assert smoothness(beyond_the_corner, 1 / 8) < 0.6
 
 
 def test_smoothness_tells_noise_from_smooth_filters():

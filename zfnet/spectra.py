@@ -27,11 +27,18 @@ def power_spectra(patches, size):
     return torch.fft.fft2(patches.double(), s=(size, size)).abs().square().sum(1)
 
 
+def spectrum_size(height, width):
+    """FFT size for patches of height x width: FILTER_FFT_SIZE, or a whole picture's size where
+    it is larger (a smaller FFT would measure only its top-left corner)."""
+    return max(FILTER_FFT_SIZE, height, width)
+
+
 def energy_shares(weights, ranges):
-    """Share of a layer's filter energy between each `(low, high)` frequency of `ranges` (all
-    filters pooled, so a faded filter counts for little)."""
-    spectrum = power_spectra(weights, FILTER_FFT_SIZE).sum(0)
-    radius = radii(FILTER_FFT_SIZE)
+    """Share of a layer's filter energy (or of pictures') between each `(low, high)` frequency
+    of `ranges` (all pooled, so a faded filter counts for little)."""
+    size = spectrum_size(*weights.shape[-2:])
+    spectrum = power_spectra(weights, size).sum(0)
+    radius = radii(size)
     return [(spectrum[(radius >= low) & (radius < high)].sum() / spectrum.sum()).item() for low, high in ranges]
 
 
@@ -107,12 +114,12 @@ def noise_smoothness(kernel_size, below=SMOOTH_BELOW):
     that says "not learned yet" (about 0.18 for 7x7 filters). Exact rather than drawn: removing
     a filter's mean leaves white noise of variance s^2 the expected power
     s^2 k^2 (1 - |B(f)|^2) at frequency f, B being the spectrum of the k x k box that averages
-    it (B(0) = 1), so the expected share is that shape's share below `below`."""
-    if kernel_size > FILTER_FFT_SIZE:
-        raise ValueError(f"filters of {kernel_size} pixels exceed the {FILTER_FFT_SIZE}-point spectrum")
+    it (B(0) = 1), so the expected share is that shape's share below `below`. Pictures the
+    size of the input are "filters" too: white noise's share is what a picture's is compared with."""
+    size = spectrum_size(kernel_size, kernel_size)
     box = torch.ones(kernel_size, kernel_size, dtype=torch.float64) / kernel_size**2
-    expected = 1 - torch.fft.fft2(box, s=(FILTER_FFT_SIZE, FILTER_FFT_SIZE)).abs().square()
-    return (expected[radii(FILTER_FFT_SIZE) < below].sum() / expected.sum()).item()
+    expected = 1 - torch.fft.fft2(box, s=(size, size)).abs().square()
+    return (expected[radii(size) < below].sum() / expected.sum()).item()
 
 
 # Oriented: a coherence white noise rarely reaches (99 in 100 white-noise 7x7 filters stay
