@@ -26,10 +26,10 @@ from zfnet.arguments import (
     add_checkpoint,
     add_map_search,
     add_max_images,
+    add_optimisation,
     add_out,
     add_rule,
     add_seed,
-    add_steps,
     add_stretch,
     chosen_count,
     out_folder,
@@ -109,8 +109,8 @@ def dream(args):
     ranked = [r for n, chosen in maps.items() for r in features.strongest_requests(best[n], n, chosen, per_map=1)]
     inputs, requests, photos = features.needed_inputs(kept, preprocess, ranked, "decoding the strongest photos")
     pictures = unnormalize(inputs, preprocess["mean"], preprocess["std"])
-    fields, steps = receptive_fields(model), args.steps
-    found, colours = optimized.measure(model, preprocess, maps, best, pictures, requests, fields, steps, args.seed)
+    steps, seed = args.steps, args.seed
+    found, colours = optimized.measure(model, preprocess, maps, best, pictures, requests, steps, seed, args.diverse)
     report = optimized.summary(args.checkpoint, args.images, steps, args.seed, found, colours, photos)
     title = f"{os.path.relpath(args.checkpoint)}: pictures optimised to excite each map ({steps} steps), its best photo"
     print("\n".join(optimized.write(found, report, [out.path(name) for name in optimized.OUTPUTS], title)))
@@ -184,8 +184,7 @@ def parse_args(argv=None):
     wanted = add_command(commands, "optimize", optimized.COMMAND, "what each map wants to see, optimised", dream)
     add_checkpoint(wanted)
     add_map_search(wanted, maps_per_layer=9)
-    add_steps(wanted, default=optimize.STEPS, what="of gradient ascent on each layer's pictures")
-    add_seed(wanted, what="the starting pictures and the random transformations")
+    add_optimisation(wanted, steps=optimize.STEPS)
     add_out(wanted)
     return parser.parse_args(argv)
 

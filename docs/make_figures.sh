@@ -24,6 +24,7 @@ python visualize.py sanity --checkpoint runs/features10/best.pth
 python occlusion.py --summary flower_data/val --checkpoint runs/features10/best.pth --stride 16
 python occlusion.py flower_data/val/daisy/16527403771_2391f137c4_n.jpg --checkpoint runs/features10/best.pth
 python visualize.py optimize --checkpoint runs/features10/best.pth --layers 1,3,5 --maps-per-layer 6
+python visualize.py optimize --checkpoint runs/features10/best.pth --layers 3,5 --maps-per-layer 3 --diverse 3 --out runs/features10/diverse
 
 cp runs/reference/curves.png runs/reference/confusion.png "$figures/"
 cp runs/reference/visualize/filters.png runs/reference/visualize/top9_layer[1-5].png "$figures/"
@@ -35,7 +36,9 @@ cp runs/features10/visualize/sanity.png runs/features10/visualize/sanity_example
 cp runs/features10/occlusion/occlusion_summary.png "$figures/"
 cp runs/features10/occlusion/16527403771_2391f137c4_n.png "$figures/occlusion_effect.png"
 # 256 colours: a quarter of the bytes of the full-colour PNG, no visible loss on these tiles.
-python -c "from PIL import Image; Image.open('runs/features10/visualize/optimize.png').convert('RGB').quantize(256, dither=Image.Dither.NONE).save('$figures/optimize.png', optimize=True)"
+for name in visualize/optimize:optimize diverse/optimize:optimize_diverse; do
+    python -c "from PIL import Image; Image.open('runs/features10/${name%:*}.png').convert('RGB').quantize(256, dither=Image.Dither.NONE).save('$figures/${name#*:}.png', optimize=True)"
+done
 
 site="$PWD/runs/reference/explore"
 # The layer-5 map whose page is shown: the first (the most active) of top9's figure.

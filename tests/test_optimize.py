@@ -101,3 +101,38 @@ def test_a_map_s_picture_does_not_depend_on_the_maps_optimised_beside_it(network
     alone, strength = optimize.optimise(network, 4, [3], SMALL, steps=8, seed=2)
     torch.testing.assert_close(alone[0], together[1], atol=1e-4, rtol=0)
     torch.testing.assert_close(strength[0], strengths[1], atol=1e-4, rtol=1e-4)
+
+
+def test_style_similarity_is_each_picture_s_mean_gram_cosine_to_its_map_s_others():
+    outputs = torch.randn(6, 4, 5, 5, generator=torch.Generator().manual_seed(0))  # 2 maps x 3 pictures
+    grams = [(o.flatten(1) @ o.flatten(1).T).flatten() for o in outputs]
+    expected = []
+    for i in range(6):
+        group = range(i // 3 * 3, i // 3 * 3 + 3)
+        others = [torch.nn.functional.cosine_similarity(grams[i], grams[j], dim=0) for j in group if j != i]
+        expected.append(sum(others) / 2)
+    torch.testing.assert_close(optimize.style_similarity(outputs, 3), torch.stack(expected))
+
+
+def test_diverse_pictures_of_a_map_differ_in_style_more_than_the_same_starts_without_the_penalty(network, monkeypatch):
+    def similarity_of(pictures):
+        with torch.no_grad():
+            return optimize.style_similarity(optimize.pre_activation(network, 3, (pictures - 0.5) / 0.5), 3)
+
+    diverse, strengths = optimize.optimise(network, 3, [0, 5], SMALL, steps=24, seed=1, per_map=3)
+    assert diverse.shape == (6, 3, 64, 64) and strengths.shape == (6,)
+    monkeypatch.setattr(optimize, "DIVERSITY", 0.0)
+    alike, _ = optimize.optimise(network, 3, [0, 5], SMALL, steps=24, seed=1, per_map=3)
+    assert similarity_of(diverse).mean() < similarity_of(alike).mean() - 0.05, (
+        similarity_of(diverse),
+        similarity_of(alike),
+    )
+    # Without the penalty each picture is the one its own start gives alone: the first is the map's usual one.
+    usual, _ = optimize.optimise(network, 3, [5], SMALL, steps=24, seed=1)
+    torch.testing.assert_close(alike[3], usual[0], atol=1e-4, rtol=0)
+
+
+def test_a_map_s_diverse_pictures_do_not_depend_on_the_maps_optimised_beside_it(network):
+    together, _ = optimize.optimise(network, 4, [0, 3], SMALL, steps=8, seed=2, per_map=2)
+    alone, _ = optimize.optimise(network, 4, [3], SMALL, steps=8, seed=2, per_map=2)
+    torch.testing.assert_close(alone, together[2:], atol=1e-4, rtol=0)

@@ -608,6 +608,7 @@ def test_optimize_draws_each_map_s_picture_beside_its_strongest_photo(photos, ch
     report = json.loads((tmp_path / "optimize.json").read_text())
     assert (report["steps"], report["seed"]) == (24, 7)
     assert [(entry["layer"], entry["map"]) for entry in report["maps"]] == [(1, 2), (1, 3), (5, 2), (5, 3)]
+    assert all(entry["variant"] == 0 and entry["style_similarity"] is None for entry in report["maps"])
     model, checkpoint_data = load_checkpoint(checkpoint, "cpu")
     for entry in report["maps"]:
         # The strongest photo's number is the map's largest activation over that photo.
@@ -620,6 +621,39 @@ def test_optimize_draws_each_map_s_picture_beside_its_strongest_photo(photos, ch
         beaten = sum(entry["optimised"] > entry["strongest_photo"] for entry in entries)
         assert f"layer {layer}: {beaten} of 2 optimised pictures excite their map more" in result.stdout
     assert_picture(tmp_path / "optimize.png", (400, 800))
+
+
+def test_optimize_diverse_draws_k_pictures_of_each_map_above_its_strongest_photo(photos, checkpoint, tmp_path):
+    flags = (
+        "optimize",
+        "--checkpoint",
+        checkpoint,
+        "--images",
+        photos,
+        "--layers",
+        "2",
+        "--maps",
+        "1,4",
+        "--steps",
+        "12",
+    )
+    result = visualize(*flags, "--diverse", "3", "--out", tmp_path)
+    entries = json.loads((tmp_path / "optimize.json").read_text())["maps"]
+    assert [(entry["map"], entry["variant"]) for entry in entries] == [(m, k) for m in (1, 4) for k in range(3)]
+    for entry in entries:
+        first = next(e for e in entries if e["map"] == entry["map"])
+        assert entry["strongest_photo"] == first["strongest_photo"] and entry["seconds"] == first["seconds"]
+        assert entry["ratio"] == pytest.approx(entry["optimised"] / entry["strongest_photo"])
+    assert len({entry["optimised"] for entry in entries}) == 6  # six pictures, not one drawn three times
+    beaten = sum(entry["optimised"] > entry["strongest_photo"] for entry in entries)
+    assert f"layer 2: {beaten} of 6 optimised pictures excite their map more" in result.stdout
+    alike = [entry["style_similarity"] for entry in entries]
+    assert all(-1 <= value < 1 for value in alike)
+    assert f"s a map (3 pictures; style similarity to a map's others {min(alike):.2f}-{max(alike):.2f}" in result.stdout
+    # Three rows of pictures above one of patches: twice the rows of one picture a map.
+    visualize(*flags, "--out", tmp_path / "one")
+    with Image.open(tmp_path / "optimize.png") as diverse, Image.open(tmp_path / "one" / "optimize.png") as one:
+        assert diverse.width == one.width and diverse.height > 1.7 * one.height
 
 
 @pytest.mark.parametrize("command", ["top9", "evolution"])

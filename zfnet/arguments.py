@@ -146,6 +146,19 @@ def add_stretch(parser):
     )
 
 
+def add_optimisation(parser, steps):
+    """--steps, --seed and --diverse of feature visualisation by optimisation (zfnet.optimize)."""
+    add_steps(parser, default=steps, what="of gradient ascent on each layer's pictures")
+    add_seed(parser, what="the starting pictures and the random transformations")
+    parser.add_argument(
+        "--diverse",
+        default=1,
+        type=positive_int,
+        metavar="K",
+        help="pictures per map, each pushed away from the others' style, at K times the time (default: %(default)s)",
+    )
+
+
 def add_steps(parser, default, what):
     parser.add_argument(
         "--steps", default=default, type=positive_int, help=f"number of steps {what} (default: %(default)s)"

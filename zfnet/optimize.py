@@ -17,6 +17,11 @@ rectified mean rewards the pattern the filter matches (the plain mean would not:
 filter's mean output is the same for every image), and the leak gives a map that starts off
 everywhere a gradient. The strength reported is the largest value of the rectified map on the
 untransformed image, what top9 ranks photos by.
+
+Several pictures of one map can show several things it answers (Olah et al.'s diversity): each
+is penalised by how alike its style is to the others' (the cosine similarity of the Gram
+matrices of the layer's maps), a penalty scaled by the picture's own excitation so that it
+weighs alike at every layer.
 """
 
 import math
@@ -31,6 +36,7 @@ SHIFT = 8  # pixels, the largest jitter
 SCALES = (0.95, 1.05)
 DEGREES = 10
 LEAK = 0.1  # the objective's slope where the map is off: a map off everywhere still learns
+DIVERSITY = 1.0  # the share of its excitation a picture loses for the same style as its map's others
 
 
 def colour_matrix(pictures):
@@ -111,30 +117,48 @@ def pre_activation(model, layer, inputs):
     return found["out"]
 
 
-def optimise(model, layer, maps, preprocess, colours=None, steps=STEPS, seed=0, progress=None):
-    """One picture per map of `maps` (of layer `layer`) optimised to excite it, all in one
-    batch; `(pictures (N, 3, S, S) in [0, 1], strengths)`, the strength being the map's
-    largest rectified activation on its picture. The same seed gives the same pictures (on
-    the same device). `progress()` is called after each step when given."""
+def _normaliser(preprocess, device):
+    """The network's input normalisation of pictures in [0, 1]."""
+    mean = torch.tensor(preprocess["mean"], device=device)[:, None, None]
+    std = torch.tensor(preprocess["std"], device=device)[:, None, None]
+    return lambda pictures: (pictures - mean) / std
+
+
+def style_similarity(outputs, per_map):
+    """For a layer's `outputs` (N * per_map, C, H, W), pictures grouped map by map, each
+    picture's mean cosine similarity to the other pictures of its map, of the Gram matrices
+    of their C maps (what a picture's texture is, wherever it lies): (N * per_map,)."""
+    flat = outputs.flatten(2)
+    grams = F.normalize((flat @ flat.transpose(1, 2)).flatten(1), dim=1).view(-1, per_map, flat.shape[1] ** 2)
+    similarity = grams @ grams.transpose(1, 2)  # (N, per_map, per_map), ones on the diagonal
+    return ((similarity.sum(2) - 1) / (per_map - 1)).flatten()
+
+
+def optimise(model, layer, maps, preprocess, colours=None, steps=STEPS, seed=0, progress=None, per_map=1):
+    """`per_map` pictures per map of `maps` (of layer `layer`) optimised to excite it, all in one
+    batch, map by map, several of a map pushed apart in style (DIVERSITY); `(pictures
+    (N * per_map, 3, S, S) in [0, 1], strengths)`, the strength being the map's largest
+    rectified activation on its picture. The same seed gives the same pictures (on the same
+    device). `progress()` is called after each step when given."""
     device = next(model.parameters()).device
     size = preprocess["input_size"]
     colours = (torch.eye(3) if colours is None else colours).to(device)
-    mean = torch.tensor(preprocess["mean"], device=device)[:, None, None]
-    std = torch.tensor(preprocess["std"], device=device)[:, None, None]
-    # A map's start is drawn from the seed and the map, the transformations from the seed: a
-    # map's picture is the same whichever maps are optimised beside it (the explorer adds some).
+    normalise = _normaliser(preprocess, device)
+    # A map's starts are drawn from the seed and the map, the transformations from the seed: a
+    # map's pictures are the same whichever maps are optimised beside it (the explorer adds some).
     shape = (3, size, size // 2 + 1, 2)
-    initial = torch.stack(
-        [torch.randn(shape, generator=torch.Generator().manual_seed(seed * 100_003 + m)) for m in maps]
-    )
-    initial = initial * INITIAL_SCALE
+    starts = []
+    for m in maps:
+        draw = torch.Generator().manual_seed(seed * 100_003 + m)
+        starts += [torch.randn(shape, generator=draw) for _ in range(per_map)]
     generator = torch.Generator().manual_seed(seed)
-    spectrum = initial.to(device).requires_grad_()
+    spectrum = (torch.stack(starts) * INITIAL_SCALE).to(device).requires_grad_()
     optimiser = torch.optim.Adam([spectrum], lr=LEARNING_RATE)
-    chosen, rows = torch.tensor(maps, device=device), torch.arange(len(maps), device=device)
+    chosen = torch.tensor(maps, device=device).repeat_interleave(per_map)
+    rows = torch.arange(len(chosen), device=device)
 
-    def excitation(pictures):
-        return pre_activation(model, layer, (pictures - mean) / std)[rows, chosen]
+    def layer_outputs(pictures):
+        return pre_activation(model, layer, normalise(pictures))
 
     learning = [p for p in model.parameters() if p.requires_grad]
     for parameter in learning:  # the weights' gradients would take a third of each step
@@ -142,16 +166,29 @@ def optimise(model, layer, maps, preprocess, colours=None, steps=STEPS, seed=0, 
     try:
         for _ in range(steps):
             optimiser.zero_grad()
-            excited = excitation(random_transform(to_pictures(spectrum, colours, size), generator))
-            # Each picture's own mean, summed: a picture's gradient does not depend on the others'.
-            (-F.leaky_relu(excited, LEAK).flatten(1).mean(1).sum()).backward()
+            outputs = layer_outputs(random_transform(to_pictures(spectrum, colours, size), generator))
+            excitation = F.leaky_relu(outputs[rows, chosen], LEAK).flatten(1).mean(1)
+            loss = -excitation
+            if per_map > 1:
+                loss = loss + DIVERSITY * excitation.detach().abs() * style_similarity(outputs, per_map)
+            # Summed over pictures: a picture's gradient depends only on its map's pictures.
+            loss.sum().backward()
             optimiser.step()
             if progress is not None:
                 progress()
         with torch.no_grad():
             pictures = to_pictures(spectrum, colours, size)
-            strengths = excitation(pictures).clamp(min=0).flatten(1).amax(1)
+            strengths = layer_outputs(pictures)[rows, chosen].clamp(min=0).flatten(1).amax(1)
     finally:
         for parameter in learning:
             parameter.requires_grad_(True)
     return pictures.cpu(), strengths.cpu()
+
+
+def pictures_similarity(model, layer, pictures, preprocess, per_map):
+    """`style_similarity` of `pictures` (N * per_map, 3, S, S) in [0, 1], as optimise returns
+    them, through layer `layer`: how alike in style each is to the other pictures of its map."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        outputs = pre_activation(model, layer, _normaliser(preprocess, device)(pictures.to(device)))
+    return style_similarity(outputs, per_map).cpu()

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from zfnet import optimize
-from zfnet.deconv import crop
+from zfnet.deconv import crop, receptive_fields
 from zfnet.figures import caption, plt, save_figure
 from zfnet.files import atomic_write_text
 
@@ -21,34 +21,42 @@ covariance of the strongest photos' patches) and seen randomly shifted, scaled a
 every step, as OpenAI Microscope's pictures are made. Beside each, the patch of the map's
 strongest photo among --images, and the ratio of the two strongest activations.
 
-Writes optimize.png (per layer a row of optimised pictures, a row of strongest patches) and
-optimize.json (each map's strengths, the time it took, the settings)."""
+With --diverse K, K pictures per map, each pushed away from the others' style (Olah et al.'s
+diversity): a map that answers several things can show them, at K times the time.
+
+Writes optimize.png (per layer a row of optimised pictures per --diverse, a row of strongest
+patches) and optimize.json (each picture's strengths, the time it took, the settings)."""
 
 TILE = 224  # pixels of each picture in the figure: a layer-1 patch magnified, a picture as it is
 
 
-def measure(model, preprocess, maps, best, pictures, requests, fields, steps, seed):
-    """For `maps` ({layer: [map, ...]}), each one's optimised picture (zfnet.optimize.optimise,
-    a layer's maps in one batch) and its strongest photo's patch. `best` is
-    strongest_activations' result, `pictures` the strongest photos in [0, 1] and `requests`
-    their (image, layer, map, y, x) into `pictures`, one per map in `maps`' order. Returns
-    `{layer: [entry per map]}` and the colour matrix used."""
-    colours = optimize.colour_matrix(pictures)
+def measure(model, preprocess, maps, best, pictures, requests, steps, seed, per_map=1):
+    """For `maps` ({layer: [map, ...]}), each one's `per_map` optimised pictures
+    (zfnet.optimize.optimise, a layer's maps in one batch) and its strongest photo's patch.
+    `best` is strongest_activations' result, `pictures` the strongest photos in [0, 1] and
+    `requests` their (image, layer, map, y, x) into `pictures`, one per map in `maps`' order.
+    Returns `{layer: [entry per picture, map by map]}` and the colour matrix used."""
+    colours, fields = optimize.colour_matrix(pictures), receptive_fields(model)
     found, strongest = {}, iter(requests)
     for layer, chosen in maps.items():
         with tqdm(total=steps, desc=f"optimising layer {layer}", leave=False) as bar:
             start = time.perf_counter()
             optimised, strengths = optimize.optimise(
-                model, layer, chosen, preprocess, colours, steps=steps, seed=seed, progress=lambda: bar.update()
+                model, layer, chosen, preprocess, colours, steps, seed, lambda: bar.update(), per_map
             )
             seconds = time.perf_counter() - start
+        alike = optimize.pictures_similarity(model, layer, optimised, preprocess, per_map) if per_map > 1 else None
         found[layer] = []
-        for m, picture, strength in zip(chosen, optimised, strengths.tolist()):
-            image, _, _, y, x = next(strongest)
+        for index, (picture, strength) in enumerate(zip(optimised, strengths.tolist())):
+            m, variant = chosen[index // per_map], index % per_map
+            if variant == 0:
+                image, _, _, y, x = next(strongest)
             photo = best[layer][0][m, 0].item()
             found[layer].append(
                 {
                     "map": m,
+                    "variant": variant,
+                    "style_similarity": None if alike is None else alike[index].item(),
                     "optimised": strength,
                     "strongest_photo": photo,
                     "ratio": strength / photo if photo > 0 else None,
@@ -67,27 +75,32 @@ def magnified(picture):
 
 
 def plot(found, path, title):
-    """Per layer two rows: the optimised pictures, each titled with its map and strength, and
-    the strongest photos' patches with theirs."""
-    columns = max(len(entries) for entries in found.values())
-    figure, axes = plt.subplots(
-        2 * len(found), columns, figsize=(1.9 * columns, 2.1 * 2 * len(found)), squeeze=False, layout="constrained"
-    )
+    """Per layer a row per picture of a map (--diverse), each titled with its map and strength,
+    and a row of the strongest photos' patches with theirs."""
+    per_map = 1 + max(entry["variant"] for entries in found.values() for entry in entries)
+    columns = max(len(entries) for entries in found.values()) // per_map
+    rows = (per_map + 1) * len(found)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.1 * rows), squeeze=False, layout="constrained")
     for axis in axes.flat:
         axis.axis("off")
-    for row, (layer, entries) in enumerate(found.items()):
-        for column, entry in enumerate(entries):
-            top, bottom = axes[2 * row, column], axes[2 * row + 1, column]
+    for block, (layer, entries) in enumerate(found.items()):
+        first_row = block * (per_map + 1)
+        for index, entry in enumerate(entries):
+            column, variant = divmod(index, per_map)
+            top = axes[first_row + variant, column]
             top.imshow(magnified(entry["picture"]))
             ratio = f" ({entry['ratio']:.1f}x)" if entry["ratio"] is not None else ""
             top.set_title(f"L{layer} map {entry['map']}: {entry['optimised']:.2f}{ratio}", fontsize=8)
-            bottom.imshow(magnified(entry["patch"]))
-            bottom.set_title(f"strongest photo: {entry['strongest_photo']:.2f}", fontsize=8)
+            if variant == 0:
+                bottom = axes[first_row + per_map, column]
+                bottom.imshow(magnified(entry["patch"]))
+                bottom.set_title(f"strongest photo: {entry['strongest_photo']:.2f}", fontsize=8)
     figure.suptitle(title, fontsize=10)
+    pictures = "a picture" if per_map == 1 else f"{per_map} pictures, each pushed away from the others' style,"
     caption(
         figure,
-        "Per layer, above: a picture optimised to excite the whole map, titled with the map's strongest activation "
-        "on it and, in brackets, that over the strongest photo's; below: the patch of that strongest photo.",
+        f"Per layer, above: {pictures} optimised to excite the whole map, titled with the map's strongest "
+        "activation on it and, in brackets, that over the strongest photo's; below: the patch of that strongest photo.",
     )
     save_figure(figure, path)
 
@@ -124,10 +137,17 @@ def lines(found):
     for layer, entries in found.items():
         ratios = [entry["ratio"] for entry in entries if entry["ratio"] is not None]
         beaten = sum(entry["optimised"] > entry["strongest_photo"] for entry in entries)
+        per_map = 1 + max(entry["variant"] for entry in entries)
+        diverse = ""
+        if per_map > 1:
+            alike = [entry["style_similarity"] for entry in entries]
+            diverse = (
+                f" ({per_map} pictures; style similarity to a map's others {min(alike):.2f}-{max(alike):.2f}, 1: alike)"
+            )
         said.append(
             f"layer {layer}: {beaten} of {len(entries)} optimised pictures excite their map more than its strongest "
             f"photo" + (f" ({min(ratios):.1f}x to {max(ratios):.1f}x)" if ratios else "") + f", "
-            f"{entries[0]['seconds']:.1f} s a map"
+            f"{entries[0]['seconds']:.1f} s a map{diverse}"
         )
     return said
 
