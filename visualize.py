@@ -9,6 +9,7 @@ how much of each projection is the trained network (sanity checks, Adebayo et al
     python visualize.py evolution                  # figure 4, from train.py --snapshot-epochs
     python visualize.py sanity                     # does each rule's picture survive random weights?
     python visualize.py optimize --layers 5 --maps 3,17  # what these maps want to see, by optimisation
+    python visualize.py optimize --layers 5 --diverse 3  # 3 pictures a map, pushed apart in style
 
 Each command writes into --out (default: visualize/ beside the checkpoint, or the snapshots folder) the files
 its --help names; --out must be a new or empty folder, or one these commands wrote, outside --images. A photo
