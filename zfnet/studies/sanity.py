@@ -105,11 +105,10 @@ def spearman(a, b):
     return (a @ b / norm).item() if norm > 0 else 0.0
 
 
-def _gaussian_window(side, sigma=1.5):
+def _gaussian_weights(side, sigma=1.5):
     steps = torch.arange(side, dtype=torch.float64) - (side - 1) / 2
     weights = torch.exp(-steps.square() / (2 * sigma**2))
-    weights = weights / weights.sum()
-    return (weights[:, None] * weights[None, :])[None, None]
+    return weights / weights.sum()
 
 
 def ssim(a, b):
@@ -118,15 +117,15 @@ def ssim(a, b):
     window that fits), only windows wholly inside."""
     side = min(11, *a.shape)
     side -= 1 - side % 2
-    window = _gaussian_window(side)
-    a, b = (picture.double().cpu()[None, None] for picture in (a, b))
-
-    def mean(x):
-        return F.conv2d(x, window)
-
-    mean_a, mean_b = mean(a), mean(b)
-    var_a, var_b = mean(a * a) - mean_a**2, mean(b * b) - mean_b**2
-    covariance = mean(a * b) - mean_a * mean_b
+    weights = _gaussian_weights(side)
+    a, b = (picture.double().cpu() for picture in (a, b))
+    # The five local means in one batch, the Gaussian window as a column then a row: the same
+    # sums as the 2-D window's, in 2 x 11 products a pixel instead of 121.
+    stacked = torch.stack([a, b, a * a, b * b, a * b])[:, None]
+    means = F.conv2d(F.conv2d(stacked, weights.view(1, 1, side, 1)), weights.view(1, 1, 1, side))[:, 0]
+    mean_a, mean_b, mean_aa, mean_bb, mean_ab = means
+    var_a, var_b = mean_aa - mean_a**2, mean_bb - mean_b**2
+    covariance = mean_ab - mean_a * mean_b
     c1, c2 = 0.01**2, 0.03**2
     numerator = (2 * mean_a * mean_b + c1) * (2 * covariance + c2)
     return (numerator / ((mean_a**2 + mean_b**2 + c1) * (var_a + var_b + c2))).mean().item()

@@ -1,0 +1,139 @@
+"""The sanity checks' structural similarity (zfnet.studies.sanity.ssim: the Gaussian window
+as a column then a row, the five local means in one batch) against the textbook form (the
+2-D 11x11 window, one convolution per local mean), in one run on the same projections: the
+work of `visualize.py sanity` and of the explorer's sanity page.
+
+    python bench/sanity_speed.py --checkpoint runs/features10/best.pth --images flower_data/val
+    python bench/sanity_speed.py --quick      # a check that it runs: a tiny random network, in seconds
+
+Both run the whole of sanity.measure (every rule, every step of the cascade) on the top-9
+activations of the --maps-per-layer most active maps of layers 1-5; the projections are the
+same, only the SSIM differs. Printed: seconds of each, the speed-up, and the largest
+difference of an SSIM score between the two (float64: rounding only).
+"""
+
+import os
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+from zfnet.arguments import (
+    add_checkpoint,
+    add_device,
+    add_images,
+    add_maps_per_layer,
+    add_max_images,
+    parse_with_quick,
+    script_parser,
+)
+from zfnet.checkpoint import load_checkpoint, save_random_network
+from zfnet.data import scan_classes
+from zfnet.errors import run_main
+from zfnet.images import find_images, unnormalize
+from zfnet.recipes import PREPROCESS
+from zfnet.runtime import pick_device
+from zfnet.studies import features, sanity
+from zfnet.top9 import chosen_maps, spread_evenly, strongest_activations, usable_batches
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = {"images": os.path.join(ROOT, "samples", "flower_photos"), "max_images": 12, "maps_per_layer": 1}
+QUICK_WIDTHS = {"conv_channels": (8, 16, 16, 16, 16), "fc_features": (32, 32)}
+
+
+def parse_args(argv=None):
+    parser = script_parser(__doc__)
+    add_checkpoint(parser)
+    add_images(parser)
+    add_maps_per_layer(parser, default=9)
+    add_max_images(parser, default=400)
+    add_device(parser)
+    return parse_with_quick(
+        parser, argv, QUICK, "on the bundled sample with a narrow random network instead of --checkpoint"
+    )
+
+
+def textbook_ssim(a, b):
+    """Wang et al. 2004's SSIM as it is usually written (the baseline): the 2-D Gaussian window,
+    one convolution for each of the five local means."""
+    side = min(11, *a.shape)
+    side -= 1 - side % 2
+    steps = torch.arange(side, dtype=torch.float64) - (side - 1) / 2
+    weights = torch.exp(-steps.square() / (2 * 1.5**2))
+    window = (weights[:, None] * weights[None, :] / weights.sum() ** 2)[None, None]
+    a, b = (picture.double().cpu()[None, None] for picture in (a, b))
+    mean_a, mean_b = F.conv2d(a, window), F.conv2d(b, window)
+    var_a, var_b = F.conv2d(a * a, window) - mean_a**2, F.conv2d(b * b, window) - mean_b**2
+    covariance = F.conv2d(a * b, window) - mean_a * mean_b
+    c1, c2 = 0.01**2, 0.03**2
+    numerator = (2 * mean_a * mean_b + c1) * (2 * covariance + c2)
+    return (numerator / ((mean_a**2 + mean_b**2 + c1) * (var_a + var_b + c2))).mean().item()
+
+
+def timed(measure, ssim):
+    """sanity.measure's result and seconds with `ssim` in the module's place."""
+    ours = sanity.ssim
+    sanity.ssim = ssim
+    try:
+        start = time.perf_counter()
+        found = measure()
+        return found, time.perf_counter() - start
+    finally:
+        sanity.ssim = ours
+
+
+def benchmark(args):
+    device = pick_device(args.device)
+    model, checkpoint = load_checkpoint(args.checkpoint, device)
+    preprocess = checkpoint["preprocess"]
+    paths = find_images(args.images)
+    paths = [paths[i] for i in spread_evenly(len(paths), args.max_images)]
+    kept = []
+    best = strongest_activations(
+        model, usable_batches(paths, preprocess, 32, "finding top 9", kept, []), model.conv_layers, device
+    )
+    requests = [
+        request
+        for layer in model.conv_layers
+        for request in features.strongest_requests(
+            best[layer], layer, chosen_maps(None, best[layer][0], args.maps_per_layer)
+        )
+    ]
+    inputs, requests, _ = features.needed_inputs(kept, preprocess, requests, "decoding images")
+    pictures = unnormalize(inputs, preprocess["mean"], preprocess["std"])
+
+    def measure():
+        return sanity.measure(model, inputs.to(device), pictures, requests)
+
+    textbook, baseline_seconds = timed(measure, textbook_ssim)
+    ours, seconds = timed(measure, sanity.ssim)
+    difference = max(
+        (ours.scores[rule]["ssim"] - textbook.scores[rule]["ssim"]).abs().max().item() for rule in ours.scores
+    )
+    scores = sum(found["ssim"].numel() for found in ours.scores.values())
+    print(
+        f"{args.checkpoint}: sanity.measure on {len(requests)} top-9 activations of layers "
+        f"{model.conv_layers[0]}-{model.conv_layers[-1]} ({args.maps_per_layer} maps a layer, {len(paths)} photos "
+        f"of {args.images}), {scores} SSIM scores, {device}"
+    )
+    print("| SSIM | sanity.measure seconds | speed-up | largest SSIM difference |")
+    print("|---|---|---|---|")
+    print(f"| textbook: 2-D window, five convolutions (baseline) | {baseline_seconds:.1f} | 1.00x | - |")
+    speedup = baseline_seconds / seconds
+    print(f"| ours: separable window, one batch | {seconds:.1f} | {speedup:.2f}x | {difference:.1e} |")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:  # --quick's network, deleted afterwards
+        if args.quick:
+            classes = list(scan_classes(args.images))
+            args.checkpoint = save_random_network(
+                os.path.join(folder, "random.pth"), classes, PREPROCESS, **QUICK_WIDTHS
+            )
+        benchmark(args)
+
+
+if __name__ == "__main__":
+    run_main(main)
