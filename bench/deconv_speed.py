@@ -20,7 +20,6 @@ nothing then; the differences still do).
 """
 
 import os
-import tempfile
 import time
 import warnings
 
@@ -38,8 +37,7 @@ from zfnet.arguments import (
     positive_int,
     script_parser,
 )
-from zfnet.checkpoint import load_checkpoint, save_random_network
-from zfnet.data import scan_classes
+from zfnet.checkpoint import load_checkpoint, quick_network
 from zfnet.deconv import paste, project, receptive_fields
 from zfnet.errors import run_main
 from zfnet.images import find_images
@@ -61,7 +59,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH_SIZE = 32
 # --quick: 6 photos of the bundled sample, the 2 most active layer-5 maps, 3 activations each.
 QUICK = {"images": os.path.join(ROOT, "samples", "flower_photos"), "max_images": 6, "maps_per_layer": 2, "top": 3}
-QUICK_WIDTHS = {"conv_channels": (8, 16, 16, 16, 16), "fc_features": (32, 32)}
 
 
 def parse_args(argv=None):
@@ -178,12 +175,7 @@ def benchmark(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    with tempfile.TemporaryDirectory() as folder:  # --quick's network, deleted afterwards
-        if args.quick:
-            classes = list(scan_classes(args.images))
-            args.checkpoint = save_random_network(
-                os.path.join(folder, "random.pth"), classes, PREPROCESS, **QUICK_WIDTHS
-            )
+    with quick_network(args, PREPROCESS):
         benchmark(args)
 
 

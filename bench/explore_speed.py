@@ -22,15 +22,13 @@ import tempfile
 import time
 
 from zfnet.arguments import add_checkpoint, add_device, add_images, non_negative_int, parse_with_quick, script_parser
-from zfnet.checkpoint import save_random_network
-from zfnet.data import scan_classes
+from zfnet.checkpoint import quick_network
 from zfnet.errors import UserError, run_main
 from zfnet.recipes import PREPROCESS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 QUICK = {"images": os.path.join(ROOT, "samples", "flower_photos"), "photos": 3, "optimize": 0}
-QUICK_WIDTHS = {"conv_channels": (8, 16, 16, 16, 16), "fc_features": (32, 32)}
 GOALS = {"cold": "at most 1200", "warm": "under 10", "megabytes": 80}
 
 
@@ -115,11 +113,7 @@ def benchmark(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    with tempfile.TemporaryDirectory() as folder:  # --quick's network, deleted afterwards
-        if args.quick:
-            args.checkpoint = save_random_network(
-                os.path.join(folder, "random.pth"), list(scan_classes(args.images)), PREPROCESS, **QUICK_WIDTHS
-            )
+    with quick_network(args, PREPROCESS):
         benchmark(args)
 
 

@@ -17,7 +17,6 @@ high-frequency noise that merely excites the map.
 
 import os
 import statistics
-import tempfile
 import time
 
 import torch
@@ -34,8 +33,7 @@ from zfnet.arguments import (
     parse_with_quick,
     script_parser,
 )
-from zfnet.checkpoint import load_checkpoint, save_random_network
-from zfnet.data import scan_classes
+from zfnet.checkpoint import load_checkpoint, quick_network
 from zfnet.errors import run_main
 from zfnet.images import find_images, unnormalize
 from zfnet.recipes import PREPROCESS
@@ -48,7 +46,6 @@ GOAL_MINUTES = 15  # 9 maps of each of layers 1-5 of the reference model, on thi
 SMOOTH_BELOW = 1 / 8  # cycles per pixel (the table's header says so)
 # --quick: 6 photos of the bundled sample, the 2 most active maps of layers 1-5, 8 steps.
 QUICK = {"images": os.path.join(ROOT, "samples", "flower_photos"), "max_images": 6, "maps_per_layer": 2, "steps": 8}
-QUICK_WIDTHS = {"conv_channels": (8, 16, 16, 16, 16), "fc_features": (32, 32)}
 
 
 def parse_args(argv=None):
@@ -134,12 +131,7 @@ def benchmark(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    with tempfile.TemporaryDirectory() as folder:  # --quick's network, deleted afterwards
-        if args.quick:
-            classes = list(scan_classes(args.images))
-            args.checkpoint = save_random_network(
-                os.path.join(folder, "random.pth"), classes, PREPROCESS, **QUICK_WIDTHS
-            )
+    with quick_network(args, PREPROCESS):
         benchmark(args)
 
 

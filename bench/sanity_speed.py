@@ -13,7 +13,6 @@ difference of an SSIM score between the two (float64: rounding only).
 """
 
 import os
-import tempfile
 import time
 
 import torch
@@ -28,8 +27,7 @@ from zfnet.arguments import (
     parse_with_quick,
     script_parser,
 )
-from zfnet.checkpoint import load_checkpoint, save_random_network
-from zfnet.data import scan_classes
+from zfnet.checkpoint import load_checkpoint, quick_network
 from zfnet.errors import run_main
 from zfnet.images import find_images, unnormalize
 from zfnet.recipes import PREPROCESS
@@ -39,7 +37,6 @@ from zfnet.top9 import chosen_maps, spread_evenly, strongest_activations, usable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = {"images": os.path.join(ROOT, "samples", "flower_photos"), "max_images": 12, "maps_per_layer": 1}
-QUICK_WIDTHS = {"conv_channels": (8, 16, 16, 16, 16), "fc_features": (32, 32)}
 
 
 def parse_args(argv=None):
@@ -126,12 +123,7 @@ def benchmark(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    with tempfile.TemporaryDirectory() as folder:  # --quick's network, deleted afterwards
-        if args.quick:
-            classes = list(scan_classes(args.images))
-            args.checkpoint = save_random_network(
-                os.path.join(folder, "random.pth"), classes, PREPROCESS, **QUICK_WIDTHS
-            )
+    with quick_network(args, PREPROCESS):
         benchmark(args)
 
 

@@ -13,12 +13,15 @@ Every checkpoint carries what is needed to rebuild and use its network with noth
 train.py adds what resuming needs (optimizer, scheduler, best accuracy, arguments) to last.pth.
 """
 
+import contextlib
 import math
 import os
+import tempfile
 
 import torch
 
 from model import ZFNet
+from zfnet.data import scan_classes
 from zfnet.errors import UserError
 from zfnet.files import atomic_write
 
@@ -135,3 +138,19 @@ def save_random_network(path, classes, preprocess, seed=0, **widths):
     model = ZFNet(num_classes=len(classes), input_size=preprocess["input_size"], **widths).eval()
     save_checkpoint(model_payload(model, classes, preprocess, 0), path)
     return path
+
+
+QUICK_WIDTHS = {"conv_channels": (8, 16, 16, 16, 16), "fc_features": (32, 32)}  # seconds, not minutes
+
+
+@contextlib.contextmanager
+def quick_network(args, preprocess):
+    """A benchmark's --quick: `args.checkpoint` becomes a narrow random network (QUICK_WIDTHS)
+    for the classes of `args.images`, in a folder deleted on leaving; without --quick nothing
+    changes."""
+    with tempfile.TemporaryDirectory() as folder:
+        if args.quick:
+            classes = list(scan_classes(args.images))
+            path = os.path.join(folder, "random.pth")
+            args.checkpoint = save_random_network(path, classes, preprocess, **QUICK_WIDTHS)
+        yield
