@@ -321,8 +321,8 @@ def worker_processes(parent):
 def test_a_worker_killed_mid_run_is_restarted_and_the_run_ends_as_an_uninterrupted_one(colour_split, tmp_path):
     launch = ["--standalone", "--nproc-per-node", "2"]
     command = torchrun(launch, colour_split, tmp_path / "straight", "--epochs", "5")
-    straight = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=300)
-    assert straight.returncode == 0
+    straight = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr[-3000:]
     out = tmp_path / "killed"
     command = torchrun([*launch, "--max-restarts", "1"], colour_split, out, "--epochs", "5")  # no --resume needed
     job = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
