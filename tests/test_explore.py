@@ -305,8 +305,11 @@ def test_fewer_optimised_maps_prune_the_pictures_of_the_others(built, tmp_path):
 
 def test_the_sanity_page_quotes_the_measured_numbers(built):
     _, _, site, _ = built
-    report = torch.load(os.path.join(site, "cache.pt"), weights_only=False)["sanity"]
+    cache = torch.load(os.path.join(site, "cache.pt"), weights_only=False)
+    report = cache["sanity"]
     page = open(os.path.join(site, "sanity.html")).read()
+    per_map = cache["survey"]["top"][1][0].shape[1]
+    assert f"a map's {per_map} alike" in page and f"of its {per_map} photos" in page and "nine" not in page
     assert report["steps"] == [
         "classifier",
         "layer 7",

@@ -208,6 +208,8 @@ def test_layer_1s_projections_are_one_template_and_its_photos_are_not(measured):
         assert found.alike[rule][(1, 0)] == pytest.approx(1.0)
     assert abs(found.photos_alike[(1, 0)]) < 0.3
     sentences, recommended = sanity.verdicts(found)
+    per_map = sum(request[1:3] == (1, 0) for request in found.requests)
+    assert f"a map's {per_map} projections are more alike (1.00)" in sentences["deconvnet"][1]
     assert "one template whatever the photo" in sentences["deconvnet"][1]
     assert set(recommended) == {1, 2, 3, 4, 5}
     rule = recommended[5]["rule"]
@@ -223,7 +225,7 @@ def test_layer_1s_projections_are_one_template_and_its_photos_are_not(measured):
     ],
 )
 def test_a_verdict_quotes_its_numbers_and_says_what_they_mean(survives, words):
-    sentence = sanity.verdict("deconvnet", 5, survives, 0.4, alike=0.2, photos_alike=0.15)
+    sentence = sanity.verdict("deconvnet", 5, survives, 0.4, alike=0.2, photos_alike=0.15, per_map=9)
     assert sentence.startswith(
         f"layer 5, deconvnet: {survives:.2f} of the picture survives re-initialising every layer"
     )

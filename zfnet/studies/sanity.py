@@ -11,9 +11,9 @@ re-initialising every layer shows the method and the architecture (the pooling s
 forward pass's masks, the photo itself), not what the weights learned. A layer's projection
 depends only on the layers up to it, so the steps above it leave it exactly as it was.
 
-Image specificity: how alike a map's 9 projections are to each other (the mean Spearman
-correlation of their magnitudes over the 36 pairs), against how alike their 9 image patches
-are (the same for their brightness). Projections much more alike than their photos draw one
+Image specificity: how alike a map's projections of its strongest photos are to each other
+(the mean Spearman correlation of their magnitudes over every pair), against how alike their
+image patches are (the same for their brightness). Projections much more alike than their photos draw one
 template whatever the photo.
 
 Projections are those of a signal of 1 at each activation's place (zfnet.deconv.project with
@@ -28,6 +28,7 @@ also where a re-initialised network's activation is off.
 visualize.py sanity and the explorer's sanity page use it.
 """
 
+import collections
 import copy
 import itertools
 import json
@@ -48,7 +49,7 @@ OUTPUTS = ("sanity.json", "sanity.csv", "sanity.png", "sanity_example.png")
 
 COMMAND = """Sanity checks (Adebayo et al. 2018): for the activations top9 shows, how much of each
 rule's projection survives re-initialising the network's layers from the top down, cumulatively
-(Spearman rank correlation and SSIM of the magnitudes), and how alike a map's nine projections
+(Spearman rank correlation and SSIM of the magnitudes), and how alike a map's projections
 are against how alike their photos are; a verdict per rule and layer in words, and per layer
 the rule whose picture depends most on the learned weights. Projections are of a signal of 1
 at each activation's place: the pattern the figures show, drawn even where a re-initialised
@@ -60,7 +61,7 @@ sanity.csv and sanity.json (verdicts, the recommended rule per layer, every scor
 # How much of the trained picture's ranks may survive re-initialising every layer before the
 # verdict says that the picture shows the architecture more than the weights, or partly both.
 MOSTLY_ARCHITECTURE, PARTLY = 0.5, 0.25
-# By how much a map's nine projections may be more alike than their photos before the verdict
+# By how much a map's projections may be more alike than their photos before the verdict
 # calls them one template.
 TEMPLATE_MARGIN = 0.2
 
@@ -224,6 +225,12 @@ def _mean_spread(values):
     return values.mean().item(), (values.std().item() if len(values) > 1 else 0.0)
 
 
+def _per_map(sanity, layer):
+    """How many projections a map of `layer` has (the most any of its maps has)."""
+    counts = collections.Counter((n, channel) for _, n, channel, _, _ in sanity.requests if n == layer)
+    return max(counts.values())
+
+
 def _layer_alike(alike, layer):
     values = [value for (n, _), value in alike.items() if n == layer and not math.isnan(value)]
     return sum(values) / len(values) if values else float("nan")
@@ -261,8 +268,9 @@ def survival(sanity, rule, layer):
     return tuple(sanity.scores[rule][name][-1, mine].mean().item() for name in ("spearman", "ssim"))
 
 
-def verdict(rule, layer, survives, survives_ssim, alike, photos_alike):
-    """One sentence on what a rule's pictures of a layer show, with the numbers behind it."""
+def verdict(rule, layer, survives, survives_ssim, alike, photos_alike, per_map):
+    """One sentence on what a rule's pictures of a layer show, with the numbers behind it;
+    `per_map`: how many projections of each map `alike` compares."""
     if survives >= MOSTLY_ARCHITECTURE:
         meaning = "it shows the architecture more than what was learned"
     elif survives >= PARTLY:
@@ -275,7 +283,7 @@ def verdict(rule, layer, survives, survives_ssim, alike, photos_alike):
     )
     if alike - photos_alike > TEMPLATE_MARGIN:
         sentence += (
-            f"; a map's nine projections are more alike ({alike:.2f}) than their photos ({photos_alike:.2f}): "
+            f"; a map's {per_map} projections are more alike ({alike:.2f}) than their photos ({photos_alike:.2f}): "
             "one template whatever the photo"
         )
     return sentence
@@ -297,6 +305,7 @@ def verdicts(sanity):
                 survives_ssim,
                 _layer_alike(sanity.alike[rule], layer),
                 _layer_alike(sanity.photos_alike, layer),
+                _per_map(sanity, layer),
             )
         best = min(survived, key=survived.get)
         others = ", ".join(f"{rule} {value:.2f}" for rule, value in survived.items() if rule != best)
