@@ -10,6 +10,7 @@ chromium-driver) and the selenium package; without them they fail, saying so.
 import http.client
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +43,7 @@ from zfnet.checkpoint import load_checkpoint, model_payload, save_checkpoint
 from zfnet.images import load_input
 from zfnet.outputs import MARKER
 from zfnet.site.build import site_server
+from zfnet.studies import sanity
 from zfnet.top9 import strongest_activations, tensor_batches
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -327,6 +329,23 @@ def test_the_sanity_page_quotes_the_measured_numbers(built):
         assert f"layer {layer}: use {choice['rule']}" in page
     for name in ("img/sanity.png", "img/sanity_example.png"):
         assert f'src="{name}"' in page and os.path.getsize(os.path.join(site, name)) > 5000
+
+
+def test_a_cached_sanity_report_of_an_older_format_is_measured_again(built, tmp_path):
+    """A report cached by an older explorer may word its verdicts otherwise: measured again."""
+    checkpoint, images, site, _ = built
+    run = tmp_path / "run"
+    shutil.copytree(os.path.dirname(checkpoint), run)
+    cache_path = run / "explore" / "cache.pt"
+    cache = torch.load(cache_path, weights_only=False)
+    current = cache["sanity"]
+    cache["sanity"] = {**current, "format": sanity.FORMAT - 1, "verdicts": {"deconvnet": {"1": "an old verdict"}}}
+    torch.save(cache, cache_path)
+    result = explore(str(run / "best.pth"), images, *OPTIMISED)
+    assert result.returncode == 0, result.stderr
+    again = torch.load(cache_path, weights_only=False)["sanity"]
+    assert again["format"] == sanity.FORMAT and again["verdicts"] == current["verdicts"]
+    assert "an old verdict" not in (run / "explore" / "sanity.html").read_text()
 
 
 def test_a_rerun_reuses_everything_and_runs_no_network(built, monkeypatch):

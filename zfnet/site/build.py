@@ -384,7 +384,7 @@ def write_sanity(site, out, cache, model, inputs):
     """The sanity checks (zfnet.studies.sanity) of the top 9 of each layer's most active maps,
     for the sanity page and the map pages: their report, computed once per survey."""
     figures = [site.sanity_figure, site.sanity_example]
-    if cache.get("sanity") is None or missing(out, figures):
+    if (cache.get("sanity") or {}).get("format") != sanity.FORMAT or missing(out, figures):
         top = site.survey["top"]
         maps = {n: site.rankings[n][: data.SANITY_MAPS] for n in model.conv_layers}
         requests = [r for n, chosen in maps.items() for r in features.strongest_requests(top[n], n, chosen)]

@@ -45,6 +45,8 @@ from zfnet.files import atomic_write_text
 from zfnet.projections import RULES
 from zfnet.tables import csv_text
 
+# sanity.json's layout and wording: the explorer measures again a cached report of another.
+FORMAT = 2
 OUTPUTS = ("sanity.json", "sanity.csv", "sanity.png", "sanity_example.png")
 
 COMMAND = """Sanity checks (Adebayo et al. 2018): for the activations top9 shows, how much of each
@@ -321,6 +323,7 @@ def summary(checkpoint, images, seed, sanity, paths):
     the table, and every activation's scores."""
     sentences, recommended = verdicts(sanity)
     return {
+        "format": FORMAT,
         "checkpoint": checkpoint,
         "images": images,
         "seed": seed,
