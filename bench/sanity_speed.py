@@ -1,15 +1,18 @@
-"""The sanity checks' structural similarity (zfnet.studies.sanity.ssim: the Gaussian window
-as a column then a row, the five local means in one batch) against the textbook form (the
-2-D 11x11 window, one convolution per local mean), in one run on the same projections: the
-work of `visualize.py sanity` and of the explorer's sanity page.
+"""The sanity checks' two similarities, ours against the textbook forms, in one run on the
+same projections: the work of `visualize.py sanity` and of the explorer's sanity page.
+SSIM (zfnet.studies.sanity.ssim): ours convolves with the Gaussian window as a column then a
+row and the five local means in one batch; the textbook form the 2-D 11x11 window, one
+convolution per local mean. Spearman (sanity.spearman): ours ranks in NumPy, the baseline in
+torch (argsort, then the mean rank of each run of ties), as much work but a torch call's
+overhead per step.
 
     python bench/sanity_speed.py --checkpoint runs/features10/best.pth --images flower_data/val
     python bench/sanity_speed.py --quick      # a check that it runs: a tiny random network, in seconds
 
-Both run the whole of sanity.measure (every rule, every step of the cascade) on the top-9
+Each row runs the whole of sanity.measure (every rule, every step of the cascade) on the top-9
 activations of the --maps-per-layer most active maps of layers 1-5; the projections are the
-same, only the SSIM differs. Printed: seconds of each, the speed-up, and the largest
-difference of an SSIM score between the two (float64: rounding only).
+same, only the similarities differ. Printed: seconds of each, the speed-up over the baseline,
+and the largest difference of a score from the baseline's (float64: rounding only).
 """
 
 import os
@@ -68,16 +71,32 @@ def textbook_ssim(a, b):
     return (numerator / ((mean_a**2 + mean_b**2 + c1) * (var_a + var_b + c2))).mean().item()
 
 
-def timed(measure, ssim):
-    """sanity.measure's result and seconds with `ssim` in the module's place."""
-    ours = sanity.ssim
-    sanity.ssim = ssim
+def textbook_spearman(a, b):
+    """The Spearman rank correlation with torch's ranks (the baseline): ties get the mean of
+    their ranks."""
+
+    def ranks(values):
+        order = values.argsort()
+        _, group, counts = torch.unique_consecutive(values[order], return_inverse=True, return_counts=True)
+        ranked = torch.empty(len(values), dtype=torch.float64)
+        ranked[order] = (counts.cumsum(0).double() - (counts - 1) / 2)[group]
+        return ranked - ranked.mean()
+
+    a, b = ranks(a.flatten().double().cpu()), ranks(b.flatten().double().cpu())
+    norm = (a.square().sum() * b.square().sum()).sqrt()
+    return (a @ b / norm).item() if norm > 0 else 0.0
+
+
+def timed(measure, ssim, spearman):
+    """sanity.measure's result and seconds with `ssim` and `spearman` in the module's place."""
+    ours = sanity.ssim, sanity.spearman
+    sanity.ssim, sanity.spearman = ssim, spearman
     try:
         start = time.perf_counter()
         found = measure()
         return found, time.perf_counter() - start
     finally:
-        sanity.ssim = ours
+        sanity.ssim, sanity.spearman = ours
 
 
 def benchmark(args):
@@ -103,22 +122,28 @@ def benchmark(args):
     def measure():
         return sanity.measure(model, inputs.to(device), pictures, requests)
 
-    textbook, baseline_seconds = timed(measure, textbook_ssim)
-    ours, seconds = timed(measure, sanity.ssim)
-    difference = max(
-        (ours.scores[rule]["ssim"] - textbook.scores[rule]["ssim"]).abs().max().item() for rule in ours.scores
-    )
-    scores = sum(found["ssim"].numel() for found in ours.scores.values())
+    rows = [
+        ("textbook SSIM, torch ranks (baseline)", textbook_ssim, textbook_spearman),
+        ("separable SSIM in one batch, torch ranks", sanity.ssim, textbook_spearman),
+        ("separable SSIM in one batch, NumPy ranks (ours)", sanity.ssim, sanity.spearman),
+    ]
+    found = [timed(measure, ssim, spearman) for _, ssim, spearman in rows]
+    baseline, baseline_seconds = found[0]
+
+    def largest_difference(result, name):
+        return max((result.scores[r][name] - baseline.scores[r][name]).abs().max().item() for r in result.scores)
+
+    scores = sum(values["ssim"].numel() for values in baseline.scores.values())
     print(
         f"{args.checkpoint}: sanity.measure on {len(requests)} top-9 activations of layers "
         f"{model.conv_layers[0]}-{model.conv_layers[-1]} ({args.maps_per_layer} maps a layer, {len(paths)} photos "
-        f"of {args.images}), {scores} SSIM scores, {device}"
+        f"of {args.images}), {scores} SSIM and as many Spearman scores, {device}"
     )
-    print("| SSIM | sanity.measure seconds | speed-up | largest SSIM difference |")
+    print("| similarities | sanity.measure seconds | speed-up | largest SSIM / Spearman difference |")
     print("|---|---|---|---|")
-    print(f"| textbook: 2-D window, five convolutions (baseline) | {baseline_seconds:.1f} | 1.00x | - |")
-    speedup = baseline_seconds / seconds
-    print(f"| ours: separable window, one batch | {seconds:.1f} | {speedup:.2f}x | {difference:.1e} |")
+    for (name, _, _), (result, seconds) in zip(rows, found):
+        difference = f"{largest_difference(result, 'ssim'):.1e} / {largest_difference(result, 'spearman'):.1e}"
+        print(f"| {name} | {seconds:.1f} | {baseline_seconds / seconds:.2f}x | {difference} |")
 
 
 def main(argv=None):
