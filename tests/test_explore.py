@@ -89,6 +89,14 @@ def built(tmp_path_factory):
     return checkpoint, images, os.path.join(os.path.dirname(checkpoint), "explore"), result
 
 
+def copy_of_built(built, folder):
+    """The built run (checkpoint, snapshots, site) copied into `folder`, as (checkpoint, its
+    site): the copy's builds start warm from the built site's cache (the photos are the same),
+    so a test pays only for what it changes."""
+    run = shutil.copytree(os.path.dirname(built[0]), folder / "run")
+    return str(run / "best.pth"), run / "explore"
+
+
 def explore(checkpoint, images, *arguments):
     """explore.py on the CPU, for the network `checkpoint` over the photos `images`, with no
     optimised pictures unless --optimize is given (each takes a few seconds)."""
@@ -296,11 +304,12 @@ def test_a_map_page_shows_what_it_wants_to_see_what_it_is_wired_to_and_how_it_gr
 
 
 def test_fewer_optimised_maps_prune_the_pictures_of_the_others(built, tmp_path):
-    checkpoint, images, _, _ = built
-    out = tmp_path / "site"
-    assert explore(checkpoint, images, "--out", out, "--optimize", "1").returncode == 0
+    _, images, _, _ = built
+    checkpoint, out = copy_of_built(built, tmp_path)
+    assert len(list(out.glob("img/layer*/wants*.jpg"))) == 10  # the built site's --optimize 2
+    assert explore(checkpoint, images, "--optimize", "1").returncode == 0
     assert len(list(out.glob("img/layer*/wants*.jpg"))) == 5
-    assert explore(checkpoint, images, "--out", out, "--optimize", "0").returncode == 0
+    assert explore(checkpoint, images, "--optimize", "0").returncode == 0
     assert not list(out.glob("img/layer*/wants*.jpg"))
     assert "What it wants to see" not in "".join(path.read_text() for path in out.glob("layer*/map*.html"))
 
@@ -383,13 +392,13 @@ def test_a_rerun_does_without_importing_torchvision(built):
     assert result.stdout.splitlines()[-1] == "False", result.stderr
 
 
-def test_missing_pictures_are_made_again_and_another_checkpoint_starts_afresh(tmp_path):
-    checkpoint = write_run(tmp_path)
-    images, _ = write_images(tmp_path)
+def test_missing_pictures_are_made_again_and_another_checkpoint_starts_afresh(built, tmp_path):
+    _, images, _, _ = built
+    checkpoint, site = copy_of_built(built, tmp_path)
     # No optimised pictures: they are not what this test is about, and each costs seconds.
-    arguments = ("--checkpoint", checkpoint, "--images", images, "--device", "cpu", "--photos", "2", "--optimize", "0")
+    run = ("--checkpoint", checkpoint, "--images", images, "--device", "cpu")
+    arguments = (*run, "--photos", "2", "--fresh", "--optimize", "0")  # 2 of the built site's 9 pages
     assert call_script("explore.py", *arguments).returncode == 0
-    site = tmp_path / "run" / "explore"
     photo_pictures = sorted((site / "img" / "photo").iterdir())
     assert len(photo_pictures) == 2
     deleted = [site / "img" / "layer3" / "rules001.jpg", photo_pictures[0] / "layer2.jpg"]
@@ -407,21 +416,21 @@ def test_missing_pictures_are_made_again_and_another_checkpoint_starts_afresh(tm
 
 
 def test_photos_by_count_and_by_name(built, tmp_path):
-    checkpoint, images, _, _ = built
+    _, images, _, _ = built
+    checkpoint, out = copy_of_built(built, tmp_path)
     loose = write_photo(tmp_path / "loose.png", seed=3, size=(50, 80))
     inside = os.path.join(images, "roses", "roses1.jpg")
-    out = tmp_path / "site"
-    result = explore(checkpoint, images, "--out", out, "--photos", loose, inside)
+    result = explore(checkpoint, images, *OPTIMISED, "--photos", loose, inside, "--fresh")
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(out / "photo")) == ["loose.html", "roses-roses1.html"]
     assert "the class the network predicts" in (out / "photo" / "loose.html").read_text()
     assert "the class of its folder" in (out / "photo" / "roses-roses1.html").read_text()
     added = write_photo(tmp_path / "added.png", seed=4, size=(60, 60))
-    result = explore(checkpoint, images, "--out", out, "--photos", added)  # adds its page to the two
+    result = explore(checkpoint, images, *OPTIMISED, "--photos", added)  # adds its page to the two
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(out / "photo")) == ["added.html", "loose.html", "roses-roses1.html"]
     assert "roses-roses1.html" in (out / "photo" / "added.html").read_text()  # the page before it, kept
-    result = explore(checkpoint, images, "--out", out, "--photos", "2", "--fresh")
+    result = explore(checkpoint, images, *OPTIMISED, "--photos", "2", "--fresh")
     assert result.returncode == 0, result.stderr
     assert len(os.listdir(out / "photo")) == 2 and len(os.listdir(out / "img" / "photo")) == 2
 

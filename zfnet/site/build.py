@@ -281,9 +281,9 @@ def write_photo_pages(site, out, cache, model, inputs, chosen, listed):
             write_photo_pictures(site, out, photo, data.seen(x[None], site.preprocess)[0], numbers, pictures)
             cache["photos"][photo] = entry
         site.photos.append((path, photo, entry))
-    kept = {photo for _, photo, _ in site.photos}
-    cache["photos"] = {photo: entry for photo, entry in cache["photos"].items() if photo in kept}
-    prune(out.path("img", "photo"), kept)
+    # In the pages' order, which the next build keeps (a photo cached before keeps no old place).
+    cache["photos"] = {photo: entry for _, photo, entry in site.photos}
+    prune(out.path("img", "photo"), set(cache["photos"]))
 
 
 def write_photo_pictures(site, out, photo, seen, numbers, pictures):
