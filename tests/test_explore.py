@@ -160,6 +160,22 @@ def test_every_text_is_escaped(tmp_path):
     assert "&lt;script&gt;&#34;&#39;&amp;" in index and "&lt;b&gt;a&amp;b&lt;/b&gt;" in index
 
 
+def test_with_fewer_photos_than_a_top_9_the_pages_count_the_top_they_have(tmp_path):
+    checkpoint = save_network(tmp_path / "run" / "best.pth", tiny_network(SIZE, **WIDTHS))
+    for i, name in enumerate(CLASSES):
+        write_photo(tmp_path / "images" / name / f"{name}.jpg", seed=i)
+    result = explore(checkpoint, tmp_path / "images", "--photos", "0")
+    assert result.returncode == 0, result.stderr
+    site = tmp_path / "run" / "explore"
+    top = len(CLASSES)
+    layer = (site / "layer1.html").read_text()
+    assert f"the mean of its top-{top} activations" in layer and f"top-{top} mean" in layer and "top-9" not in layer
+    assert f"<th>in the top {top}</th>" in (site / "layer1" / "map000.html").read_text()
+    maps = zfnet.site.data.SANITY_MAPS
+    sanity_page = (site / "sanity.html").read_text()
+    assert f"the top {top} activations of the {maps} most active maps of every layer ({top * maps * 5} " in sanity_page
+
+
 def brute_force_top(model, paths, preprocess, layer, k):
     """Every map's k strongest photos by trying every position of every photo, one photo at a
     time: (values, images, ys, xs), strongest first, equal values keeping the earlier photo and

@@ -27,7 +27,7 @@ from zfnet.deconv import receptive_fields
 from zfnet.files import write_text_if_changed
 from zfnet.optimize import STEPS as OPTIMISE_STEPS
 from zfnet.site import data
-from zfnet.site.data import METHODS, TOP, architecture, class_means
+from zfnet.site.data import METHODS, architecture, class_means
 from zfnet.site.pictures import Sheet, css_colours
 from zfnet.top9 import pil_box
 
@@ -78,6 +78,11 @@ class Site:
             f"img/photo/{photo}/{name}"
             for name in ("whole.jpg", *(f"layer{n}.jpg" for n in self.model.conv_layers), "a.png", "b.png", "c.png")
         ]
+
+    @property
+    def top(self):
+        """Activations in each map's top: 9, the paper's, unless there are fewer photos."""
+        return self.survey["top"][self.model.conv_layers[0]][0].shape[1]
 
     @staticmethod
     def thumbnail(photo):
@@ -386,7 +391,7 @@ def map_page(site, n, m):
         rank=site.rankings[n].index(m) + 1,
         strongest=strongest,
         classes=classes,
-        top=TOP,
+        top=site.top,
         sanity=[(rule, values[n][0]) for rule, values in survival(site).items()],
         wants=site.optimised.get((n, m)),
         steps=OPTIMISE_STEPS,
@@ -428,7 +433,7 @@ def sanity_page(site):
         layers=layers,
         rules=list(report["verdicts"]),
         activations=len(report["activations"]),
-        maps=len(report["activations"]) // (TOP * len(layers)),
+        maps=len(report["activations"]) // (site.top * len(layers)),
     )
 
 
