@@ -171,6 +171,14 @@ def test_with_fewer_photos_than_a_top_9_the_pages_count_the_top_they_have(tmp_pa
     layer = (site / "layer1.html").read_text()
     assert f"the mean of its top-{top} activations" in layer and f"top-{top} mean" in layer and "top-9" not in layer
     assert f"<th>in the top {top}</th>" in (site / "layer1" / "map000.html").read_text()
+    # A map silent on a photo still lists it, at a place of no meaning: its card says so.
+    survey = torch.load(site / "cache.pt", weights_only=True)["survey"]
+    silent = {
+        (n, m): int((values[m] <= 0).sum()) for n, (values, *_) in survey["top"].items() for m in range(len(values))
+    }
+    assert sum(silent.values()) > 0
+    for (n, m), count in silent.items():
+        assert (site / f"layer{n}" / f"map{m:03d}.html").read_text().count("silent on this photo") == count, (n, m)
     maps = zfnet.site.data.SANITY_MAPS
     sanity_page = (site / "sanity.html").read_text()
     assert f"the top {top} activations of the {maps} most active maps of every layer ({top * maps * 5} " in sanity_page

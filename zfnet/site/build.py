@@ -221,7 +221,10 @@ def write_map_sheets(site, out, model, inputs):
     pictures, seen = {}, data.seen(inputs(), site.preprocess)
     photos = sorted({request[0] for request in requests})
     for start in tqdm(
-        range(0, len(photos), IMAGES_PER_PASS), desc="projecting the top 9 of every map", unit="pass", leave=False
+        range(0, len(photos), IMAGES_PER_PASS),
+        desc=f"projecting the top {site.top} of every map",
+        unit="pass",
+        leave=False,
     ):
         wanted = set(photos[start : start + IMAGES_PER_PASS])
         part = [request for request in requests if request[0] in wanted]
