@@ -219,9 +219,9 @@ def test_layer_1s_projections_are_one_template_and_its_photos_are_not(measured):
 @pytest.mark.parametrize(
     "survives, words",
     [
-        (0.67, "it shows the architecture more than what was learned"),
-        (0.3, "partly what was learned, partly the architecture"),
-        (0.05, "it shows what was learned"),
+        (0.67, "it shows the architecture more than the weights"),
+        (0.3, "partly the weights, partly the architecture"),
+        (0.05, "it shows the weights rather than the architecture"),
     ],
 )
 def test_a_verdict_quotes_its_numbers_and_says_what_they_mean(survives, words):

@@ -47,7 +47,7 @@ from zfnet.projections import RULES
 from zfnet.tables import csv_text
 
 # sanity.json's layout and wording: the explorer measures again a cached report of another.
-FORMAT = 2
+FORMAT = 3
 OUTPUTS = ("sanity.json", "sanity.csv", "sanity.png", "sanity_example.png")
 
 COMMAND = """Sanity checks (Adebayo et al. 2018): for the activations top9 shows, how much of each
@@ -278,12 +278,15 @@ def survival(sanity, rule, layer):
 def verdict(rule, layer, survives, survives_ssim, alike, photos_alike, per_map):
     """One sentence on what a rule's pictures of a layer show, with the numbers behind it;
     `per_map`: how many projections of each map `alike` compares."""
+    # "The weights", not "what was learned": the test tells a picture that depends on the
+    # weights from one that does not, whether or not they have left their random start (layer
+    # 1's smoothness says that, zfnet.studies.features.layer1_note).
     if survives >= MOSTLY_ARCHITECTURE:
-        meaning = "it shows the architecture more than what was learned"
+        meaning = "it shows the architecture more than the weights"
     elif survives >= PARTLY:
-        meaning = "it shows partly what was learned, partly the architecture"
+        meaning = "it shows partly the weights, partly the architecture"
     else:
-        meaning = "it shows what was learned"
+        meaning = "it shows the weights rather than the architecture"
     sentence = (
         f"layer {layer}, {rule}: {survives:.2f} of the picture survives re-initialising every layer "
         f"(Spearman {survives:.2f}, SSIM {survives_ssim:.2f}); {meaning}"
