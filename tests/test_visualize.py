@@ -131,6 +131,20 @@ def test_top9_stretches_each_projection_or_a_maps_nine_by_one_scale(stretch, che
         assert any("stretched by one scale" in text for text in texts)
 
 
+def test_a_top9_panel_says_on_how_many_photos_its_map_is_silent(photos, checkpoint, tmp_path, monkeypatch):
+    """Among 7 photos some maps' tops hold photos where the map is silent (activation 0, a
+    blank projection at a place of no meaning): their panels' titles say how many."""
+    texts = record_figure_texts(monkeypatch)
+    flags = ("--images", photos, "--out", tmp_path, "--layers", "5", "--maps-per-layer", "16", "--device", "cpu")
+    visualize("top9", "--checkpoint", checkpoint, *flags)
+    silent = {}
+    for entry in json.loads((tmp_path / "top9.json").read_text())["patches"]:
+        silent[entry["map"]] = silent.get(entry["map"], 0) + (entry["value"] <= 0)
+    assert any(silent.values()) and not all(silent.values())
+    titles = [text for text in texts if text.startswith("map ")]
+    assert titles == [f"map {m}: silent on {n} of 7 photos (blank)" if n else f"map {m}" for m, n in silent.items()]
+
+
 def test_top9_writes_beside_the_checkpoint_by_default(photos, tmp_path):
     checkpoint = save_network(tmp_path / "run" / "best.pth", tiny_network(seed=0))
     visualize("top9", "--checkpoint", checkpoint, "--images", photos, "--layers", "1", "--maps-per-layer", "1")
@@ -544,7 +558,7 @@ def test_top9_by_a_rule_draws_what_zfnet_projections_gives(rule, photos, checkpo
     assert json.loads((tmp_path / "top9.json").read_text())["rule"] == rule
     for (shown, maps, layer, *_), figure_rule in zip(drawn, [call[-1] for call in drawn]):
         assert figure_rule == rule
-        for (projections, _), m in zip(shown, maps):
+        for (projections, _, _), m in zip(shown, maps):
             entries = [entry for entry in patches if entry["layer"] == layer and entry["map"] == m]
             for projection, entry in zip(projections, entries):
                 x = load_input(entry["image"], PREPROCESS)[None]

@@ -66,8 +66,9 @@ def needed_inputs(paths, preprocess, requests, desc):
 def top9(model, preprocess, paths, layer, best, field, maps, rule="deconvnet"):
     """Project by `rule` the strongest activations of `maps` of `layer` (`best` is that
     layer's entry of strongest_activations over the photos `paths`). Returns `(shown,
-    index)`: for each map, `(projections, patches)`, both (9, 3, size, size); and the index
-    entries of every patch (image, position, box in the input, value)."""
+    index)`: for each map, `(projections, patches, values)`, the first two (9, 3, size, size),
+    the activations (9,); and the index entries of every patch (image, position, box in the
+    input, value)."""
     values, images, _, _ = best
     ranked = strongest_requests(best, layer, maps)
     inputs, requests, _ = needed_inputs(paths, preprocess, ranked, f"layer {layer} images")
@@ -82,6 +83,7 @@ def top9(model, preprocess, paths, layer, best, field, maps, rule="deconvnet"):
             (
                 torch.stack([projections[i] for i in mine]),
                 torch.stack([crop(pictures[requests[i][0]], box) for i, box in zip(mine, boxes)]),
+                values[m].cpu(),
             )
         )
         for rank, (i, box) in enumerate(zip(mine, boxes)):
@@ -118,10 +120,18 @@ SMALLEST_TILE = 64
 DPI = 120
 
 
+def panel_title(m, values):
+    """A map's panel title, saying on how many of its photos it is silent: among few photos a
+    map's top holds some where its strongest activation is 0, drawn blank at a place of no
+    meaning."""
+    silent = int((values <= 0).sum())
+    return f"map {m}" + (f": silent on {silent} of {len(values)} photos (blank)" if silent else "")
+
+
 def plot_top9(shown, maps, layer, field, first_layer, shared_scale, path, rule="deconvnet"):
     """Figure 2 for one layer: a panel per map of `top9`'s `shown`, three panels a row, every
     tile at least as many pixels as the patch it shows."""
-    panels = [block(projections, patches, shared_scale) for projections, patches in shown]
+    panels = [block(projections, patches, shared_scale) for projections, patches, _ in shown]
     columns = min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
     zoom = max(1.0, SMALLEST_TILE / field.size)
@@ -132,9 +142,9 @@ def plot_top9(shown, maps, layer, field, first_layer, shared_scale, path, rule="
     figure.subplots_adjust(left=0, right=1, bottom=0, top=1 - 0.9 / ((height + 0.3) * rows + 0.9), wspace=0.04)
     for axis in axes.flat:
         axis.axis("off")
-    for axis, panel, m in zip(axes.flat, panels, maps):
+    for axis, panel, m, (_, _, values) in zip(axes.flat, panels, maps, shown):
         axis.imshow(panel.permute(1, 2, 0).numpy(), interpolation="nearest")
-        axis.set_title(f"map {m}", fontsize=9)
+        axis.set_title(panel_title(m, values), fontsize=9)
     stretch = (
         "each map's projections stretched by one scale, their 99th-percentile magnitude around grey"
         if shared_scale
