@@ -13,8 +13,8 @@ depends only on the layers up to it, so the steps above it leave it exactly as i
 
 Image specificity: how alike a map's projections of its strongest photos are to each other
 (the mean Spearman correlation of their magnitudes over every pair), against how alike their
-image patches are (the same for their brightness). Projections much more alike than their photos draw one
-template whatever the photo.
+image patches are (the same for their brightness). Projections much more alike than their
+photos draw one template whatever the photo.
 
 Projections are those of a signal of 1 at each activation's place (zfnet.deconv.project with
 `unit`): the pattern the figures show (they stretch each projection by its own scale), drawn
