@@ -217,6 +217,20 @@ def folder_contents(folder):
     }
 
 
+def assert_a_full_disk_keeps_the_outputs(monkeypatch, writer, script, arguments, out):
+    """Run `script` once, then again with `writer` (a dotted name) failing as on a full disk:
+    the second run ends with one line and leaves `out` exactly as the first wrote it."""
+    assert call_script(script, *arguments).returncode == 0
+    before = folder_contents(out)
+    monkeypatch.setattr(writer, disk_full)
+    hide_progress_bars(monkeypatch)
+    assert_one_line_error(
+        call_script(script, *arguments), "No space left on device; what was there before is unchanged"
+    )
+    assert folder_contents(out) == before
+    return before
+
+
 def variant_parameters(name, num_classes=5):
     """The parameters of an ablation variant at the half width, as the study counts them."""
     from zfnet import recipes

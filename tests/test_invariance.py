@@ -10,13 +10,12 @@ import pytest
 
 from tests.helpers import (
     CLASSES,
+    assert_a_full_disk_keeps_the_outputs,
     assert_one_line_error,
     assert_picture,
     call_script,
-    disk_full,
     flags_without_defaults,
     folder_contents,
-    hide_progress_bars,
     record_figure_texts,
     run_script,
     write_bomb,
@@ -254,14 +253,7 @@ def test_a_full_disk_is_one_line_and_leaves_the_earlier_outputs(setup, tmp_path,
     checkpoint, val = setup
     out = tmp_path / "out"
     arguments = ["--checkpoint", checkpoint, "--images", val, *RANGES, "--out", out]
-    assert call_script("invariance.py", *arguments).returncode == 0
-    before = folder_contents(out)
-
-    monkeypatch.setattr(writer, disk_full)
-    hide_progress_bars(monkeypatch)
-    process = call_script("invariance.py", *arguments)
-    assert_one_line_error(process, "No space left on device; what was there before is unchanged")
-    assert folder_contents(out) == before
+    assert_a_full_disk_keeps_the_outputs(monkeypatch, writer, "invariance.py", arguments, out)
 
 
 def test_out_that_is_a_file_is_refused(setup, tmp_path):

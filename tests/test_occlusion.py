@@ -4,19 +4,17 @@ its errors."""
 import csv
 import os
 
-import matplotlib.figure
 import numpy as np
 import pytest
 
 from tests.helpers import (
     CLASSES,
+    assert_a_full_disk_keeps_the_outputs,
     assert_one_line_error,
     assert_picture,
     call_script,
-    disk_full,
     flags_without_defaults,
     folder_contents,
-    hide_progress_bars,
     record_figure_texts,
     run_script,
     write_bomb,
@@ -230,15 +228,8 @@ def test_a_bad_photo_stops_the_run_before_any_work(setup, tmp_path, write, name,
 def test_a_full_disk_is_one_line_and_leaves_the_earlier_outputs(setup, tmp_path, monkeypatch, writer):
     checkpoint, in_class, _ = setup
     out = tmp_path / "out"
-    assert call_script("occlusion.py", in_class, "--checkpoint", checkpoint, *QUICK, "--out", out).returncode == 0
-    before = folder_contents(out)
-
-    module, name = writer.rsplit(".", 1)
-    monkeypatch.setattr(np if module == "numpy" else matplotlib.figure.Figure, name, disk_full)
-    hide_progress_bars(monkeypatch)
-    process = call_script("occlusion.py", in_class, "--checkpoint", checkpoint, *QUICK, "--out", out)
-    assert_one_line_error(process, "No space left on device; what was there before is unchanged")
-    assert folder_contents(out) == before
+    arguments = [in_class, "--checkpoint", checkpoint, *QUICK, "--out", out]
+    assert_a_full_disk_keeps_the_outputs(monkeypatch, writer, "occlusion.py", arguments, out)
 
 
 def test_out_that_is_a_file_is_refused(setup, tmp_path):
