@@ -11,7 +11,8 @@ map's growth when the run has snapshots) over the 310 validation photos, the col
 most 20 minutes on the two-core CPU, the warm one in under 10 seconds, the site at most 80 MB.
 The site is written into a temporary folder (deleted afterwards); the snapshots and figures of
 the checkpoint's run folder are used as explore.py uses them. --one-thread adds a cold build on
-one PyTorch thread. --quick builds 3 photo pages and no optimised picture for a narrow
+one PyTorch thread. --keep FOLDER builds the cold and warm site there instead and keeps it,
+for opening its pages afterwards. --quick builds 3 photo pages and no optimised picture for a narrow
 random network of 64-pixel inputs over the bundled sample (the times say nothing then).
 """
 
@@ -46,9 +47,17 @@ def parse_args(argv=None):
     parser.add_argument(
         "--one-thread", action="store_true", help="also time a cold build on one PyTorch thread (default: off)"
     )
-    return parse_with_quick(
+    parser.add_argument(
+        "--keep",
+        metavar="FOLDER",
+        help="build the site into FOLDER, a new folder, and keep it (default: a temporary folder, deleted)",
+    )
+    args = parse_with_quick(
         parser, argv, QUICK, "on the bundled sample with a narrow random network instead of --checkpoint"
     )
+    if args.keep and os.path.exists(args.keep):
+        raise UserError(f"--keep {args.keep}: it exists, and a cold build needs a new folder; name another")
+    return args
 
 
 def timed_build(args, out, threads=None):
@@ -87,7 +96,7 @@ def footprint(folder):
 
 def benchmark(args):
     with tempfile.TemporaryDirectory() as folder:
-        out = os.path.join(folder, "explore")
+        out = args.keep or os.path.join(folder, "explore")
         builds = [
             ("cold: a new folder", timed_build(args, out), GOALS["cold"]),
             ("warm: the same folder again (cache reused)", timed_build(args, out), GOALS["warm"]),
@@ -110,6 +119,8 @@ def benchmark(args):
     print("\n| site | files | MB on disk | MB of content | goal |\n|---|---|---|---|---|")
     print(f"| the whole folder | {files} | {on_disk:.1f} | {content:.1f} | at most {GOALS['megabytes']} MB |")
     print(f"| of which cache.pt | 1 | | {cache:.1f} | |")
+    if args.keep:
+        print(f"\nthe site, kept: {os.path.join(os.path.relpath(args.keep), 'index.html')}")
 
 
 def main(argv=None):

@@ -18,7 +18,6 @@ QUICK_RUNS = {
     ("bench/time_to_accuracy.py", "--quick"): "epochs to",
     ("bench/train_speed.py", "--quick"): "img/s",
     ("bench/make_photo_set.py", "--quick"): "photos,",
-    ("bench/explore_speed.py", "--quick"): "| build | seconds | goal |",
     ("bench/filter_smoothness.py", "--quick"): "| run | recipe | epochs | minutes | val accuracy | smooth < 1/4 |",
     ("bench/optimize_speed.py", "--quick"): "| method | layer | maps | seconds | s/map |",
     ("bench/sanity_speed.py", "--quick"): "| similarities | sanity.measure seconds | speed-up |",
@@ -107,6 +106,32 @@ def test_quick_mode_prints_its_table(command):
     numbers = [float(value) for value in found.groups()]
     assert sane(*numbers), f"implausible numbers {numbers} in: {found.group(0)}"
     assert project_listing() == before
+
+
+def test_explore_speed_keeps_the_site_it_built_where_asked(tmp_path):
+    before = project_listing()
+    site = tmp_path / "site"
+    result = run_script("bench/explore_speed.py", "--quick", "--keep", site, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| build | seconds | goal |" in result.stdout
+    row, sane = SANE["bench/explore_speed.py"]
+    files, megabytes = (float(value) for value in re.search(row, result.stdout).groups())
+    assert sane(files, megabytes)
+    kept = [path for path in site.rglob("*") if path.is_file()]
+    assert (site / "index.html").is_file() and len(kept) == files
+    kept_line = result.stdout.strip().splitlines()[-1]
+    assert kept_line.startswith("the site, kept: ") and kept_line.endswith(os.path.join("site", "index.html"))
+    assert project_listing() == before
+
+
+def test_explore_speed_refuses_to_build_into_a_folder_that_exists(tmp_path):
+    result = run_script("bench/explore_speed.py", "--quick", "--keep", tmp_path)
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == f"explore_speed.py: error: --keep {tmp_path}: it exists, and a cold build needs a new folder; name another"
+    )
+    assert os.listdir(tmp_path) == []
 
 
 def test_gpu_script_dry_runs_on_the_cpu(tmp_path):
