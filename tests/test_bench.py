@@ -125,13 +125,17 @@ def test_explore_speed_keeps_the_site_it_built_where_asked(tmp_path):
 
 
 def test_explore_speed_refuses_to_build_into_a_folder_that_exists(tmp_path):
-    result = run_script("bench/explore_speed.py", "--quick", "--keep", tmp_path)
+    # A run under runs/ where it starts: --quick makes its own network, so no line names that run.
+    (tmp_path / "runs" / "real").mkdir(parents=True)
+    (tmp_path / "runs" / "real" / "best.pth").write_bytes(b"")
+    existing = tmp_path / "site"
+    existing.mkdir()
+    result = run_script("bench/explore_speed.py", "--quick", "--keep", existing, cwd=tmp_path)
     assert result.returncode == 2
-    assert (
-        result.stderr.strip().splitlines()[-1]
-        == f"explore_speed.py: error: --keep {tmp_path}: it exists, and a cold build needs a new folder; name another"
+    assert result.stderr == (
+        f"explore_speed.py: error: --keep {existing}: it exists, and a cold build needs a new folder; name another\n"
     )
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(existing) == []
 
 
 def test_gpu_script_dry_runs_on_the_cpu(tmp_path):

@@ -263,6 +263,8 @@ def parse_with_quick(parser, argv, quick, what):
     (destination: value) set to those values, as its help lists them."""
     shown = ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in quick.items() if name != "images")
     parser.add_argument("--quick", action="store_true", help=f"a quick check {what}: {shown}, whatever is given")
+    if "--quick" in (sys.argv[1:] if argv is None else argv) and parser.get_default("checkpoint") == NEWEST_RUN:
+        parser.set_defaults(checkpoint=None)  # --quick makes its own network: naming the newest run would mislead
     args = parser.parse_args(argv)
     if args.quick:
         vars(args).update(quick)
