@@ -4,6 +4,7 @@
     python train.py --epochs 30 --out runs/long --snapshot-epochs 1,2,5,10,30
     python train.py --out runs/long --resume         # continue an interrupted run
     python train.py --recipe tutorial --out runs/tutorial    # the blog tutorial's recipe
+    python train.py --set layer1_init_scale=0.1 layer1_lr_scale=5 --out runs/try   # a variant of the recipe
     torchrun --nproc_per_node=2 train.py             # DistributedDataParallel, one process per GPU/CPU share
 
 Writes into --out: best.pth (best validation accuracy), last.pth (everything a resume needs),

@@ -479,8 +479,9 @@ def test_a_run_saved_before_recipes_were_recorded_still_resumes(colour_split, tm
 
 def test_a_small_layer1_start_and_its_own_rate_are_applied(colour_split):
     plain = recipes.parse_args(["--data", str(colour_split), *SMALL])
-    scaled = recipes.parse_args(["--data", str(colour_split), *SMALL])
-    scaled.recipe_settings = {**scaled.recipe_settings, "layer1_init_scale": 0.1, "layer1_lr_scale": 5}
+    given = ("--set", "layer1_init_scale=0.1", "layer1_lr_scale=5")
+    scaled = recipes.parse_args(["--data", str(colour_split), *given, *SMALL])
+    assert scaled.recipe_settings == {**plain.recipe_settings, "layer1_init_scale": 0.1, "layer1_lr_scale": 5.0}
     torch.manual_seed(0)
     a = recipes.build_model(plain, 3)
     torch.manual_seed(0)
@@ -490,6 +491,40 @@ def test_a_small_layer1_start_and_its_own_rate_are_applied(colour_split):
     optimizer, _ = recipes.build_optimizer(b, scaled, steps_per_epoch=10)
     rates = {group["lr"] for group in optimizer.param_groups}
     assert rates == {plain.lr, 5 * plain.lr}
+
+
+def test_a_setting_given_is_recorded_and_a_resume_may_repeat_it_but_not_change_it(colour_split, tmp_path):
+    variant = ("--recipe", "tutorial", "--set", "optimizer=sgd", "momentum=0.5", "warmup_epochs=1")
+    run_train(colour_split, tmp_path / "straight", "--epochs", "2", *variant, *SMALL)
+    run_train(colour_split, tmp_path / "resumed", "--epochs", "1", *variant, *SMALL)
+    saved = torch.load(tmp_path / "resumed" / "last.pth", weights_only=True)["train_config"]["recipe_settings"]
+    assert saved == {**recipes.RECIPES["tutorial"], "optimizer": "sgd", "momentum": 0.5, "warmup_epochs": 1}
+    resume = ("--data", colour_split, "--out", tmp_path / "resumed", "--epochs", "2", "--resume", "--workers", "0")
+    changed = call_script("train.py", *resume, "--set", "momentum=0.9")
+    assert_one_line_error(changed, "--set momentum cannot change from 0.5 to 0.9")
+    run_train(colour_split, tmp_path / "resumed", "--epochs", "2", "--resume", "--set", "momentum=0.5")
+    straight, resumed = weights(tmp_path / "straight" / "last.pth"), weights(tmp_path / "resumed" / "last.pth")
+    assert all(torch.equal(straight[name], resumed[name]) for name in straight)
+
+
+@pytest.mark.parametrize(
+    "given, fragment",
+    [
+        ("layer1_lr_scale=0", "layer1_lr_scale must be above 0; got 0"),
+        ("layer1_init_scale", "expected NAME=VALUE with NAME one of crop_scale,"),
+        ("lr=1e-3", "expected NAME=VALUE"),
+        ("warmup_epochs=1.5", "warmup_epochs must be a whole number; got '1.5'"),
+        ("crop_scale=0", "crop_scale must be (0, 1]; got 0"),
+        ("ema=1", "ema must be [0, 1); got 1"),
+        ("weight_decay=-1", "weight_decay must be at least 0; got -1"),
+        ("jitter=nan", "jitter must be [0, 1); got nan"),
+        ("schedule=linear", "schedule must be one of constant, cosine, plateau; got 'linear'"),
+    ],
+)
+def test_a_bad_setting_stops_training_in_one_line(colour_split, tmp_path, given, fragment):
+    result = call_script("train.py", "--data", colour_split, "--out", tmp_path / "run", "--set", given)
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "run").exists()
 
 
 def test_the_features_recipe_starts_layer1_small_and_trains_it_faster(colour_split):

@@ -6,6 +6,7 @@ train.py, the studies (ablation.py, transfer.py) and the benchmarks parse their 
 with `parse_args`; zfnet.training runs what they describe.
 """
 
+import argparse
 import math
 
 import torch
@@ -94,6 +95,44 @@ RECIPE_DEFAULTS = {"paper": {"epochs": 70, "batch_size": 128, "width": "full"}}
 PLATEAU_PATIENCE = 5  # epochs without a new lowest validation error before the rate drops tenfold
 PLATEAU_MIN_FALL = 1e-3  # a fall of the validation error smaller than this is no fall
 RENAMED_RECIPES = {"seed": "tutorial"}  # runs saved before the rename still resume
+# What --set accepts beyond numbers, and the numbers' bounds (every other one: at least 0).
+SETTING_CHOICES = {"optimizer": ("adam", "adamw", "sgd"), "schedule": ("constant", "cosine", "plateau")}
+UNIT = ("[0, 1)", lambda number: 0 <= number < 1)
+POSITIVE = ("above 0", lambda number: number > 0)
+SETTING_BOUNDS = {
+    "crop_scale": ("(0, 1]", lambda number: 0 < number <= 1),
+    "jitter": UNIT,
+    "momentum": UNIT,
+    "ema": UNIT,
+    "layer1_init_scale": POSITIVE,  # a layer 1 of zeros passes no gradient back to itself
+    "layer1_lr_scale": POSITIVE,
+}
+# --lr and --label-smoothing have flags of their own; the rest of a recipe --set can change.
+SETTABLE = sorted(set(RECIPES["fast"]) - {"lr", "label_smoothing"})
+
+
+def recipe_setting(text):
+    """NAME=VALUE of --set, the value of the recipe setting's own type."""
+    name, equals, value = text.partition("=")
+    if not equals or name not in SETTABLE:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with NAME one of {', '.join(SETTABLE)}; got {text!r}")
+    if name in SETTING_CHOICES:
+        if value not in SETTING_CHOICES[name]:
+            raise argparse.ArgumentTypeError(f"{name} must be one of {', '.join(SETTING_CHOICES[name])}; got {value!r}")
+        return name, value
+    kind = type(RECIPES["fast"][name])
+    try:
+        number = kind(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{name} must be a {'whole ' if kind is int else ''}number; got {value!r}"
+        ) from None
+    bounds, within = SETTING_BOUNDS.get(name, ("at least 0", lambda number: number >= 0))
+    if not (math.isfinite(number) and within(number)):
+        raise argparse.ArgumentTypeError(f"{name} must be {bounds}; got {value}")
+    return name, number
+
+
 # Settings that change what a run computes: a resumed run must keep them as they were.
 RUN_DEFINING = (
     "data",
@@ -133,6 +172,15 @@ def get_parser(description=__doc__):
         "0.1, and unless given --epochs 70 --batch-size 128 --width full (default: %(default)s)",
     )
     add("--lr", type=float, help="(peak) learning rate (default: the recipe's)")
+    add(
+        "--set",
+        type=recipe_setting,
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change settings of the recipe, for trying a variant of it; recorded in the run "
+        f"(zfnet/recipes.py says what each does): {', '.join(SETTABLE)} (default: none; the recipe as it is)",
+    )
     add("--label-smoothing", type=float, help="label smoothing of the loss (default: the recipe's)")
     add(
         "--precision",
@@ -213,7 +261,12 @@ def parse_args(argv=None, description=__doc__):
     for key in ("lr", "label_smoothing"):
         if getattr(config, key) is None:
             setattr(config, key, RECIPES[config.recipe][key])
-    config.recipe_settings = {**RECIPES[config.recipe], "lr": config.lr, "label_smoothing": config.label_smoothing}
+    config.recipe_settings = {
+        **RECIPES[config.recipe],
+        **dict(config.set),
+        "lr": config.lr,
+        "label_smoothing": config.label_smoothing,
+    }
     check_settings(config)
     return config
 

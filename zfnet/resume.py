@@ -35,6 +35,12 @@ def resume_state(config):
         "label_smoothing": saved["label_smoothing"],
     }
     config.recipe_settings = {**PLAIN, **recorded}
+    for name, value in config.set:
+        if config.recipe_settings[name] != value:
+            raise UserError(
+                f"--set {name} cannot change from {config.recipe_settings[name]} to {value}: the run being resumed "
+                "used that; start a new run with another --out instead"
+            )
     if config.recipe_settings["ema"] and not (
         isinstance(state.get("training_weights"), dict) and isinstance(state.get("average_updates"), int)
     ):
