@@ -493,9 +493,10 @@ def test_a_small_layer1_start_and_its_own_rate_are_applied(colour_split):
     assert rates == {plain.lr, 5 * plain.lr}
 
 
-def test_a_setting_given_is_recorded_and_a_resume_may_repeat_it_but_not_change_it(colour_split, tmp_path):
+def test_a_setting_given_is_recorded_and_a_resume_may_repeat_it_but_not_change_it(colour_split, tmp_path, capsys):
     variant = ("--recipe", "tutorial", "--set", "optimizer=sgd", "momentum=0.5", "warmup_epochs=1")
     run_train(colour_split, tmp_path / "straight", "--epochs", "2", *variant, *SMALL)
+    assert "recipe tutorial, optimizer=sgd, momentum=0.5, warmup_epochs=1\n" in capsys.readouterr().out
     run_train(colour_split, tmp_path / "resumed", "--epochs", "1", *variant, *SMALL)
     saved = torch.load(tmp_path / "resumed" / "last.pth", weights_only=True)["train_config"]["recipe_settings"]
     assert saved == {**recipes.RECIPES["tutorial"], "optimizer": "sgd", "momentum": 0.5, "warmup_epochs": 1}
@@ -505,6 +506,16 @@ def test_a_setting_given_is_recorded_and_a_resume_may_repeat_it_but_not_change_i
     run_train(colour_split, tmp_path / "resumed", "--epochs", "2", "--resume", "--set", "momentum=0.5")
     straight, resumed = weights(tmp_path / "straight" / "last.pth"), weights(tmp_path / "resumed" / "last.pth")
     assert all(torch.equal(straight[name], resumed[name]) for name in straight)
+
+
+def test_a_recipe_is_labelled_with_what_a_run_changed_in_it():
+    fast = recipes.parse_args([])
+    assert recipes.recipe_label("fast", fast.recipe_settings) == "fast"
+    changed = recipes.parse_args(["--lr", "6e-4", "--set", "layer1_lr_scale=20", "schedule=constant"])
+    label = recipes.recipe_label("fast", changed.recipe_settings)
+    assert label == "fast, layer1_lr_scale=20, lr=0.0006, schedule=constant"
+    assert recipes.recipe_label("seed", recipes.RECIPES["tutorial"]) == "seed"  # the tutorial's old name
+    assert recipes.recipe_label("gone", {"lr": 1.0}) == "gone"  # a recipe no longer defined
 
 
 @pytest.mark.parametrize(

@@ -284,6 +284,18 @@ def check_settings(config):
     build_model(config, num_classes=2)  # layer widths that make no network fail here, not after decoding
 
 
+def recipe_label(recipe, settings):
+    """A run's recipe as its name and the settings in which the run differs from the named
+    recipe of today (`fast, layer1_lr_scale=20`): where --set or --lr changed it."""
+    named = RECIPES.get(RENAMED_RECIPES.get(recipe, recipe), {})
+    changed = [
+        f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
+        for name, value in settings.items()
+        if name in named and value != named[name]
+    ]
+    return ", ".join([recipe, *changed])
+
+
 def saved_settings(state):
     """The run-defining settings a last.pth was trained with, recipe names brought up to date."""
     saved = dict(state["train_config"])

@@ -45,6 +45,7 @@ from zfnet.recipes import (
     check_settings,
     extendable,
     moving_average,
+    recipe_label,
     renormalize,
 )
 from zfnet.resume import data_description, require_same_data, restore, resume_state, run_state
@@ -142,7 +143,8 @@ def _train(config, runtime):
         log(
             f"training on {device} ({runtime.world_size} process{'es' if runtime.enabled else ''}, "
             f"{'bfloat16' if bfloat16 else 'float32'}): {len(train_cache)} train / {len(val_cache)} val photos, "
-            f"{len(classes)} classes, {config.arch} {config.width} width, {config.recipe} recipe"
+            f"{len(classes)} classes, {config.arch} {config.width} width, "
+            f"recipe {recipe_label(config.recipe, config.recipe_settings)}"
         )
         if start_epoch == 0 and 0 in config.snapshot_epochs:
             save_checkpoint(
