@@ -1,8 +1,10 @@
 """Time to accuracy: the blog tutorial's recipe against train.py's default recipe on the same
-split.
+split, and layer 1's smoothness in each.
 
     python split_data.py --source /path/to/flower_photos --seed 0
     python bench/time_to_accuracy.py --data flower_data      # about 35 minutes on 2 CPU cores
+    python bench/time_to_accuracy.py --data flower_data --seeds 0,1,2 \
+        --variant layer1_init_scale=0.1 layer1_lr_scale=5     # a variant of the default beside it
     python bench/time_to_accuracy.py --quick                 # the bundled sample, one epoch each
 
 Each run starts from nothing and is timed on the wall clock from its start, data loading,
@@ -13,10 +15,16 @@ decoding and validation included:
 - ours: `python train.py` with its defaults, in a child process, its time at each epoch
   taken when the epoch's line appears; the split's photo cache is deleted first, so the time
   includes decoding every photo;
-- ours, float32: the same with `--precision fp32`, to show that bfloat16 leaves accuracy as it is.
+- ours, float32: the same with `--precision fp32`, to show that bfloat16 leaves accuracy as it is;
+- with --variant: train.py with `--set` those settings, the recipe a change of the default
+  would bring, beside the default.
+ours and the variant train once per training seed of --seeds (the split stays as it is; the
+float32 run once, at the first seed), and their means over the seeds follow the table.
 It prints, per run, the epochs and the wall time to first reach --target validation accuracy,
-and the best validation accuracy in --epochs epochs. --quick splits the bundled sample into a
-temporary folder and trains one epoch of the tutorial loop and of train.py's defaults on it.
+the best validation accuracy in --epochs epochs, and the smoothness of layer 1's filters
+(zfnet.spectra: white noise's about 18%, readable filters 75% or more) in the best weights.
+--quick splits the bundled sample into a temporary folder and trains one epoch of the tutorial
+loop and of train.py's defaults (and the variant) on it.
 """
 
 import os
@@ -31,9 +39,12 @@ import torch
 from torchvision import transforms
 
 from model import ZFNet
-from zfnet.arguments import add_data, positive_int, script_parser
+from zfnet.arguments import add_data, int_list, positive_int, script_parser
+from zfnet.checkpoint import load_checkpoint
 from zfnet.data import TutorialPhotos, cache_folder
 from zfnet.errors import run_main
+from zfnet.recipes import recipe_setting
+from zfnet.spectra import noise_smoothness, smoothness
 from zfnet.splitting import split_sample
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,6 +61,21 @@ def parse_args(argv=None):
         "--target", type=float, default=0.70, help="validation accuracy to reach (default: %(default)s)"
     )
     parser.add_argument(
+        "--seeds",
+        type=int_list,
+        default=[0],
+        metavar="S1,S2,...",
+        help="train.py's --seed for each run of ours and the variant (default: 0)",
+    )
+    parser.add_argument(
+        "--variant",
+        type=recipe_setting,
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        help="also train train.py with --set these settings of its recipe (default: none)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="the bundled sample split into a temporary folder, one epoch of the tutorial loop and "
@@ -58,8 +84,13 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def layer1_smoothness(model):
+    return smoothness(model.stage(model.conv_layers[0]).conv.weight.detach().cpu())
+
+
 def tutorial_recipe(data, epochs):
-    """[(epoch, seconds since start, val accuracy)] of the blog tutorial's training loop."""
+    """[(epoch, seconds since start, val accuracy)] of the blog tutorial's training loop, and
+    its layer 1's smoothness at the end."""
     started = time.perf_counter()
     torch.manual_seed(0)
     normalize = transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -90,12 +121,13 @@ def tutorial_recipe(data, epochs):
                 correct += (model(images).argmax(1) == labels).sum().item()
         timeline.append((epoch, time.perf_counter() - started, correct / len(val_set)))
         print(f"  tutorial epoch {epoch}: val acc {timeline[-1][2]:.4f} at {timeline[-1][1]:.0f} s", flush=True)
-    return timeline
+    return timeline, layer1_smoothness(model)
 
 
 def train_py(data, epochs, *flags, workers=None):
     """[(epoch, seconds since start, val accuracy)] of `python train.py` run in a child process
-    (with `--workers workers` when given, which the printed lines leave out)."""
+    (with `--workers workers` when given, which the printed lines leave out), and the
+    smoothness of layer 1 in its best.pth."""
     shutil.rmtree(cache_folder(data), ignore_errors=True)
     with tempfile.TemporaryDirectory() as out:
         command = [
@@ -125,37 +157,64 @@ def train_py(data, epochs, *flags, workers=None):
                     )
         if child.returncode:
             raise SystemExit(f"train.py failed with exit status {child.returncode}")
-    return timeline
+        return timeline, layer1_smoothness(load_checkpoint(os.path.join(out, "best.pth"))[0])
 
 
 def measure(args):
     data = os.path.abspath(args.data)  # train.py's child process runs in the project folder
     runs = {TUTORIAL: tutorial_recipe(data, args.epochs)}
-    if args.quick:  # no worker processes: their start costs more than the sample's few photos
-        runs["train.py defaults"] = train_py(data, args.epochs, workers=0)
-    else:
-        runs["train.py defaults"] = train_py(data, args.epochs)
-        runs["train.py --precision fp32"] = train_py(data, args.epochs, "--precision", "fp32")
+    workers = 0 if args.quick else None  # --quick: worker processes start slower than the sample's photos load
+    kinds = {"train.py defaults": []}
+    if args.variant:
+        variant = ["--set", *(f"{name}={value}" for name, value in args.variant)]
+        kinds["train.py " + " ".join(variant)] = variant
+    seeded = args.seeds != [0]
+    for kind, flags in kinds.items():
+        for seed in args.seeds:
+            seed_flags = ["--seed", str(seed)] if seeded else []
+            runs[f"{kind}, seed {seed}" if seeded else kind] = train_py(
+                data, args.epochs, *flags, *seed_flags, workers=workers
+            )
+    if not args.quick:
+        seed_flags = ["--seed", str(args.seeds[0])] if seeded else []
+        runs["train.py --precision fp32" + (f", seed {args.seeds[0]}" if seeded else "")] = train_py(
+            data, args.epochs, "--precision", "fp32", *seed_flags
+        )
 
     target = format(args.target, ".0%")
-    print(f"\n{'run':52} {'epochs to ' + target:>13} {'time to ' + target:>12} {'best val acc':>13} {'total time':>11}")
+    width = max(map(len, runs))
+    print(
+        f"\n{'run':{width}} {'epochs to ' + target:>13} {'time to ' + target:>12} {'best val acc':>13} "
+        f"{'total time':>11} {'layer-1 smoothness':>19}"
+    )
     reached = {}
-    for name, timeline in runs.items():
+    for name, (timeline, smooth) in runs.items():
         first = next(((epoch, seconds) for epoch, seconds, accuracy in timeline if accuracy >= args.target), None)
         best_epoch, _, best = max(timeline, key=lambda row: row[2])
-        reached[name] = first[1] if first else None
+        reached[name] = first
         print(
-            f"{name:52} {first[0] if first else 'not reached':>13} {f'{first[1]:.0f} s' if first else '-':>12} "
-            f"{f'{best:.4f} (ep {best_epoch})':>13} {f'{timeline[-1][1]:.0f} s':>11}"
+            f"{name:{width}} {first[0] if first else 'not reached':>13} {f'{first[1]:.0f} s' if first else '-':>12} "
+            f"{f'{best:.4f} (ep {best_epoch})':>13} {f'{timeline[-1][1]:.0f} s':>11} {smooth:>19.1%}"
         )
-    tutorial_time, ours_time = reached[TUTORIAL], reached["train.py defaults"]
-    if ours_time and tutorial_time:
-        print(f"\ntrain.py's defaults reach {target} in {ours_time / tutorial_time:.2f} of the tutorial recipe's time")
-    elif ours_time:
-        tutorial_total = runs[TUTORIAL][-1][1]
+    print(f"(layer-1 smoothness of white noise: {noise_smoothness(7):.1%})")
+    if seeded:
+        for kind in kinds:
+            seeds = [f"{kind}, seed {seed}" for seed in args.seeds]
+            bests = [max(accuracy for _, _, accuracy in runs[name][0]) for name in seeds]
+            epochs = [str(reached[name][0]) if reached[name] else "-" for name in seeds]
+            print(
+                f"{kind}, mean of seeds {','.join(map(str, args.seeds))}: best val acc {sum(bests) / len(bests):.4f}, "
+                f"layer-1 smoothness {sum(runs[name][1] for name in seeds) / len(seeds):.1%}, "
+                f"first at {target} in epochs {' / '.join(epochs)}"
+            )
+    tutorial, ours = reached[TUTORIAL], reached[next(name for name in runs if name != TUTORIAL)]
+    if ours and tutorial:
+        print(f"\ntrain.py's defaults reach {target} in {ours[1] / tutorial[1]:.2f} of the tutorial recipe's time")
+    elif ours:
+        tutorial_total = runs[TUTORIAL][0][-1][1]
         print(
             f"\nthe tutorial recipe did not reach {target} in {args.epochs} epochs ({tutorial_total:.0f} s); "
-            f"train.py's defaults reached it in less than {ours_time / tutorial_total:.2f} of its time"
+            f"train.py's defaults reached it in less than {ours[1] / tutorial_total:.2f} of its time"
         )
 
 

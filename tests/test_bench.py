@@ -51,8 +51,8 @@ SANE = {
         lambda speed, share: positive(speed, share),
     ),
     "bench/time_to_accuracy.py": (
-        rf"train\.py defaults +.*? +{NUMBER} \(ep (\d+)\) +{NUMBER} s",
-        lambda accuracy, epoch, seconds: 0 <= accuracy <= 1 and epoch == 1 and positive(seconds),
+        rf"train\.py defaults +.*? +{NUMBER} \(ep (\d+)\) +{NUMBER} s +{NUMBER}%",
+        lambda accuracy, epoch, seconds, smooth: 0 <= accuracy <= 1 and epoch == 1 and positive(seconds, smooth),
     ),
     "bench/train_speed.py": (
         rf"train\.py pipeline +float32 +channels_last +{NUMBER} +{NUMBER} +(\d+)%",
@@ -105,6 +105,27 @@ def test_quick_mode_prints_its_table(command):
     assert found, f"no row like {row!r} in:\n{result.stdout[-3000:]}"
     numbers = [float(value) for value in found.groups()]
     assert sane(*numbers), f"implausible numbers {numbers} in: {found.group(0)}"
+    assert project_listing() == before
+
+
+def test_time_to_accuracy_trains_a_variant_beside_the_defaults_at_each_seed():
+    before = project_listing()
+    flags = ("--quick", "--seeds", "0,1", "--variant", "layer1_init_scale=0.1", "layer1_lr_scale=5")
+    result = run_script("bench/time_to_accuracy.py", *flags, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    smooth = {}
+    for kind in ("train.py defaults", "train.py --set layer1_init_scale=0.1 layer1_lr_scale=5.0"):
+        for seed in (0, 1):
+            found = re.search(rf"^{re.escape(kind)}, seed {seed} .* {NUMBER}%$", result.stdout, re.MULTILINE)
+            assert found, result.stdout[-3000:]
+            smooth[kind, seed] = float(found[1])
+        mean = re.search(rf"^{re.escape(kind)}, mean of seeds 0,1: .*smoothness {NUMBER}%", result.stdout, re.MULTILINE)
+        assert mean and float(mean[1]) == pytest.approx((smooth[kind, 0] + smooth[kind, 1]) / 2, abs=0.06)
+    # One epoch of the sample: the small layer-1 start already stands out of its noise.
+    assert min(smooth["train.py --set layer1_init_scale=0.1 layer1_lr_scale=5.0", seed] for seed in (0, 1)) > max(
+        smooth["train.py defaults", seed] for seed in (0, 1)
+    )
+    assert "train.py defaults, seed 0 " in result.stdout and "fp32" not in result.stdout
     assert project_listing() == before
 
 
