@@ -81,7 +81,10 @@ def parse_args(argv=None):
         help="the bundled sample split into a temporary folder, one epoch of the tutorial loop and "
         "of train.py's defaults, to check that the benchmark runs (default: off)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.seeds or len(set(args.seeds)) < len(args.seeds):
+        parser.error(f"--seeds needs one or more distinct seeds, got {','.join(map(str, args.seeds))}")
+    return args
 
 
 def layer1_smoothness(model):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT, run_script
+from tests.helpers import ROOT, assert_one_line_error, run_script
 
 # script and arguments -> a fragment of the table's header that the run must print
 QUICK_RUNS = {
@@ -127,6 +127,11 @@ def test_time_to_accuracy_trains_a_variant_beside_the_defaults_at_each_seed():
     )
     assert "train.py defaults, seed 0 " in result.stdout and "fp32" not in result.stdout
     assert project_listing() == before
+
+
+@pytest.mark.parametrize("seeds", [",", "1,1"])
+def test_time_to_accuracy_refuses_seeds_it_cannot_compare_in_one_line(seeds):
+    assert_one_line_error(run_script("bench/time_to_accuracy.py", "--seeds", seeds), "--seeds needs one or more")
 
 
 def test_explore_speed_keeps_the_site_it_built_where_asked(tmp_path):
