@@ -172,17 +172,18 @@ def measure(args):
         variant = ["--set", *(f"{name}={value}" for name, value in args.variant)]
         kinds["train.py " + " ".join(variant)] = variant
     seeded = args.seeds != [0]
+
+    def at_seed(kind, seed):
+        """A run's name and seed flags: train.py's own default seed leaves both as they are."""
+        return (f"{kind}, seed {seed}", ["--seed", str(seed)]) if seeded else (kind, [])
+
     for kind, flags in kinds.items():
         for seed in args.seeds:
-            seed_flags = ["--seed", str(seed)] if seeded else []
-            runs[f"{kind}, seed {seed}" if seeded else kind] = train_py(
-                data, args.epochs, *flags, *seed_flags, workers=workers
-            )
+            name, seed_flags = at_seed(kind, seed)
+            runs[name] = train_py(data, args.epochs, *flags, *seed_flags, workers=workers)
     if not args.quick:
-        seed_flags = ["--seed", str(args.seeds[0])] if seeded else []
-        runs["train.py --precision fp32" + (f", seed {args.seeds[0]}" if seeded else "")] = train_py(
-            data, args.epochs, "--precision", "fp32", *seed_flags
-        )
+        name, seed_flags = at_seed("train.py --precision fp32", args.seeds[0])
+        runs[name] = train_py(data, args.epochs, "--precision", "fp32", *seed_flags)
 
     target = format(args.target, ".0%")
     width = max(map(len, runs))
@@ -202,7 +203,7 @@ def measure(args):
     print(f"(layer-1 smoothness of white noise: {noise_smoothness(7):.1%})")
     if seeded:
         for kind in kinds:
-            seeds = [f"{kind}, seed {seed}" for seed in args.seeds]
+            seeds = [at_seed(kind, seed)[0] for seed in args.seeds]
             bests = [max(accuracy for _, _, accuracy in runs[name][0]) for name in seeds]
             epochs = [str(reached[name][0]) if reached[name] else "-" for name in seeds]
             print(
