@@ -129,6 +129,23 @@ def test_time_to_accuracy_trains_a_variant_beside_the_defaults_at_each_seed():
     assert project_listing() == before
 
 
+def test_time_to_accuracy_lets_the_tutorial_train_on_for_its_time_to_the_target_but_compares_its_epochs():
+    # A target above 100% is never reached: the tutorial loop trains all its 3 epochs.
+    result = run_script("bench/time_to_accuracy.py", "--quick", "--tutorial-epochs", "3", "--target", "1.01")
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = re.search(rf"^  tutorial epoch 1: val acc {NUMBER} at (\d+) s$", result.stdout, re.MULTILINE)
+    assert first and "  tutorial epoch 3: " in result.stdout and "tutorial epoch 4" not in result.stdout
+    row = re.search(rf"^tutorial recipe .* not reached +- +{NUMBER} \(ep 1\) +(\d+) s", result.stdout, re.MULTILINE)
+    assert row and row[2] == first[2], result.stdout[-3000:]  # best and total of --epochs' 1 epoch
+    assert "the tutorial recipe did not reach 101% in 3 epochs" in result.stdout
+    assert "  train.py defaults: not reached" in result.stdout
+
+
+def test_time_to_accuracy_refuses_a_tutorial_shorter_than_the_others_in_one_line():
+    result = run_script("bench/time_to_accuracy.py", "--epochs", "5", "--tutorial-epochs", "3")
+    assert_one_line_error(result, "--tutorial-epochs must be at least --epochs (5), got 3")
+
+
 @pytest.mark.parametrize("seeds", [",", "1,1"])
 def test_time_to_accuracy_refuses_seeds_it_cannot_compare_in_one_line(seeds):
     assert_one_line_error(run_script("bench/time_to_accuracy.py", "--seeds", seeds), "--seeds needs one or more")
