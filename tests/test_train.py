@@ -477,8 +477,32 @@ def test_a_run_saved_before_recipes_were_recorded_still_resumes(colour_split, tm
     assert all(torch.equal(straight[name], old[name]) for name in straight)
 
 
+def test_a_fast_run_saved_before_recipes_were_recorded_resumes_with_layer1_as_it_began(
+    colour_split, tmp_path, monkeypatch
+):
+    usual = ("--recipe", "fast", "--set", "layer1_init_scale=1", "layer1_lr_scale=1")
+    run_train(colour_split, tmp_path / "straight", "--epochs", "2", *usual, *SMALL)
+
+    def killed_after_saving(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # the process dies right after epoch 1's checkpoints
+        patch.setattr(training, "write_reports", killed_after_saving)
+        with pytest.raises(KeyboardInterrupt):
+            run_train(colour_split, tmp_path / "old", "--epochs", "2", *usual, *SMALL)
+    state = torch.load(tmp_path / "old" / "last.pth", weights_only=True)
+    del state["train_config"]["recipe_settings"]  # fast's layer 1 started as usual back then
+    torch.save(state, tmp_path / "old" / "last.pth")
+    run_train(colour_split, tmp_path / "old", "--epochs", "2", "--resume")
+    straight, old = weights(tmp_path / "straight" / "last.pth"), weights(tmp_path / "old" / "last.pth")
+    assert all(torch.equal(straight[name], old[name]) for name in straight)
+    resumed = torch.load(tmp_path / "old" / "last.pth", weights_only=True)["train_config"]["recipe_settings"]
+    assert (resumed["layer1_lr_scale"], recipes.RECIPES["fast"]["layer1_lr_scale"]) == (1.0, 5.0)
+
+
 def test_a_small_layer1_start_and_its_own_rate_are_applied(colour_split):
-    plain = recipes.parse_args(["--data", str(colour_split), *SMALL])
+    usual = ("--set", "layer1_init_scale=1", "layer1_lr_scale=1")
+    plain = recipes.parse_args(["--data", str(colour_split), *usual, *SMALL])
     given = ("--set", "layer1_init_scale=0.1", "layer1_lr_scale=5")
     scaled = recipes.parse_args(["--data", str(colour_split), *given, *SMALL])
     assert scaled.recipe_settings == {**plain.recipe_settings, "layer1_init_scale": 0.1, "layer1_lr_scale": 5.0}
