@@ -692,7 +692,7 @@ def test_a_layer_1_near_noise_level_is_said_in_one_line(photos, checkpoint, tmp_
     assert own < 2 * noise
     note = f"note: layer 1 is still near noise level (smoothness {own:.1%}, white noise {noise:.1%}): "
     assert note in random_filters.stdout
-    assert "python train.py trains a readable one in its 10 epochs" in random_filters.stdout
+    assert "flower_photos python train.py trains a readable one in its 10 epochs" in random_filters.stdout
     top9 = visualize("top9", "--checkpoint", checkpoint, "--images", photos, "--layers", "2", "--out", tmp_path / "t")
     assert top9.stderr.count(note) == 1
 

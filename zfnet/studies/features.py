@@ -186,9 +186,9 @@ def layer1_note(model):
         return None
     return (
         f"layer 1 is still near noise level (smoothness {own:.1%}, white noise {noise:.1%}): its filters "
-        "and every layer's projections show its random start more than what it learned; python train.py trains a "
-        "readable one in its 10 epochs (smoothness 78-81%), python train.py --recipe features --epochs 160 a "
-        "smoother one (86%): the README's Recipes"
+        "and every layer's projections show its random start more than what it learned; on the whole of "
+        "flower_photos python train.py trains a readable one in its 10 epochs (smoothness 78-81%), python "
+        "train.py --recipe features --epochs 160 a smoother one (86%): the README's Recipes"
     )
 
 
