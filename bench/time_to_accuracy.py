@@ -94,7 +94,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs = 1
-    if args.tutorial_epochs is not None and args.tutorial_epochs < args.epochs:
+    if args.tutorial_epochs is None:
+        args.tutorial_epochs = args.epochs
+    if args.tutorial_epochs < args.epochs:
         parser.error(f"--tutorial-epochs must be at least --epochs ({args.epochs}), got {args.tutorial_epochs}")
     if not args.seeds or len(set(args.seeds)) < len(args.seeds):
         parser.error(f"--seeds needs one or more distinct seeds, got {','.join(map(str, args.seeds))}")
@@ -184,8 +186,7 @@ def train_py(data, epochs, *flags, workers=None):
 
 def measure(args):
     data = os.path.abspath(args.data)  # train.py's child process runs in the project folder
-    limit = args.tutorial_epochs or args.epochs
-    runs = {TUTORIAL: tutorial_recipe(data, args.epochs, args.target, limit)}
+    runs = {TUTORIAL: tutorial_recipe(data, args.epochs, args.target, args.tutorial_epochs)}
     workers = 0 if args.quick else None  # --quick: worker processes start slower than the sample's photos load
     kinds = {"train.py defaults": []}
     if args.variant:
