@@ -60,20 +60,14 @@ class Distributed:
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
         if attempt is None:
             dist.init_process_group(backend)
-            return
-        # Under torchrun, workers started again after a failure (--max-restarts) meet in the
-        # same store as the group before them; without a prefix of their own, gloo would read
-        # the dead workers' addresses and wait for them.
-        agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-        store = dist.TCPStore(
-            os.environ["MASTER_ADDR"],
-            int(os.environ["MASTER_PORT"]),
-            self.world_size,
-            is_master=self.rank == 0 and not agent_store,
-            timeout=datetime.timedelta(minutes=30),
-        )
-        store = dist.PrefixStore(f"zfnet/attempt{attempt}", store)
-        dist.init_process_group(backend, store=store, rank=self.rank, world_size=self.world_size)
+        else:
+            join_restartable_group(backend, self.rank, self.world_size, attempt)
+        # The sums and barriers below run on a group of their own. DistributedDataParallel
+        # keeps the default group alive until the process ends, gloo's threads and all: one
+        # that let go of a summed tensor only after Python began to shut down would abort the
+        # process after a finished run ("terminate called without an active exception"). This
+        # group nothing else holds, so close() joins its threads while Python still runs.
+        self.group = dist.new_group()
 
     @property
     def is_main(self):
@@ -83,16 +77,33 @@ class Distributed:
         """`tensor` summed over all processes (itself when there is one)."""
         if self.enabled:
             tensor = tensor.clone()
-            dist.all_reduce(tensor)
+            dist.all_reduce(tensor, group=self.group)
         return tensor
 
     def barrier(self):
         if self.enabled:
-            dist.barrier()
+            dist.barrier(group=self.group)
 
     def close(self):
         if self.enabled:
             dist.destroy_process_group()
+            self.group = None  # the last reference: the group's threads are joined here
+
+
+def join_restartable_group(backend, rank, world_size, attempt):
+    """The default group for restart `attempt` of torchrun's workers. Workers started again
+    after a failure (--max-restarts) meet in the same store as the group before them; without
+    a prefix of their own, gloo would read the dead workers' addresses and wait for them."""
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world_size,
+        is_master=rank == 0 and not agent_store,
+        timeout=datetime.timedelta(minutes=30),
+    )
+    store = dist.PrefixStore(f"zfnet/attempt{attempt}", store)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size)
 
 
 def native_bfloat16(device):
