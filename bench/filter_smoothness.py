@@ -25,7 +25,7 @@ from model import ZFNet
 from zfnet.arguments import add_checkpoint, script_parser
 from zfnet.checkpoint import load_checkpoint, model_payload, read_checkpoint, save_checkpoint
 from zfnet.errors import run_main
-from zfnet.recipes import PREPROCESS, recipe_label
+from zfnet.recipes import PREPROCESS, recipe_label, recorded_settings
 from zfnet.spectra import noise_oriented_share, noise_smoothness, oriented_filters, smoothness
 from zfnet.tables import markdown_table
 
@@ -52,7 +52,7 @@ def recipe_and_minutes(path):
         return "?", None
     state = read_checkpoint(last)
     config = state.get("train_config") or {}
-    recipe = recipe_label(config["recipe"], config.get("recipe_settings", {})) if "recipe" in config else "?"
+    recipe = recipe_label(config["recipe"], recorded_settings(state)) if "recipe" in config else "?"
     return recipe, sum(row["seconds"] for row in state.get("history", [])) / 60
 
 

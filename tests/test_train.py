@@ -494,6 +494,10 @@ def test_a_fast_run_saved_before_recipes_were_recorded_resumes_with_layer1_as_it
     state = torch.load(tmp_path / "old" / "last.pth", weights_only=True)
     del state["train_config"]["recipe_settings"]  # fast's layer 1 started as usual back then
     torch.save(state, tmp_path / "old" / "last.pth")
+    label = "fast, layer1_init_scale=1, layer1_lr_scale=1"
+    assert recipes.recipe_label("fast", recipes.recorded_settings(state)) == label
+    table = run_script("bench/filter_smoothness.py", "--checkpoint", str(tmp_path / "old" / "best.pth"))
+    assert f"| {label} |" in table.stdout, table.stdout + table.stderr
     run_train(colour_split, tmp_path / "old", "--epochs", "2", "--resume")
     straight, old = weights(tmp_path / "straight" / "last.pth"), weights(tmp_path / "old" / "last.pth")
     assert all(torch.equal(straight[name], old[name]) for name in straight)

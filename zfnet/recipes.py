@@ -317,6 +317,19 @@ def saved_settings(state):
     return saved
 
 
+def recorded_settings(state):
+    """The recipe settings a last.pth was trained with, every one named. Runs saved before
+    recipes were recorded whole ran their named recipe's settings of then; settings added
+    since a run was saved were off in it."""
+    saved = saved_settings(state)
+    recorded = state["train_config"].get("recipe_settings") or {
+        **UNRECORDED_RECIPES[saved["recipe"]],
+        "lr": saved["lr"],
+        "label_smoothing": saved["label_smoothing"],
+    }
+    return {**PLAIN, **recorded}
+
+
 def extendable(settings):
     """Whether a finished run of a recipe's `settings` can train on: a cosine spans the run,
     a constant rate or one that drops on plateaus has no end."""

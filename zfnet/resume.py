@@ -8,7 +8,7 @@ import os
 
 from zfnet.checkpoint import model_payload, read_checkpoint
 from zfnet.errors import UserError
-from zfnet.recipes import PLAIN, PREPROCESS, RUN_DEFINING, UNRECORDED_RECIPES, extendable, saved_settings
+from zfnet.recipes import PREPROCESS, RUN_DEFINING, extendable, recorded_settings, saved_settings
 
 
 def resume_state(config):
@@ -27,14 +27,7 @@ def resume_state(config):
     if state.get("train_config") is None:
         raise UserError(f"{last} is a model checkpoint without training state; cannot resume from it")
     saved = saved_settings(state)
-    # Runs saved before recipes were recorded whole ran their named recipe's settings of then.
-    # Settings added since a run was saved were off in it.
-    recorded = state["train_config"].get("recipe_settings") or {
-        **UNRECORDED_RECIPES[saved["recipe"]],
-        "lr": saved["lr"],
-        "label_smoothing": saved["label_smoothing"],
-    }
-    config.recipe_settings = {**PLAIN, **recorded}
+    config.recipe_settings = recorded_settings(state)
     for name, value in config.set:
         if config.recipe_settings[name] != value:
             raise UserError(
